@@ -1,0 +1,73 @@
+"""The `patchprune` command.
+
+Each command family lives in its own module and registers its sub-commands here through
+`register(groups)`, so adding a command never means editing a central switch. A sub-command sets
+`func=callable(args) -> int | None` with `parser.set_defaults`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+# Modules that contribute commands; each exposes `register(groups: CommandGroups) -> None`.
+COMMAND_MODULES: tuple[str, ...] = (
+    "patchprune.demo",
+    "patchprune.bench.speed",
+    "patchprune.bench.select",
+    "patchprune.bench.fgseg",
+    "patchprune.data.commands",
+    "patchprune.metrics.commands",
+)
+
+
+@dataclass
+class CommandGroups:
+    """Sub-parser collections a command module may add to."""
+
+    root: argparse._SubParsersAction
+    bench: argparse._SubParsersAction
+    data: argparse._SubParsersAction
+    eval: argparse._SubParsersAction
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="patchprune",
+        description="Patch-token pruning for vision transformers on dense prediction.",
+    )
+    root = parser.add_subparsers(dest="command", metavar="COMMAND")
+    bench = root.add_parser("bench", help="speed and accuracy benchmarks").add_subparsers(
+        dest="bench_command", metavar="BENCH", required=True
+    )
+    data = root.add_parser("data", help="generate or convert data sets").add_subparsers(
+        dest="data_command", metavar="DATA", required=True
+    )
+    evaluate = root.add_parser("eval", help="evaluate predictions").add_subparsers(
+        dest="eval_command", metavar="EVAL", required=True
+    )
+    groups = CommandGroups(root=root, bench=bench, data=data, eval=evaluate)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(groups)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        code = func(args)
+    except (ValueError, FileNotFoundError) as err:  # user errors: one clear line, no traceback
+        print(f"patchprune: error: {err}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The policy contract between the sparse ViT runner and every pruning method.
+
+A policy sits at a block position `i` and acts on the input of block `i`. It sees a
+`PolicyContext` (the live patch tokens, their grid positions, optionally that block's attention
+weights) and returns one of:
+
+- `Decision(keep=...)`: which live tokens go on (bool in inference, a float 0/1 or soft mask with
+  gradient in training). Optional `tokens=` replaces the live features first (e.g. TPS squeezing).
+- `Decision(keep_grid=...)`: which *grid positions* go on, so a pruned token can be reactivated with
+  its last feature (SViT).
+- `Merge(...)`: a smaller set of merged tokens (ToMe); every grid position of a group gets the
+  group's feature when the grid is restored.
+
+Learned and training-free families plug in here without touching the runner.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class PolicyContext:
+    """What a policy sees at block position `position`."""
+
+    position: int
+    num_blocks: int
+    tokens: Tensor  # [B, n, C] live patch tokens (training mode: all N, in raster order)
+    index: Tensor  # [B, n] grid positions of the live tokens
+    grid: tuple[int, int]
+    prefix: Tensor  # [B, P, C] CLS / register tokens (never pruned); P may be 0
+    training: bool  # True: masking execution (mask over all N tokens); False: gather execution
+    alive: Tensor  # [B, n] mask in force: training -> float (0/1 or soft); inference -> bool (False on padding)
+    valid: Tensor | None = None  # [B, n] bool, padding slots False (inference only)
+    size: Tensor | None = None  # [B, n] patches per token after merges; None = ones
+    attn: Tensor | None = None  # [B, heads, P+n, P+n] softmax attention of this block (if asked for)
+    stream: Any = None  # per-video streaming state (see patchprune.video), or None
+    scratch: dict = field(default_factory=dict)  # shared by the policies of one forward call
+    aux: dict = field(default_factory=dict)  # returned to the caller as output.aux (losses, scores)
+    grid_features: Callable[[], Tensor] | None = None  # -> [B, N, C] last feature of every position
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+
+@dataclass
+class Decision:
+    """Keep mask over the live tokens (`keep`) or over grid positions (`keep_grid`)."""
+
+    keep: Tensor | None = None  # [B, n]
+    keep_grid: Tensor | None = None  # [B, N]
+    tokens: Tensor | None = None  # [B, n, C] replacement features for the live tokens
+
+    def __post_init__(self) -> None:
+        if (self.keep is None) == (self.keep_grid is None):
+            raise ValueError("a Decision needs exactly one of keep / keep_grid")
+
+
+@dataclass
+class Merge:
+    """Merged tokens: live slot j of the input goes into output slot assign[:, j]."""
+
+    tokens: Tensor  # [B, k, C]
+    index: Tensor  # [B, k] anchor grid position of each merged token
+    size: Tensor  # [B, k] patches per merged token
+    assign: Tensor  # [B, n] long, output slot of each input slot
+
+
+class Policy(nn.Module):
+    """Base class. Subclasses implement `forward(ctx) -> Decision | Merge`.
+
+    Class attributes a subclass may set:
+    - needs_attention: the runner computes this block's attention weights into ctx.attn (only for
+      this block; every other block keeps SDPA).
+    - observe_positions: block positions whose input features (full grid) the runner hands to
+      `observe` (e.g. a temporal cache that stores x_6 for the next frame).
+    """
+
+    needs_attention: bool = False
+    observe_positions: tuple[int, ...] = ()
+
+    def observe(self, position: int, features: Tensor, alive: Tensor, stream: Any) -> None:
+        """Called with the full-grid input features [B, N, C] of an observed block."""
+
+    def forward(self, ctx: PolicyContext) -> Decision | Merge:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry: "name" -> factory(ratio, **options) -> Policy. One file per method registers itself.
+
+_POLICIES: dict[str, Callable[..., Policy]] = {}
+
+
+def register_policy(name: str) -> Callable[[Callable[..., Policy]], Callable[..., Policy]]:
+    """Decorator: make `factory(ratio, **options)` available as `name` in schedules."""
+
+    def wrap(factory: Callable[..., Policy]) -> Callable[..., Policy]:
+        if name in _POLICIES:
+            raise ValueError(f"policy {name!r} is registered twice")
+        _POLICIES[name] = factory
+        return factory
+
+    return wrap
+
+
+def available_policies() -> list[str]:
+    _load_builtin_families()
+    return sorted(_POLICIES)
+
+
+def make_policy(name: str, ratio: float | None = None, **options: Any) -> Policy:
+    """Build a registered policy; `ratio` is the fraction of live tokens to keep."""
+    _load_builtin_families()
+    if name not in _POLICIES:
+        raise ValueError(f"unknown policy {name!r}; available: {', '.join(sorted(_POLICIES))}")
+    if ratio is not None:
+        check_ratio(ratio)
+        return _POLICIES[name](ratio, **options)
+    return _POLICIES[name](**options)
+
+
+def check_ratio(ratio: float) -> None:
+    if not isinstance(ratio, (int, float)) or not (0.0 < float(ratio) <= 1.0):
+        raise ValueError(f"keep ratio must be in (0, 1], got {ratio!r}")
+
+
+def keep_count(n: Tensor | int, ratio: float) -> Tensor | int:
+    """Tokens kept out of n at `ratio`: floor(ratio * n), at least 1."""
+    if isinstance(n, int):
+        return max(1, int(ratio * n))
+    return torch.clamp((n.to(torch.float64) * ratio).floor().long(), min=1)
+
+
+# Modules whose import registers a family of policies (each method in its own file).
+POLICY_FAMILIES: tuple[str, ...] = ("patchprune.policies.builtin", "patchprune.select.policies")
+
+
+def _load_builtin_families() -> None:
+    import importlib
+
+    for name in POLICY_FAMILIES:
+        importlib.import_module(name)

@@ -1,0 +1,489 @@
+"""Sparse ViT runner: wraps a timm VisionTransformer and prunes patch tokens between its blocks.
+
+`sparse_vit(model, schedule)` returns a module that runs the user's own timm blocks (never swapped,
+never patched) under a schedule of policies. Two execution modes:
+
+- mask (training): every token stays; a policy's keep mask gates each block's residual update
+  (x <- m * block(x) + (1 - m) * x) and hides pruned keys through "policy attention"
+  (see `policy_attention_bias`). Differentiable w.r.t. soft or straight-through masks.
+- gather (inference): only the kept tokens run; they are gathered, processed, and written back into
+  a full-grid buffer where pruned positions keep their last feature. Samples that keep different
+  counts are padded to the batch maximum and hidden by a key-padding mask (SDPA stays in use).
+
+Prefix tokens (CLS, registers) always run and are never seen as candidates for pruning.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from patchprune.metrics.pkr import pkr as pkr_of
+from patchprune.policies.base import Decision, Merge, Policy, PolicyContext, check_ratio, make_policy
+from patchprune.tokens import TokenState, check_grid, gather_tokens, mask_to_slots
+
+ScheduleEntry = Policy | tuple | str
+Schedule = Mapping[int, ScheduleEntry] | str
+
+# Additive bias used for a pruned key in policy attention: small enough that the forward pass matches
+# hard key-padding to ~1e-6, large enough that d(log(m + eps))/dm stays finite.
+POLICY_ATTENTION_EPS = 1e-9
+
+
+@dataclass
+class SparseViTOutput:
+    """Result of one forward call."""
+
+    features: Tensor  # [B, C, H, W] full grid after the last block and the final norm
+    keep_masks: dict[int, Tensor]  # block -> bool [B, N] tokens that block processed
+    pkr: float  # patch keep ratio of this call (mean over blocks of processed / N)
+    aux: dict = field(default_factory=dict)  # filled by the policies (losses, scores, ...)
+    layers: dict[int, Tensor] = field(default_factory=dict)  # pos -> [B, C, H, W] input of block pos
+    prefix: Tensor | None = None  # [B, P, C] prefix tokens after the final norm
+
+    @property
+    def tokens_per_block(self) -> list[float]:
+        """Mean processed patch tokens per sample, per block."""
+        return [float(m.sum(1).float().mean()) for _, m in sorted(self.keep_masks.items())]
+
+
+def sparse_vit(model: nn.Module, schedule: Schedule | None = None, execution: str = "auto",
+               default_policy: str = "random") -> "SparseViT":
+    """Wrap a timm VisionTransformer with a pruning schedule.
+
+    schedule: {block position: Policy | (name, ratio) | (name, ratio, options)} or a string
+    "1:0.6,3:0.8" using `default_policy`. A policy at position i acts on the input of block i; a
+    ratio is the fraction of the *live* tokens kept, so ratios compound along the depth.
+    execution: "auto" (mask when the module is in training mode, gather in eval), "mask", "gather".
+    """
+    return SparseViT(model, schedule or {}, execution=execution, default_policy=default_policy)
+
+
+class SparseViT(nn.Module):
+    """The wrapped model. See `sparse_vit`."""
+
+    def __init__(self, model: nn.Module, schedule: Schedule, execution: str = "auto",
+                 default_policy: str = "random", proportional_attention: bool = True) -> None:
+        super().__init__()
+        check_vit(model)
+        if execution not in ("auto", "mask", "gather"):
+            raise ValueError(f"execution must be 'auto', 'mask' or 'gather', got {execution!r}")
+        self.model = model
+        self.execution = execution
+        self.proportional_attention = proportional_attention
+        self.depth = len(model.blocks)
+        self.policies = nn.ModuleDict(
+            {str(pos): pol for pos, pol in parse_schedule(schedule, self.depth, default_policy).items()}
+        )
+
+    # -- schedule access --------------------------------------------------------------------------
+    def policy_at(self, position: int) -> Policy | None:
+        return self.policies[str(position)] if str(position) in self.policies else None
+
+    @property
+    def schedule(self) -> dict[int, Policy]:
+        return {int(k): v for k, v in self.policies.items()}
+
+    def grid_for(self, images: Tensor) -> tuple[int, int]:
+        """Patch grid (H, W) for an image batch, with clear errors for sizes the model cannot take."""
+        return image_grid(self.model, images)
+
+    # -- forward ----------------------------------------------------------------------------------
+    def forward(self, images: Tensor, stream: Any = None, return_layers: Iterable[int] = ()) -> SparseViTOutput:
+        grid = self.grid_for(images)
+        return_layers = tuple(sorted(set(int(p) for p in return_layers)))
+        for p in return_layers:
+            if not 0 <= p <= self.depth:
+                raise ValueError(f"return_layers position {p} is outside 0..{self.depth}")
+        x = embed(self.model, images)
+        mode = self.execution if self.execution != "auto" else ("mask" if self.training else "gather")
+        run = _MaskRun if mode == "mask" else _GatherRun
+        return run(self, x, grid, stream, return_layers).run()
+
+
+# ------------------------------------------------------------------------------------------------
+# Model checks and shared pieces
+
+
+def check_vit(model: nn.Module) -> None:
+    """Raise a clear error unless `model` is a timm-style ViT with global attention blocks."""
+    from timm.layers import Attention
+
+    for attr in ("patch_embed", "blocks", "norm", "_pos_embed", "num_prefix_tokens"):
+        if not hasattr(model, attr):
+            raise ValueError(f"sparse_vit needs a timm VisionTransformer; the model has no {attr!r}")
+    for i, blk in enumerate(model.blocks):
+        if not isinstance(getattr(blk, "attn", None), Attention):
+            raise ValueError(
+                f"block {i} has no global timm Attention (got {type(getattr(blk, 'attn', None)).__name__}); "
+                "only ViTs with global attention can be pruned token-wise"
+            )
+
+
+def image_grid(model: nn.Module, images: Tensor) -> tuple[int, int]:
+    pe = model.patch_embed
+    if images.dim() != 4:
+        raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
+    in_ch = pe.proj.in_channels
+    if images.shape[1] != in_ch:
+        raise ValueError(f"images have {images.shape[1]} channels, the model expects {in_ch}")
+    ph, pw = pe.patch_size
+    H, W = images.shape[-2:]
+    if H % ph or W % pw:
+        raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {ph}x{pw}")
+    grid = (H // ph, W // pw)
+    if not getattr(model, "dynamic_img_size", False) and tuple(pe.grid_size) != grid:
+        raise ValueError(
+            f"image size {H}x{W} gives a {grid[0]}x{grid[1]} patch grid but the model was built for "
+            f"{pe.grid_size[0]}x{pe.grid_size[1]}; create it with img_size=({H}, {W}) or dynamic_img_size=True"
+        )
+    return grid
+
+
+def embed(model: nn.Module, images: Tensor) -> Tensor:
+    """Patch embedding, position embedding and prefix tokens: [B, P + N, C] (timm's own steps)."""
+    x = model.patch_embed(images)
+    x = model._pos_embed(x)
+    x = model.patch_drop(x)
+    return model.norm_pre(x)
+
+
+def parse_schedule(schedule: Schedule, depth: int, default_policy: str = "random") -> dict[int, Policy]:
+    """Normalise a schedule to {position: Policy}, validating positions and ratios."""
+    if isinstance(schedule, str):
+        schedule = parse_keep_string(schedule, default_policy)
+    out: dict[int, Policy] = {}
+    for pos, entry in schedule.items():
+        if isinstance(pos, bool) or not isinstance(pos, int):
+            raise ValueError(f"schedule positions must be ints, got {pos!r}")
+        if not 0 <= pos < depth:
+            raise ValueError(f"schedule position {pos} is outside the model's blocks 0..{depth - 1}")
+        if isinstance(entry, Policy):
+            out[pos] = entry
+        elif isinstance(entry, (int, float)) and not isinstance(entry, bool):
+            out[pos] = make_policy(default_policy, float(entry))
+        elif isinstance(entry, tuple) and entry and isinstance(entry[0], str):
+            name, ratio, opts = (tuple(entry) + (None, {}))[:3]
+            if ratio is not None:
+                check_ratio(ratio)
+            out[pos] = make_policy(name, ratio, **(opts or {}))
+        else:
+            raise ValueError(f"schedule entry at {pos} must be a Policy, a ratio or (name, ratio[, options]); got {entry!r}")
+    return dict(sorted(out.items()))
+
+
+def parse_keep_string(text: str, policy: str = "random") -> dict[int, tuple]:
+    """"1:0.6,3:0.8" -> {1: (policy, 0.6), 3: (policy, 0.8)}."""
+    out: dict[int, tuple] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            pos_text, ratio_text = part.split(":")
+            pos, ratio = int(pos_text), float(ratio_text)
+        except ValueError:
+            raise ValueError(f"bad schedule item {part!r}; expected POSITION:RATIO, e.g. '1:0.6,3:0.8'") from None
+        if pos in out:
+            raise ValueError(f"position {pos} appears twice in {text!r}")
+        check_ratio(ratio)
+        out[pos] = (policy, ratio)
+    return out
+
+
+def policy_attention_bias(alive: Tensor, num_prefix: int, dtype: torch.dtype) -> Tensor:
+    """Additive attention bias [B, 1, P+N, P+N] for masking execution.
+
+    Query i sees key j with weight P_ij = m_j + (1 - m_j) * [i == j] (prefix keys: 1), as DynamicViT's
+    policy attention; log(P + eps) added to the logits renormalises the softmax over the kept keys.
+    For a hard mask this equals a key-padding mask on kept queries (to ~1e-6); for soft or
+    straight-through masks the gradient w.r.t. m is that of the multiplicative form.
+    """
+    B, N = alive.shape
+    m = torch.cat([alive.new_ones(B, num_prefix), alive], dim=1) if num_prefix else alive
+    n = m.shape[1]
+    eye = torch.eye(n, dtype=m.dtype, device=m.device)
+    weight = m[:, None, :] + (1 - m[:, None, :]) * eye
+    return torch.log(weight + POLICY_ATTENTION_EPS).to(dtype).unsqueeze(1)
+
+
+def block_attention(block: nn.Module, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    """Softmax attention weights [B, heads, n, n] of a timm Block on input x (for scoring only).
+
+    Recomputes q and k with the block's own modules; the block itself still runs with SDPA.
+    """
+    attn = block.attn
+    h = block.norm1(x)
+    B, n, _ = h.shape
+    qkv = attn.qkv(h).reshape(B, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
+    logits = (q * attn.scale) @ k.transpose(-2, -1)
+    if attn_mask is not None:
+        logits = logits.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else logits + attn_mask
+    return logits.float().softmax(-1)
+
+
+def to_image_layout(x: Tensor, grid: tuple[int, int]) -> Tensor:
+    """[B, N, C] -> [B, C, H, W]."""
+    B, N, C = x.shape
+    return x.transpose(1, 2).reshape(B, C, *grid)
+
+
+# ------------------------------------------------------------------------------------------------
+# Execution: one object per forward call, so no state leaks between calls.
+
+
+class _Run:
+    def __init__(self, owner: SparseViT, x: Tensor, grid: tuple[int, int], stream: Any,
+                 return_layers: tuple[int, ...]) -> None:
+        self.owner, self.model, self.grid, self.stream = owner, owner.model, grid, stream
+        self.P = owner.model.num_prefix_tokens
+        self.N = grid[0] * grid[1]
+        check_grid(x.shape[1] - self.P, grid)
+        self.x = x
+        self.return_layers = return_layers
+        self.layers: dict[int, Tensor] = {}
+        self.keep_masks: dict[int, Tensor] = {}
+        self.scratch: dict = {}
+        self.aux: dict = {}
+        self.observers = {}
+        for pos, pol in owner.schedule.items():
+            for p in pol.observe_positions:
+                self.observers.setdefault(p, []).append(pol)
+
+    def context(self, pos: int, policy: Policy, **kw: Any) -> PolicyContext:
+        return PolicyContext(position=pos, num_blocks=self.owner.depth, grid=self.grid, stream=self.stream,
+                             scratch=self.scratch, aux=self.aux, grid_features=self.grid_features, **kw)
+
+    def visit(self, pos: int) -> None:
+        """Hand the input of block `pos` to observers and to return_layers, before its policy acts."""
+        if pos in self.return_layers:
+            self.layers[pos] = to_image_layout(self.grid_features(), self.grid)
+        for pol in self.observers.get(pos, ()):
+            pol.observe(pos, self.grid_features(), self.alive_grid(), self.stream)
+
+    def finish(self) -> SparseViTOutput:
+        self.visit(self.owner.depth)
+        full = self.model.norm(torch.cat([self.prefix_tokens(), self.grid_features()], dim=1))
+        return SparseViTOutput(
+            features=to_image_layout(full[:, self.P:], self.grid),
+            keep_masks=self.keep_masks,
+            pkr=pkr_of(self.keep_masks),
+            aux=self.aux,
+            layers=self.layers,
+            prefix=full[:, : self.P],
+        )
+
+
+class _MaskRun(_Run):
+    """Masking execution: all tokens flow; masks gate the residual updates."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.alive = self.x.new_ones(self.x.shape[0], self.N)
+        self.dense = True  # no policy has acted yet: plain SDPA, no bias
+
+    def grid_features(self) -> Tensor:
+        return self.x[:, self.P:]
+
+    def prefix_tokens(self) -> Tensor:
+        return self.x[:, : self.P]
+
+    def alive_grid(self) -> Tensor:
+        return self.alive
+
+    def run(self) -> SparseViTOutput:
+        B = self.x.shape[0]
+        index = torch.arange(self.N, device=self.x.device).expand(B, -1)
+        for pos, block in enumerate(self.model.blocks):
+            self.visit(pos)
+            policy = self.owner.policy_at(pos)
+            if policy is not None:
+                self.apply(pos, policy, index, block)
+            if self.dense:
+                self.x = block(self.x)
+            else:
+                bias = policy_attention_bias(self.alive, self.P, self.x.dtype)
+                y = block(self.x, attn_mask=bias)
+                m = self.alive.unsqueeze(-1).to(y.dtype)
+                patches = m * y[:, self.P:] + (1 - m) * self.x[:, self.P:]
+                self.x = torch.cat([y[:, : self.P], patches], dim=1)
+            self.keep_masks[pos] = (self.alive > 0.5).detach()
+        return self.finish()
+
+    def apply(self, pos: int, policy: Policy, index: Tensor, block: nn.Module) -> None:
+        attn = None
+        if policy.needs_attention:
+            bias = None if self.dense else policy_attention_bias(self.alive, self.P, self.x.dtype)
+            attn = block_attention(block, self.x, bias)
+        ctx = self.context(pos, policy, tokens=self.x[:, self.P:], index=index, prefix=self.x[:, : self.P],
+                           training=True, alive=self.alive, attn=attn)
+        decision = policy(ctx)
+        if isinstance(decision, Merge):
+            raise ValueError(f"policy at {pos} merges tokens; merging runs in gather (inference) execution only")
+        keep = decision.keep if decision.keep is not None else decision.keep_grid
+        if keep.shape != self.alive.shape:
+            raise ValueError(f"policy at {pos} returned a keep mask of shape {tuple(keep.shape)}, expected {tuple(self.alive.shape)}")
+        if decision.tokens is not None:
+            self.x = torch.cat([self.x[:, : self.P], decision.tokens], dim=1)
+        self.alive = keep.to(self.x.dtype)
+        self.dense = False
+
+
+class _GatherRun(_Run):
+    """Gather execution: only live tokens run; a full-grid buffer keeps every position's last feature."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        B = self.x.shape[0]
+        patches = self.x[:, self.P:]
+        self.full = patches  # last feature of every grid position (valid where owner < 0)
+        self.state = TokenState.from_grid(patches, self.grid)
+        # owner[b, p] = slot of the live token standing for grid position p, or -1 once pruned
+        self.owner_map: Tensor | None = None  # None: identity (nothing pruned yet)
+        self.flushed = True  # full is up to date with the live tokens
+        self.attn_mask: Tensor | None = None
+        self.processed = torch.ones(B, self.N, dtype=torch.bool, device=self.x.device)
+
+    # -- state access --
+    def prefix_tokens(self) -> Tensor:
+        return self.x[:, : self.P]
+
+    def live_tokens(self) -> Tensor:
+        return self.x[:, self.P:]
+
+    def grid_features(self) -> Tensor:
+        """Full grid [B, N, C]: live tokens (merged ones fill their group), pruned keep their last feature."""
+        if not self.flushed:
+            live = self.live_tokens()
+            if self.owner_map is None:
+                self.full = live
+            else:
+                owned = self.owner_map >= 0
+                from_live = gather_tokens(live, self.owner_map.clamp(min=0))
+                self.full = torch.where(owned.unsqueeze(-1), from_live, self.full)
+            self.flushed = True
+        return self.full
+
+    def alive_grid(self) -> Tensor:
+        return self.processed
+
+    # -- main loop --
+    def run(self) -> SparseViTOutput:
+        for pos, block in enumerate(self.model.blocks):
+            self.visit(pos)
+            policy = self.owner.policy_at(pos)
+            if policy is not None:
+                self.apply(pos, policy, block)
+            self.x = block(self.x) if self.attn_mask is None else block(self.x, attn_mask=self.attn_mask)
+            self.flushed = False
+            self.keep_masks[pos] = self.processed
+        return self.finish()
+
+    def apply(self, pos: int, policy: Policy, block: nn.Module) -> None:
+        st = self.state
+        alive = st.valid if st.valid is not None else torch.ones_like(st.index, dtype=torch.bool)
+        attn = block_attention(block, self.x, self.attn_mask) if policy.needs_attention else None
+        ctx = self.context(pos, policy, tokens=self.live_tokens(), index=st.index, prefix=self.prefix_tokens(),
+                           training=False, alive=alive, valid=st.valid, size=st.size, attn=attn)
+        decision = policy(ctx)
+        self.grid_features()  # pruned positions must keep the feature they have now
+        if isinstance(decision, Merge):
+            self.merge(pos, decision)
+        elif decision.keep is not None:
+            self.keep_live(pos, decision, alive)
+        else:
+            self.keep_grid(pos, decision)
+        self.processed = self.processed_mask()
+        self.attn_mask = self.build_attn_mask()
+
+    def keep_live(self, pos: int, decision: Decision, alive: Tensor) -> None:
+        st = self.state
+        keep = decision.keep
+        if keep.shape != st.index.shape or keep.dtype != torch.bool:
+            raise ValueError(
+                f"policy at {pos} returned keep {tuple(keep.shape)} {keep.dtype}; expected bool {tuple(st.index.shape)}"
+            )
+        keep = keep & alive
+        empty = keep.sum(1) == 0  # never leave a sample without tokens: keep its first live slot
+        if bool(empty.any()):
+            keep = keep.clone()
+            keep[:, 0] |= empty
+        tokens = decision.tokens if decision.tokens is not None else self.live_tokens()
+        slots, valid = mask_to_slots(keep)
+        new_of_old = _slot_remap(slots, valid, st.index.shape[1])
+        self.owner_map = (
+            new_of_old if self.owner_map is None else _compose_owner(self.owner_map, new_of_old)
+        )
+        self.state = TokenState(
+            tokens=gather_tokens(tokens, slots), index=st.index.gather(1, slots), grid=self.grid,
+            size=None if st.size is None else st.size.gather(1, slots), valid=valid,
+        )
+        self.x = torch.cat([self.prefix_tokens(), self.state.tokens], dim=1)
+
+    def keep_grid(self, pos: int, decision: Decision) -> None:
+        keep = decision.keep_grid
+        if keep.shape != (self.x.shape[0], self.N) or keep.dtype != torch.bool:
+            raise ValueError(f"policy at {pos} returned keep_grid {tuple(keep.shape)} {keep.dtype}; expected bool [B, N]")
+        if self.state.size is not None:
+            raise ValueError(f"policy at {pos} re-selects grid positions after a merge; that is not supported")
+        empty = keep.sum(1) == 0
+        if bool(empty.any()):
+            keep = keep.clone()
+            keep[:, 0] |= empty
+        slots, valid = mask_to_slots(keep)
+        self.owner_map = _slot_remap(slots, valid, self.N)
+        self.state = TokenState(tokens=gather_tokens(self.full, slots), index=slots, grid=self.grid, valid=valid)
+        self.x = torch.cat([self.prefix_tokens(), self.state.tokens], dim=1)
+
+    def merge(self, pos: int, m: Merge) -> None:
+        st = self.state
+        if st.valid is not None:
+            raise ValueError(f"policy at {pos} merges tokens of a padded batch; merging needs equal counts per sample")
+        if m.assign.shape != st.index.shape:
+            raise ValueError(f"policy at {pos}: Merge.assign has shape {tuple(m.assign.shape)}, expected {tuple(st.index.shape)}")
+        identity = torch.arange(self.N, device=self.x.device).expand_as(m.assign) if self.owner_map is None else None
+        base = identity if identity is not None else self.owner_map
+        owned = base >= 0
+        self.owner_map = torch.where(owned, m.assign.gather(1, base.clamp(min=0)), base)
+        self.state = TokenState(tokens=m.tokens, index=m.index, grid=self.grid, size=m.size)
+        self.x = torch.cat([self.prefix_tokens(), m.tokens], dim=1)
+
+    def processed_mask(self) -> Tensor:
+        st = self.state
+        mask = torch.zeros(st.index.shape[0], self.N + 1, dtype=torch.bool, device=st.index.device)
+        target = st.index if st.valid is None else torch.where(st.valid, st.index, torch.full_like(st.index, self.N))
+        return mask.scatter(1, target, True)[:, : self.N]
+
+    def build_attn_mask(self) -> Tensor | None:
+        """Key mask [B, 1, 1, P+n]: bool for padding only, additive float when sizes are present."""
+        st = self.state
+        use_size = st.size is not None and self.owner.proportional_attention
+        if st.valid is None and not use_size:
+            return None
+        B = st.index.shape[0]
+        if not use_size:
+            keys = torch.cat([st.valid.new_ones(B, self.P), st.valid], dim=1)
+            return keys[:, None, None, :]
+        bias = torch.log(st.size.to(self.x.dtype).clamp(min=1))
+        if st.valid is not None:
+            bias = bias.masked_fill(~st.valid, float("-inf"))
+        keys = torch.cat([bias.new_zeros(B, self.P), bias], dim=1)
+        return keys[:, None, None, :]
+
+
+def _slot_remap(slots: Tensor, valid: Tensor | None, n_old: int) -> Tensor:
+    """[B, n_old] long: new slot of each old slot (-1 when dropped). Padding slots write nowhere."""
+    B, k = slots.shape
+    new = torch.arange(k, device=slots.device).expand(B, -1)
+    target = slots if valid is None else torch.where(valid, slots, torch.full_like(slots, n_old))
+    out = torch.full((B, n_old + 1), -1, dtype=torch.long, device=slots.device)
+    return out.scatter(1, target, new)[:, :n_old]
+
+
+def _compose_owner(owner: Tensor, new_of_old: Tensor) -> Tensor:
+    owned = owner >= 0
+    return torch.where(owned, new_of_old.gather(1, owner.clamp(min=0)), owner)
+
+
+__all__ = ["sparse_vit", "SparseViT", "SparseViTOutput", "parse_schedule", "parse_keep_string",
+           "policy_attention_bias", "block_attention", "check_vit", "image_grid", "embed"]
