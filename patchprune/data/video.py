@@ -1,0 +1,132 @@
+"""Video files (mp4 / avi / webm / mkv / mov) with PyAV: stream frames for inference, write test videos.
+
+Frames come out as uint8 [H, W, 3] RGB, one at a time, so a long video never has to fit in memory.
+Missing files raise FileNotFoundError; unreadable, corrupt or empty videos, and a decoded frame count
+that differs from the expected one, raise ValueError naming the file.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from patchprune.data.io import atomic_path
+from patchprune.data.types import VideoSample
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
+_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264", ".avi": "mpeg4",
+           ".webm": "libvpx"}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about its first video stream (frames may be 0 when unknown)."""
+
+    path: str
+    width: int
+    height: int
+    fps: float
+    frames: int
+    codec: str
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"empty video file: {path}")
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.error.FFmpegError, UnicodeDecodeError) as err:
+        raise ValueError(f"corrupt or unsupported video {path}: {err}") from err
+    if not container.streams.video:
+        container.close()
+        raise ValueError(f"no video stream in {path}")
+    return container
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Stream facts without decoding."""
+    with _open(path) as c:
+        s = c.streams.video[0]
+        fps = float(s.average_rate) if s.average_rate else (float(s.guessed_rate) if s.guessed_rate else 0.0)
+        return VideoInfo(str(path), int(s.codec_context.width), int(s.codec_context.height), fps,
+                         int(s.frames or 0), s.codec_context.name)
+
+
+def iter_video_frames(path: str | Path, stride: int = 1, max_frames: int | None = None,
+                      expected_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Yield uint8 [H, W, 3] RGB frames (every `stride`-th, at most `max_frames`).
+
+    expected_frames: when given, the number of decoded frames (before stride / max_frames) must
+    match it, checked once the stream ends (a ValueError otherwise).
+    """
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    container = _open(path)
+    n = 0
+    out = 0
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for frame in container.decode(stream):
+                if n % stride == 0:
+                    if max_frames is not None and out >= max_frames:
+                        return
+                    yield frame.to_ndarray(format="rgb24")
+                    out += 1
+                n += 1
+        except av.error.FFmpegError as err:
+            raise ValueError(f"corrupt video {path}: decoding failed after {n} frames ({err})") from err
+        if n == 0:
+            raise ValueError(f"empty video {path}: no frame could be decoded")
+        if expected_frames is not None and n != expected_frames:
+            raise ValueError(f"{path}: decoded {n} frames, expected {expected_frames} (mismatched frame counts)")
+    finally:
+        container.close()
+
+
+def read_video(path: str | Path, stride: int = 1, max_frames: int | None = None,
+               expected_frames: int | None = None) -> np.ndarray:
+    """All (selected) frames as uint8 [T, H, W, 3]."""
+    frames = list(iter_video_frames(path, stride, max_frames, expected_frames))
+    return np.stack(frames)
+
+
+def video_sample(path: str | Path, video_id: int = 0, **kwargs) -> VideoSample:
+    """A VideoSample (no tracks) of a video file, for inference."""
+    path = Path(path)
+    return VideoSample(video_id=video_id, name=path.stem, frames=read_video(path, **kwargs), tracks=[], categories={})
+
+
+def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float = 10.0,
+                codec: str | None = None) -> Path:
+    """Encode uint8 [T, H, W, 3] frames into a video file, atomically (codec from the suffix)."""
+    path = Path(path)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[0] == 0:
+        raise ValueError(f"frames must be a non-empty uint8 [T, H, W, 3] array, got {frames.dtype} {frames.shape}")
+    codec = codec or _CODECS.get(path.suffix.lower())
+    if codec is None:
+        raise ValueError(f"unknown video suffix {path.suffix!r}; expected one of {VIDEO_SUFFIXES}")
+    T, H, W, _ = frames.shape
+    if codec in ("libx264", "mpeg4") and (H % 2 or W % 2):
+        raise ValueError(f"{codec} needs even frame sizes, got {W}x{H}")
+    with atomic_path(path) as tmp:
+        fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}.get(
+            path.suffix.lower())
+        with av.open(str(tmp), mode="w", format=fmt) as c:
+            s = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+            s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+            for f in frames:
+                for packet in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                    c.mux(packet)
+            for packet in s.encode():
+                c.mux(packet)
+    return path

@@ -1,0 +1,198 @@
+"""YouTube-VIS AP / AR with spatio-temporal IoU, on the regular pycocotools.
+
+IoU of a predicted track D and a ground-truth track G = sum_t |D_t ∩ G_t| / sum_t |D_t ∪ G_t|, where a
+frame on which only one side has a mask adds its area to the union only. Matching, precision /
+recall accumulation and the 101-point interpolation are pycocotools' COCOeval (per video instead
+of per image); only the IoU is replaced. Area ranges use the track's mean area over the frames where
+it is present, with the YouTube-VIS ranges (small < 128², medium < 256², large), maxDets 1/10/100.
+Crowd ground truth (iscrowd = 1) is matched with sum_t |D_t ∩ G_t| / sum_t |D_t|, as COCO does.
+
+Why not the youtubevos fork of pycocotools: it replaces the installed pycocotools and uses numpy
+aliases that no longer exist.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from patchprune.data import rle as rle_utils
+from patchprune.data.io import read_json
+
+YTVIS_AREA_RANGES: list[list[float]] = [[0.0, 1e5 ** 2], [0.0, 128.0 ** 2], [128.0 ** 2, 256.0 ** 2], [256.0 ** 2, 1e5 ** 2]]
+
+
+def _track_rles(segs: Sequence[Any], height: int, width: int) -> list[dict[str, Any] | None]:
+    """pycocotools RLEs per frame; None (or an empty mask) means absent."""
+    out: list[dict[str, Any] | None] = []
+    for s in segs:
+        if s is None:
+            out.append(None)
+            continue
+        r = rle_utils.to_rle(s, height, width)
+        out.append(r if mask_utils.area(r) > 0 else None)
+    return out
+
+
+def track_areas(rles: Sequence[dict[str, Any] | None]) -> np.ndarray:
+    """float64 [T] pixel areas of a track (0 where absent)."""
+    return np.array([float(mask_utils.area(r)) if r is not None else 0.0 for r in rles], dtype=np.float64)
+
+
+def spatiotemporal_iou(dts: Sequence[Sequence[dict | None]], gts: Sequence[Sequence[dict | None]],
+                       iscrowd: Sequence[int] | None = None) -> np.ndarray:
+    """float64 [D, G] spatio-temporal IoU between predicted and ground-truth tracks (pycocotools RLEs).
+
+    All tracks must have the same number of frames. Pairs whose union is empty get IoU 0.
+    """
+    D, G = len(dts), len(gts)
+    if D == 0 or G == 0:
+        return np.zeros((D, G), dtype=np.float64)
+    T = len(gts[0])
+    if any(len(x) != T for x in list(dts) + list(gts)):
+        raise ValueError("all tracks must have the same number of frames")
+    crowd = np.zeros(G, dtype=bool) if iscrowd is None else np.asarray(iscrowd, dtype=bool)
+    inter = np.zeros((D, G), dtype=np.float64)
+    area_d = np.stack([track_areas(d) for d in dts])  # [D, T]
+    area_g = np.stack([track_areas(g) for g in gts])  # [G, T]
+    for t in range(T):
+        di = [i for i in range(D) if dts[i][t] is not None]
+        gi = [j for j in range(G) if gts[j][t] is not None]
+        if not di or not gi:
+            continue
+        # pycocotools gives IoU (or |D∩G|/|D| for crowd); recover the intersection from it.
+        iou = np.asarray(mask_utils.iou([dts[i][t] for i in di], [gts[j][t] for j in gi],
+                                        [0] * len(gi)), dtype=np.float64).reshape(len(di), len(gi))
+        ad, ag = area_d[di, t][:, None], area_g[gi, t][None, :]
+        inter[np.ix_(di, gi)] += np.rint(iou * (ad + ag) / (1.0 + iou))
+    sum_d, sum_g = area_d.sum(1)[:, None], area_g.sum(1)[None, :]
+    union = np.where(crowd[None, :], sum_d, sum_d + sum_g - inter)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+class _VideoCOCOeval(COCOeval):
+    """COCOeval over videos ("images" are videos) whose IoU is the spatio-temporal track IoU."""
+
+    def computeIoU(self, imgId, catId):  # noqa: N802 (pycocotools naming)
+        p = self.params
+        gt = self._gts[imgId, catId]
+        dt = self._dts[imgId, catId]
+        if len(gt) == 0 and len(dt) == 0:
+            return []
+        order = np.argsort([-d["score"] for d in dt], kind="mergesort")
+        dt = [dt[i] for i in order][: p.maxDets[-1]]
+        return spatiotemporal_iou([d["rles"] for d in dt], [g["rles"] for g in gt],
+                                  [int(g["iscrowd"]) for g in gt])
+
+
+def _quiet_coco(dataset: dict[str, Any]) -> COCO:
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _load(obj: Any, what: str) -> Any:
+    return read_json(obj, what) if isinstance(obj, (str, Path)) else obj
+
+
+def ytvis_eval(gt: str | Path | dict[str, Any], results: str | Path | list[dict[str, Any]],
+               area_ranges: list[list[float]] | None = None) -> dict[str, float]:
+    """YouTube-VIS metrics of a results list against a ground-truth annotation file.
+
+    gt: path or dict in the YouTube-VIS layout. results: path or list of
+    {video_id, category_id, segmentations: [RLE or null per frame], score}.
+    Returns AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100 in [0, 1]; a metric with no ground truth
+    in its area range is -1 (the COCO convention).
+    """
+    gt = _load(gt, "YouTube-VIS annotation file")
+    results = _load(results, "results file")
+    if not isinstance(gt, dict) or not isinstance(gt.get("videos"), list) or not isinstance(gt.get("categories"), list):
+        raise ValueError("ground truth must be a YouTube-VIS dict with 'videos' and 'categories'")
+    if not isinstance(results, list):
+        raise ValueError("results must be a JSON list of {video_id, category_id, segmentations, score}")
+    videos = {int(v["id"]): v for v in gt["videos"]}
+
+    def size(vid: int) -> tuple[int, int, int]:
+        v = videos[vid]
+        return int(v["height"]), int(v["width"]), len(v["file_names"]) if "file_names" in v else int(v["length"])
+
+    gt_anns = []
+    for k, a in enumerate(gt.get("annotations") or [], start=1):
+        vid = int(a["video_id"])
+        if vid not in videos:
+            raise ValueError(f"ground-truth annotation {a.get('id')} refers to unknown video {vid}")
+        H, W, T = size(vid)
+        if len(a["segmentations"]) != T:
+            raise ValueError(f"ground-truth annotation {a.get('id')}: {len(a['segmentations'])} frames, video has {T}")
+        rles = _track_rles(a["segmentations"], H, W)
+        areas = track_areas(rles)
+        present = areas > 0
+        gt_anns.append({"id": k, "image_id": vid, "category_id": int(a["category_id"]),
+                        "iscrowd": int(a.get("iscrowd", 0)), "rles": rles,
+                        "area": float(areas[present].mean()) if present.any() else 0.0})
+    dt_anns = []
+    for k, r in enumerate(results, start=1):
+        if not isinstance(r, dict) or not all(key in r for key in ("video_id", "category_id", "segmentations", "score")):
+            raise ValueError(f"result {k - 1} lacks one of video_id / category_id / segmentations / score")
+        vid = int(r["video_id"])
+        if vid not in videos:
+            raise ValueError(f"result {k - 1} refers to video {vid}, which is not in the ground truth")
+        H, W, T = size(vid)
+        if len(r["segmentations"]) != T:
+            raise ValueError(f"result {k - 1}: {len(r['segmentations'])} segmentations for a video of {T} frames")
+        score = float(r["score"])
+        if not np.isfinite(score):
+            raise ValueError(f"result {k - 1} has a non-finite score")
+        rles = _track_rles(r["segmentations"], H, W)
+        areas = track_areas(rles)
+        present = areas > 0
+        dt_anns.append({"id": k, "image_id": vid, "category_id": int(r["category_id"]), "iscrowd": 0,
+                        "score": score, "rles": rles,
+                        "area": float(areas[present].mean()) if present.any() else 0.0})
+
+    images = [{"id": vid} for vid in videos]
+    cats = [{"id": int(c["id"]), "name": c.get("name", str(c["id"]))} for c in gt["categories"]]
+    coco_gt = _quiet_coco({"images": images, "categories": cats, "annotations": gt_anns})
+    coco_dt = _quiet_coco({"images": images, "categories": cats, "annotations": dt_anns})
+    ev = _VideoCOCOeval(coco_gt, coco_dt, iouType="bbox")  # "bbox": no mask conversion in _prepare
+    ev.params.areaRng = area_ranges or YTVIS_AREA_RANGES
+    ev.params.areaRngLbl = ["all", "small", "medium", "large"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate()
+        ev.accumulate()
+    return summarize(ev)
+
+
+def summarize(ev: COCOeval) -> dict[str, float]:
+    """The standard 12 COCO summary numbers from an accumulated COCOeval, without printing."""
+    p = ev.params
+    prec, rec = ev.eval["precision"], ev.eval["recall"]  # [T,R,K,A,M], [T,K,A,M]
+
+    def mean(x: np.ndarray) -> float:
+        x = x[x > -1]
+        return float(x.mean()) if x.size else -1.0
+
+    def t_index(thr: float) -> int:
+        return int(np.argmin(np.abs(p.iouThrs - thr)))
+
+    m_last = len(p.maxDets) - 1
+    out = {
+        "AP": mean(prec[:, :, :, 0, m_last]),
+        "AP50": mean(prec[t_index(0.5), :, :, 0, m_last]),
+        "AP75": mean(prec[t_index(0.75), :, :, 0, m_last]),
+        "APs": mean(prec[:, :, :, 1, m_last]),
+        "APm": mean(prec[:, :, :, 2, m_last]),
+        "APl": mean(prec[:, :, :, 3, m_last]),
+    }
+    for m, md in enumerate(p.maxDets):
+        out[f"AR{md}"] = mean(rec[:, :, 0, m])
+    return out
