@@ -1,0 +1,93 @@
+"""Helpers shared by the learned pruning policies.
+
+- `grid_tokens`: the full H x W grid of token features, whatever the execution mode.
+- `ensure_one`: never let a sample keep zero tokens (an all-masked attention row is NaN).
+- `SparsityRecord` / `record`: what each policy writes into `ctx.aux["sparsity"]` so that a
+  method's loss (patchprune.learned.losses) can be computed from the runner's output alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from patchprune.policies.base import PolicyContext
+from patchprune.tokens import scatter_tokens
+
+SPARSITY_KEY = "sparsity"
+
+
+@dataclass
+class SparsityRecord:
+    """Keep statistics of one pruning module in one forward call.
+
+    keep_mean: scalar, cumulative keep mask relative to all N grid tokens, mean over batch and
+    tokens jointly (with gradient in training mode). keep_per_sample: [B], the same per sample.
+    prob_mean: scalar mean keep probability (Map-SM's p) or None. active: [B] bool, samples on
+    which the module actually acted (Map-SM is skipped without a temporal prior).
+    """
+
+    kind: str
+    keep_mean: Tensor
+    keep_per_sample: Tensor
+    prob_mean: Tensor | None = None
+    active: Tensor | None = None
+
+
+def record(ctx: PolicyContext, rec: SparsityRecord) -> None:
+    """Store a module's statistics under its block position."""
+    ctx.aux.setdefault(SPARSITY_KEY, {})[ctx.position] = rec
+
+
+def records(aux: dict) -> dict[int, SparsityRecord]:
+    """The sparsity records of one forward call, by block position (empty if none)."""
+    return dict(sorted(aux.get(SPARSITY_KEY, {}).items()))
+
+
+def is_full_grid(ctx: PolicyContext) -> bool:
+    """True when the live tokens are exactly the grid in raster order (training, or nothing pruned)."""
+    n, N = ctx.tokens.shape[1], ctx.num_patches
+    if n != N or ctx.valid is not None:
+        return False
+    return ctx.training or bool((ctx.index == torch.arange(N, device=ctx.index.device)).all())
+
+
+def grid_tokens(ctx: PolicyContext) -> Tensor:
+    """[B, N, C] features of every grid position (pruned positions: their last feature)."""
+    if is_full_grid(ctx):
+        return ctx.tokens
+    if ctx.grid_features is not None:
+        return ctx.grid_features()
+    return scatter_tokens(ctx.tokens, ctx.index, ctx.num_patches, valid=ctx.valid)
+
+
+def live_alive(ctx: PolicyContext) -> Tensor:
+    """Bool [B, n]: live, real tokens (training: alive > 0.5; inference: the alive mask)."""
+    if ctx.training:
+        return ctx.alive > 0.5
+    alive = ctx.alive.bool()
+    return alive if ctx.valid is None else alive & ctx.valid
+
+
+def ensure_one(keep: Tensor, scores: Tensor, eligible: Tensor) -> Tensor:
+    """Bool keep [B, n] with at least one token per sample: an empty sample keeps its best eligible token."""
+    if bool(keep.any(dim=1).all()):
+        return keep
+    empty = ~keep.any(dim=1, keepdim=True)
+    best = scores.float().masked_fill(~eligible, float("-inf")).argmax(dim=1, keepdim=True)
+    rescue = torch.zeros_like(keep).scatter_(1, best, True)
+    return keep | (rescue & empty)
+
+
+def grid_keep_per_sample(keep_live: Tensor, num_patches: int) -> Tensor:
+    """Kept tokens per sample relative to all N grid tokens, [B] float."""
+    return keep_live.float().sum(1) / num_patches
+
+
+def rescue_empty(m: Tensor, scores: Tensor, eligible: Tensor) -> Tensor:
+    """Training-mode counterpart of `ensure_one` for float masks [B, N]: a sample whose hard mask
+    is empty gets its best eligible token back (constant 1, no gradient), as inference would do."""
+    hard = m.detach() > 0.5
+    rescue = ensure_one(hard, scores.detach(), eligible) & ~hard
+    return m + rescue.to(m.dtype)

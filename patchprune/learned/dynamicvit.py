@@ -1,0 +1,89 @@
+"""DynamicViT stage predictor (Rao et al.), positions 3, 6, 9.
+
+h = GELU(Linear_{C->C}(LN(x))); the second half of h is replaced by its mean over the currently
+kept tokens (global context); MLP C -> C/2 -> C/4 -> 2 with GELU; LogSoftmax (241,250 parameters
+per stage at C = 384). Training: hard Gumbel-softmax (standard convention, tau = 1) times the
+previous decision; the runner's policy attention hides pruned keys. Inference: deterministic top-k,
+k_s = int(N * rho^s) of the N grid tokens.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from patchprune.learned.common import SparsityRecord, ensure_one, grid_keep_per_sample, live_alive, record, rescue_empty
+from patchprune.learned.gumbel import KEEP, keep_decision
+from patchprune.policies.base import Decision, Policy, PolicyContext, register_policy
+from patchprune.policies.common import topk_mask
+
+DYNAMICVIT_POSITIONS = (3, 6, 9)
+
+
+def dynamicvit_rho(target: float) -> float:
+    """Stage keep ratio rho for a PKR target: 0.6 for 55 % (PKR 54.4 %), 0.4 for 40 % (PKR 40.6 %)."""
+    table = {0.55: 0.6, 0.40: 0.4}
+    for t, rho in table.items():
+        if abs(target - t) < 1e-6:
+            return rho
+    raise ValueError(f"no default DynamicViT rho for target {target}; pass rho= explicitly (known: 0.55, 0.40)")
+
+
+class DynamicViTPredictor(nn.Module):
+    """Local / global token scorer -> two-class log-probabilities [B, n, 2] (class 0 = keep)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        if dim % 4:
+            raise ValueError(f"DynamicViT predictor width must be a multiple of 4, got {dim}")
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, dim // 2), nn.GELU(), nn.Linear(dim // 2, dim // 4), nn.GELU(), nn.Linear(dim // 4, 2)
+        )
+
+    def forward(self, x: Tensor, weight: Tensor) -> Tensor:
+        """x [B, n, C], weight [B, n] (current keep mask, float) -> log-probs [B, n, 2]."""
+        h = F.gelu(self.proj(self.norm(x)))
+        half = h.shape[-1] // 2
+        local, glob = h[..., :half], h[..., half:]
+        w = weight.to(h.dtype).unsqueeze(-1)
+        g = (glob * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1e-6)
+        return F.log_softmax(self.mlp(torch.cat([local, g.expand_as(glob)], dim=-1)), dim=-1)
+
+
+class DynamicViTStage(Policy):
+    """One DynamicViT pruning stage with a fixed keep ratio relative to the full grid."""
+
+    def __init__(self, dim: int, keep_ratio: float, tau: float = 1.0) -> None:
+        super().__init__()
+        if not 0.0 < keep_ratio <= 1.0:
+            raise ValueError(f"keep ratio must be in (0, 1], got {keep_ratio}")
+        self.predictor = DynamicViTPredictor(dim)
+        self.keep_ratio = float(keep_ratio)
+        self.tau = float(tau)
+
+    def decide(self, ctx: PolicyContext) -> tuple[Tensor, Tensor]:
+        """(keep, log-probs): float straight-through cumulative mask in training, bool over live tokens in inference."""
+        N = ctx.num_patches
+        if ctx.training:
+            z = self.predictor(ctx.tokens, ctx.alive)
+            s, _ = keep_decision(z, self.tau, noise=True, convention="standard")
+            m = rescue_empty(s * ctx.alive, z[..., KEEP], ctx.alive > 0.5)
+            record(ctx, SparsityRecord("dynamicvit", m.mean(), m.sum(1) / N))
+            return m, z
+        eligible = live_alive(ctx)
+        z = self.predictor(ctx.tokens, eligible)
+        k = torch.full((z.shape[0],), max(1, int(N * self.keep_ratio)), device=z.device)
+        keep = ensure_one(topk_mask(z[..., KEEP], k, eligible), z[..., KEEP], eligible)
+        per_sample = grid_keep_per_sample(keep, N)
+        record(ctx, SparsityRecord("dynamicvit", per_sample.mean(), per_sample))
+        return keep, z
+
+    def forward(self, ctx: PolicyContext) -> Decision:
+        return Decision(keep=self.decide(ctx)[0])
+
+
+@register_policy("dynamicvit")
+def _make(ratio: float, dim: int = 384, tau: float = 1.0) -> DynamicViTStage:
+    return DynamicViTStage(dim, ratio, tau=tau)

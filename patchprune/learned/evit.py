@@ -1,0 +1,107 @@
+"""EViT (Liang et al.): keep the tokens the CLS token attends to most (mean over heads).
+
+For ViTs with a CLS token (image-classification style). At each of its positions (3, 6, 9 by
+default) it keeps the top ceil(keep_rate * n_live) live patch tokens; with `fuse=True` (gather
+execution only) the other live tokens are fused into one extra token, weighted by their CLS
+attention; every fused grid position then shows that token's feature on the restored grid.
+No parameters, nothing to train.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from patchprune.learned.common import SparsityRecord, ensure_one, grid_keep_per_sample, live_alive, record
+from patchprune.policies.base import Decision, Merge, Policy, PolicyContext, register_policy
+from patchprune.policies.common import topk_mask
+
+EVIT_POSITIONS = (3, 6, 9)
+
+
+class EViT(Policy):
+    """Attention top-k pruning guided by the CLS token."""
+
+    needs_attention = True
+
+    def __init__(self, keep_rate: float = 0.7, fuse: bool = False) -> None:
+        super().__init__()
+        if not 0.0 < keep_rate <= 1.0:
+            raise ValueError(f"EViT keep rate must be in (0, 1], got {keep_rate}")
+        self.keep_rate, self.fuse = float(keep_rate), bool(fuse)
+
+    def cls_attention(self, ctx: PolicyContext) -> Tensor:
+        """[B, n]: attention of the CLS token (prefix slot 0) to each live token, mean over heads."""
+        if ctx.prefix.shape[1] < 1:
+            raise ValueError("EViT needs a CLS token (the model has no prefix tokens); use another policy")
+        if ctx.attn is None:
+            raise ValueError("EViT needs the block's attention weights (ctx.attn is None)")
+        P = ctx.prefix.shape[1]
+        return ctx.attn[:, :, 0, P:].mean(1)
+
+    def forward(self, ctx: PolicyContext) -> Decision | Merge:
+        score = self.cls_attention(ctx).detach()
+        eligible = live_alive(ctx)
+        n_live = eligible.sum(1)
+        k = torch.clamp(torch.ceil(n_live.double() * self.keep_rate).long(), min=1)
+        keep = ensure_one(topk_mask(score, k, eligible), score, eligible)
+        per_sample = grid_keep_per_sample(keep, ctx.num_patches)
+        record(ctx, SparsityRecord("evit", per_sample.mean(), per_sample))
+        if ctx.training:
+            return Decision(keep=keep.to(ctx.alive.dtype) * ctx.alive)
+        if not self.fuse:
+            return Decision(keep=keep)
+        return self.fused(ctx, keep, eligible, score)
+
+    def fused(self, ctx: PolicyContext, keep: Tensor, eligible: Tensor, score: Tensor) -> Merge | Decision:
+        """Kept tokens stay, the other live tokens become one attention-weighted token (slot k)."""
+        if ctx.valid is not None:
+            return Decision(keep=keep)  # merging needs equal counts per sample; fall back to plain pruning
+        rest = eligible & ~keep
+        if not bool(rest.any(1).all()):
+            return Decision(keep=keep)
+        B, n, C = ctx.tokens.shape
+        k = int(keep.sum(1)[0])
+        # kept tokens in ascending order -> slots 0..k-1; fused token -> slot k
+        kept_slot = torch.cumsum(keep.long(), dim=1) - 1
+        assign = torch.where(keep, kept_slot, torch.full_like(kept_slot, k))
+        kept_idx = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :k]
+        w = (score * rest).unsqueeze(-1)
+        extra = (w * ctx.tokens).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1e-12)
+        kept_tokens = ctx.tokens.gather(1, kept_idx.unsqueeze(-1).expand(-1, -1, C))
+        first_rest = torch.where(rest, ctx.index, torch.full_like(ctx.index, ctx.num_patches)).min(1, keepdim=True).values
+        size = ctx.size if ctx.size is not None else torch.ones_like(ctx.index)
+        kept_size = size.gather(1, kept_idx)
+        rest_size = (size * rest).sum(1, keepdim=True)
+        return Merge(
+            tokens=torch.cat([kept_tokens, extra], dim=1),
+            index=torch.cat([ctx.index.gather(1, kept_idx), first_rest], dim=1),
+            size=torch.cat([kept_size, rest_size], dim=1),
+            assign=assign,
+        )
+
+
+@register_policy("evit")
+def _make(ratio: float = 0.7, fuse: bool = False) -> EViT:
+    return EViT(ratio, fuse=fuse)
+
+
+def evit_keep_rate(target: float, num_blocks: int = 12, positions: tuple[int, ...] = EVIT_POSITIONS) -> float:
+    """The per-stage keep rate r with PKR == target for stages at `positions` (bisection)."""
+    def pkr(r: float) -> float:
+        kept, cur = 0.0, 1.0
+        bounds = list(positions) + [num_blocks]
+        kept += bounds[0]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            cur *= r
+            kept += cur * (b - a)
+        return kept / num_blocks
+
+    lo, hi = 1e-6, 1.0
+    if not pkr(lo) <= target <= 1.0:
+        raise ValueError(f"target PKR {target} is out of reach with EViT stages at {positions}")
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if pkr(mid) < target else (lo, mid)
+    return math.floor(hi * 1e6) / 1e6

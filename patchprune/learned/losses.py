@@ -1,0 +1,78 @@
+"""Sparsity losses of the learned pruning methods (pure functions of the modules' keep statistics).
+
+- VPP (spec Eq. 6 / 7):
+  L = lambda_SM * [lambda_map * (mean(p) - theta)^2 + sum_s (mean(m_s) - r_s)^2] / (lambda_map + S)
+  with S SM stages; without Map-SM (first frame): lambda_SM * sum_s (mean(m_s) - r_s)^2 / S.
+  Means are over batch and tokens jointly; m_s is the cumulative SM mask relative to all N tokens.
+- SViT: weight * mean over layers of (batch-mean keep - target_l)^2, weight 4.
+- DynamicViT / TPS: weight * mean over stages of mean over the batch of (per-sample keep - rho^s)^2,
+  weight 2 (DynamicViT's own code: the ratio error is taken per sample, then averaged).
+
+`sparsity_loss(method, aux, ...)` computes them from a runner output's `aux` (the records the
+policies wrote), so any training loop can add them.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from patchprune.learned.common import records
+
+
+def vpp_targets(kappa: float, rho: float, stages: int = 3) -> list[float]:
+    """r_s = kappa * rho^s for s = 1..stages (55 %: 0.56, 0.448, 0.358; 40 %: 0.42, 0.294, 0.206)."""
+    return [kappa * rho**s for s in range(1, stages + 1)]
+
+
+def vpp_loss(
+    map_prob_mean: Tensor | None,
+    sm_keep_means: Sequence[Tensor],
+    targets: Sequence[float],
+    lambda_sm: float = 40.0,
+    lambda_map: float = 10.0,
+    theta: float = 0.5,
+) -> Tensor:
+    """VPP's per-frame sparsity loss; `map_prob_mean` None means Map-SM did not act (first frame)."""
+    if len(sm_keep_means) != len(targets):
+        raise ValueError(f"{len(sm_keep_means)} SM keep means for {len(targets)} targets")
+    if not sm_keep_means:
+        raise ValueError("vpp_loss needs at least one SM stage")
+    sm = sum((m - r) ** 2 for m, r in zip(sm_keep_means, targets))
+    if map_prob_mean is None:
+        return lambda_sm * sm / len(targets)
+    return lambda_sm * (lambda_map * (map_prob_mean - theta) ** 2 + sm) / (lambda_map + len(targets))
+
+
+def svit_loss(keep_means: Sequence[Tensor], targets: Sequence[float], weight: float = 4.0) -> Tensor:
+    """weight * mean_l (keep_l - target_l)^2 over SViT's layers."""
+    if len(keep_means) != len(targets) or not keep_means:
+        raise ValueError(f"{len(keep_means)} keep means for {len(targets)} targets")
+    return weight * torch.stack([(m - t) ** 2 for m, t in zip(keep_means, targets)]).mean()
+
+
+def dynamicvit_loss(per_sample_keeps: Sequence[Tensor], targets: Sequence[float], weight: float = 2.0) -> Tensor:
+    """weight * mean over stages of mean_b (keep_b - target_s)^2 (per-sample keep ratios [B])."""
+    if len(per_sample_keeps) != len(targets) or not per_sample_keeps:
+        raise ValueError(f"{len(per_sample_keeps)} stage keeps for {len(targets)} targets")
+    return weight * torch.stack([((k - t) ** 2).mean() for k, t in zip(per_sample_keeps, targets)]).mean()
+
+
+def sparsity_loss(method: str, aux: dict, targets: Sequence[float], **weights: float) -> Tensor:
+    """The method's sparsity loss from the policies' records in a runner output's `aux`.
+
+    method: "vpp" | "svit" | "dynamicvit" | "tps". targets: per SM stage (vpp), per layer (svit),
+    per stage (dynamicvit / tps), in position order.
+    """
+    recs = records(aux)
+    if method == "vpp":
+        maps = [r for r in recs.values() if r.kind == "mapsm"]
+        sms = [r.keep_mean for r in recs.values() if r.kind == "sm"]
+        prob = maps[0].prob_mean if maps and maps[0].prob_mean is not None else None
+        return vpp_loss(prob, sms, targets, **weights)
+    if method == "svit":
+        return svit_loss([r.keep_mean for r in recs.values() if r.kind == "svit"], targets, **weights)
+    if method in ("dynamicvit", "tps"):
+        return dynamicvit_loss([r.keep_per_sample for r in recs.values() if r.kind == "dynamicvit"], targets, **weights)
+    raise ValueError(f"no sparsity loss for method {method!r}")

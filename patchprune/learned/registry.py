@@ -1,0 +1,120 @@
+"""Registry of learned pruning methods and `build(method, model, target)`.
+
+Each method file registers a builder `(model, target, **options) -> LearnedPruner`; `build`
+attaches the paper's configuration to a timm ViT. A `LearnedPruner` is the sparse ViT runner plus
+the method's sparsity loss: every forward call returns the runner's output with
+`out.aux["sparsity_loss"]` filled, so any training loop can add it to its task loss.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from torch import Tensor, nn
+
+from patchprune.learned.losses import sparsity_loss
+from patchprune.vit import SparseViT, SparseViTOutput, sparse_vit
+
+LOSS_KEY = "sparsity_loss"
+
+
+@dataclass
+class MethodConfig:
+    """What a builder decided: schedule, loss targets and loss weights (for logs and reports)."""
+
+    method: str
+    target: float
+    targets: list[float]
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class LearnedPruner(nn.Module):
+    """A timm ViT under a learned pruning schedule, with the method's sparsity loss."""
+
+    def __init__(self, model: nn.Module, schedule: dict[int, nn.Module], config: MethodConfig,
+                 execution: str = "auto") -> None:
+        super().__init__()
+        self.runner: SparseViT = sparse_vit(model, schedule, execution=execution)
+        self.config = config
+
+    @property
+    def model(self) -> nn.Module:
+        return self.runner.model
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    def forward(self, images: Tensor, stream: Any = None, return_layers: Iterable[int] = ()) -> SparseViTOutput:
+        out = self.runner(images, stream=stream, return_layers=return_layers)
+        if self.config.method in LOSS_METHODS:
+            out.aux[LOSS_KEY] = sparsity_loss(self.config.method, out.aux, self.config.targets, **self.config.loss_weights)
+        return out
+
+    def pruning_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the pruning modules (new in stage 2)."""
+        return [p for p in self.runner.policies.parameters()]
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the wrapped ViT."""
+        return [p for p in self.runner.model.parameters()]
+
+    def num_pruning_parameters(self) -> int:
+        return sum(p.numel() for p in self.pruning_parameters())
+
+
+LOSS_METHODS = ("vpp", "svit", "dynamicvit", "tps")
+
+Builder = Callable[..., LearnedPruner]
+_METHODS: dict[str, Builder] = {}
+
+
+def register_method(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: make `builder(model, target, **options)` available to `build(name, ...)`."""
+
+    def wrap(fn: Builder) -> Builder:
+        if name in _METHODS:
+            raise ValueError(f"learned method {name!r} is registered twice")
+        _METHODS[name] = fn
+        return fn
+
+    return wrap
+
+
+def available_methods() -> list[str]:
+    _load()
+    return sorted(_METHODS)
+
+
+def build(method: str, model: nn.Module, target: float = 0.55, **options: Any) -> LearnedPruner:
+    """Attach `method`'s paper configuration (55 % or 40 % PKR target) to a timm ViT."""
+    _load()
+    if method not in _METHODS:
+        raise ValueError(f"unknown learned method {method!r}; available: {', '.join(sorted(_METHODS))}")
+    return _METHODS[method](model, target, **options)
+
+
+def embed_dim(model: nn.Module) -> int:
+    dim = getattr(model, "embed_dim", None) or getattr(model, "num_features", None)
+    if not isinstance(dim, int):
+        raise ValueError("cannot read the ViT's width (no embed_dim / num_features attribute)")
+    return dim
+
+
+def depth(model: nn.Module) -> int:
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        raise ValueError("the model has no `blocks`; pass a timm VisionTransformer")
+    return len(blocks)
+
+
+def check_positions(model: nn.Module, positions: Sequence[int], method: str) -> None:
+    d = depth(model)
+    bad = [p for p in positions if not 0 < p < d]
+    if bad:
+        raise ValueError(f"{method}: positions {bad} are outside 1..{d - 1} for a {d}-block ViT")
+
+
+def _load() -> None:
+    import patchprune.learned.methods  # noqa: F401  (registers every builder)

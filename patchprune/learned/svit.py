@@ -1,0 +1,68 @@
+"""SViT selector (Liu et al., "Revisiting token pruning for object detection and instance segmentation").
+
+One selector with SM's architecture at every position 3..11 (9 modules, 0.341 M parameters at
+C = 384). Each decides over ALL grid positions independently of the previous layers: a token
+pruned earlier can be reactivated with its stale feature. Training: hard Gumbel-softmax with the
+standard convention (tau = 1). Inference: deterministic argmax.
+"""
+from __future__ import annotations
+
+import torch
+
+from patchprune.learned.common import SparsityRecord, ensure_one, grid_tokens, record, rescue_empty
+from patchprune.learned.gumbel import KEEP, keep_decision
+from patchprune.learned.heads import SelectorMLP
+from patchprune.policies.base import Decision, Policy, PolicyContext, register_policy
+
+SVIT_POSITIONS = tuple(range(3, 12))
+SVIT_BASE_TARGETS = (0.7,) * 3 + (0.49,) * 3 + (0.343,) * 3
+
+
+def svit_targets(target: float, num_blocks: int = 12, positions: tuple[int, ...] = SVIT_POSITIONS) -> list[float]:
+    """Per-layer keep targets: SViT's 0.7 / 0.49 / 0.343 pattern scaled so that PKR == target.
+
+    PKR = (dense blocks + sum of the per-layer targets) / num_blocks, with the layers before the
+    first selector dense.
+    """
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target PKR must be in (0, 1], got {target}")
+    dense = positions[0]
+    base = list(SVIT_BASE_TARGETS)[: len(positions)]
+    need = target * num_blocks - dense
+    if need <= 0 or need > len(positions):
+        raise ValueError(f"target PKR {target} is out of reach with {dense} dense blocks of {num_blocks}")
+    scale = need / sum(base)
+    out = [b * scale for b in base]
+    if max(out) > 1.0:
+        raise ValueError(f"target PKR {target} needs keep ratios above 1 with SViT's pattern")
+    return out
+
+
+class SViTSelector(Policy):
+    """One SViT layer: independent per-layer keep decision over the full grid (reactivation allowed)."""
+
+    def __init__(self, dim: int, tau: float = 1.0, hidden_div: int = 4) -> None:
+        super().__init__()
+        self.head = SelectorMLP(dim, hidden_div)
+        self.tau = float(tau)
+
+    def forward(self, ctx: PolicyContext) -> Decision:
+        x = grid_tokens(ctx)
+        z = self.head(x)
+        N = ctx.num_patches
+        margin = z[..., KEEP] - z[..., 1 - KEEP]
+        if ctx.training:
+            s, _ = keep_decision(z, self.tau, noise=True, convention="standard")
+            s = rescue_empty(s, margin, torch.ones_like(margin, dtype=torch.bool))
+            record(ctx, SparsityRecord("svit", s.mean(), s.sum(1) / N))
+            return Decision(keep=s)
+        eligible = torch.ones_like(margin, dtype=torch.bool)
+        keep = ensure_one(margin >= 0, margin, eligible)
+        per_sample = keep.float().sum(1) / N
+        record(ctx, SparsityRecord("svit", per_sample.mean(), per_sample))
+        return Decision(keep_grid=keep)
+
+
+@register_policy("svit")
+def _make(ratio: float | None = None, dim: int = 384, tau: float = 1.0) -> SViTSelector:
+    return SViTSelector(dim, tau=tau)

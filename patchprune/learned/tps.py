@@ -1,0 +1,59 @@
+"""TPS, token pruning and squeezing (Wei et al.): DynamicViT's predictor, then the newly pruned
+tokens are squeezed into their most similar kept token before the stage's block:
+
+host(p) = argmax_k cos(x_p, x_k) over kept k;  x_k <- (e x_k + sum_{p->k} e^{cos} x_p) / (e + sum_{p->k} e^{cos}).
+
+Works in both execution modes (in training the weights carry the straight-through mask gradient).
+Pruned tokens keep their own feature on the grid; only hosts change.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from patchprune.learned.common import live_alive
+from patchprune.learned.dynamicvit import DynamicViTStage
+from patchprune.policies.base import Decision, PolicyContext, register_policy
+
+
+def squeeze(x: Tensor, keep: Tensor, pruned: Tensor) -> Tensor:
+    """Fuse pruned tokens into their most similar kept host.
+
+    x [B, n, C]; keep [B, n] (float 0/1, may carry a gradient; hosts are where keep > 0.5);
+    pruned [B, n] float weight of each newly pruned token (0 elsewhere). Returns [B, n, C] where
+    hosts hold the weighted average and every other token is unchanged.
+    """
+    hosts = keep.detach() > 0.5
+    xn = F.normalize(x, dim=-1)
+    cos = xn @ xn.transpose(1, 2)  # [B, p, k]
+    cand = cos.masked_fill(~hosts[:, None, :], float("-inf"))
+    host = cand.argmax(dim=-1, keepdim=True)  # [B, p, 1]
+    sim = cos.gather(-1, host).squeeze(-1)  # cos(x_p, x_host(p))
+    w = torch.exp(sim) * pruned  # [B, p]
+    route = torch.zeros_like(cos).scatter_(-1, host, 1.0) * w.unsqueeze(-1)  # [B, p, k]
+    num = math.e * x + route.transpose(1, 2) @ x
+    den = math.e + route.sum(1)  # [B, k]
+    fused = num / den.unsqueeze(-1)
+    gate = (keep * hosts.to(keep.dtype)).unsqueeze(-1)  # 1 on hosts (straight-through in training)
+    return gate * fused + (1 - gate) * x
+
+
+class TPSStage(DynamicViTStage):
+    """DynamicViT stage whose pruned tokens are squeezed into kept hosts."""
+
+    def forward(self, ctx: PolicyContext) -> Decision:
+        keep, _ = self.decide(ctx)
+        if ctx.training:
+            pruned = ctx.alive * (1 - keep)
+            return Decision(keep=keep, tokens=squeeze(ctx.tokens, keep, pruned))
+        alive = live_alive(ctx)
+        pruned = (alive & ~keep).to(ctx.tokens.dtype)
+        return Decision(keep=keep, tokens=squeeze(ctx.tokens, keep.to(ctx.tokens.dtype), pruned))
+
+
+@register_policy("tps")
+def _make(ratio: float, dim: int = 384, tau: float = 1.0) -> TPSStage:
+    return TPSStage(dim, ratio, tau=tau)

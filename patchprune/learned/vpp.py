@@ -1,0 +1,71 @@
+"""VPP (Video Patch Pruning): Map-SM at position 1 and SM at positions 3, 6, 9 of a 12-block ViT.
+
+Targets: 55 % PKR -> kappa 0.7, rho 0.8 (SM targets 0.56, 0.448, 0.358); 40 % -> kappa 0.6,
+rho 0.7 (0.42, 0.294, 0.206). Loss: `patchprune.learned.losses.vpp_loss`. Streaming: pass a
+`patchprune.video.VideoStream` as `stream=` on every frame.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from patchprune.learned.losses import vpp_targets
+from patchprune.learned.mapsm import MapSM, default_kappa
+from patchprune.learned.registry import LearnedPruner, MethodConfig, check_positions, embed_dim, register_method
+from patchprune.learned.sm import SM
+
+VPP_MAP_POSITION = 1
+VPP_SM_POSITIONS = (3, 6, 9)
+VPP_REFERENCE_POSITION = 6
+
+
+def vpp_rho(target: float) -> float:
+    """Geometric SM target ratio for a PKR target (0.8 for 55 %, 0.7 for 40 %)."""
+    table = {0.55: 0.8, 0.40: 0.7}
+    for t, rho in table.items():
+        if abs(target - t) < 1e-6:
+            return rho
+    raise ValueError(f"no default VPP rho for target {target}; pass rho= explicitly (known: 0.55, 0.40)")
+
+
+@register_method("vpp")
+def build_vpp(
+    model: nn.Module,
+    target: float = 0.55,
+    kappa: float | None = None,
+    rho: float | None = None,
+    smoothing: bool = True,
+    smooth_kernel: int = 9,
+    noise: bool = True,
+    tau: float = 10.0,
+    map_position: int = VPP_MAP_POSITION,
+    sm_positions: tuple[int, ...] = VPP_SM_POSITIONS,
+    reference_position: int = VPP_REFERENCE_POSITION,
+    lambda_sm: float = 40.0,
+    lambda_map: float = 10.0,
+    theta: float = 0.5,
+    execution: str = "auto",
+    **unknown: Any,
+) -> LearnedPruner:
+    """VPP with the paper's configuration for `target` (0.55 or 0.40); every knob can be overridden."""
+    if unknown:
+        raise ValueError(f"unknown VPP options: {sorted(unknown)}")
+    kappa = default_kappa(target) if kappa is None else kappa
+    rho = vpp_rho(target) if rho is None else rho
+    check_positions(model, (map_position, *sm_positions, reference_position), "vpp")
+    if not map_position < reference_position:
+        raise ValueError("the Map-SM reference position must come after the Map-SM position")
+    dim = embed_dim(model)
+    schedule: dict[int, nn.Module] = {
+        map_position: MapSM(dim, kappa=kappa, tau=tau, tau_s=tau, smoothing=smoothing, smooth_kernel=smooth_kernel,
+                            noise=noise, reference_position=reference_position)
+    }
+    for p in sm_positions:
+        schedule[p] = SM(dim, tau=tau, noise=noise)
+    config = MethodConfig(
+        "vpp", target, vpp_targets(kappa, rho, len(sm_positions)),
+        {"lambda_sm": lambda_sm, "lambda_map": lambda_map, "theta": theta},
+        {"kappa": kappa, "rho": rho, "smoothing": smoothing, "smooth_kernel": smooth_kernel, "noise": noise},
+    )
+    return LearnedPruner(model, schedule, config, execution=execution)

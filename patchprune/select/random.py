@@ -1,0 +1,22 @@
+"""Random: a uniform subset of K tokens per frame (the baseline every method must beat).
+
+Seeded and deterministic: the same (seed, frame count, N) gives the same subsets, so a frame that
+is encoded twice keeps the same tokens. Frames of one call get independent subsets.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from patchprune.select.base import SelectInput, register_method
+
+
+@register_method("random")
+def random_subset(x: Tensor, k: int, inp: SelectInput, *, seed: int = 0) -> Tensor:
+    """Kept slots [B, k] (in draw order)."""
+    B, N, _ = x.shape
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    u = torch.rand(B, N, generator=g).to(x.device)
+    if inp.valid is not None:
+        u = u.masked_fill(~inp.valid, -1.0)
+    return u.topk(k, dim=1).indices

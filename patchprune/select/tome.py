@@ -1,0 +1,107 @@
+"""ToMe, one-shot to a budget K: repeated bipartite soft matching with size-weighted merges.
+
+While more than K tokens remain: r = min(n - K, floor(n / 2)); split the tokens into A (even
+positions) and B (odd positions); every a scores its most cosine-similar b; the r best-scoring a's
+merge into their b's by size-weighted average (x <- sum s_i x_i / sum s_i, s <- sum s_i). The
+survivors keep their relative order, so the output is in ascending order of each group's anchor
+(the b token that absorbed the others). Sizes are returned for proportional attention.
+The in-ViT form (r tokens per block) is the `tome-block` policy, built on `merge_round`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from patchprune.select.base import SelectInput, SelectResult, l2_normalize, register_method, take_rows
+from patchprune.tokens import mask_to_slots
+
+
+@dataclass
+class MergeState:
+    feats: Tensor  # [B, n, C] size-weighted mean features of the current groups (fp32)
+    size: Tensor  # [B, n] patches per group
+    anchor: Tensor  # [B, n] input slot of each group's anchor
+    assign: Tensor  # [B, N] current group of every input token
+    metric: Tensor | None = None  # [B, n, Cm] merged matching metric (None: match on feats)
+
+    @classmethod
+    def start(cls, x: Tensor, size: Tensor | None = None, metric: Tensor | None = None) -> "MergeState":
+        B, N, _ = x.shape
+        slots = torch.arange(N, device=x.device).expand(B, N)
+        s = torch.ones(B, N, device=x.device) if size is None else size.float()
+        return cls(feats=x, size=s, anchor=slots, assign=slots, metric=None if metric is None else metric.float())
+
+
+def merge_round(st: MergeState, r: int) -> MergeState:
+    """One bipartite soft-matching round that removes r tokens (0 <= r <= n // 2)."""
+    B, n, C = st.feats.shape
+    if not 0 <= r <= n // 2:
+        raise ValueError(f"a bipartite round merges at most n // 2 = {n // 2} of {n} tokens, asked {r}")
+    if r == 0:
+        return st
+    m = l2_normalize(st.feats if st.metric is None else st.metric)
+    scores = torch.bmm(m[:, 0::2], m[:, 1::2].transpose(1, 2))  # [B, na, nb] cosine
+    dst = scores.argmax(-1)  # best b of every a
+    best = scores.gather(-1, dst[..., None]).squeeze(-1)
+    src = best.argsort(dim=1, descending=True, stable=True)[:, :r]  # a-indices that merge
+    dst = dst.gather(1, src)  # their b-indices
+
+    def merged(values: Tensor, weights: Tensor) -> Tensor:
+        """Size-weighted mean of values [B, n, D] after the a's in src join their b's."""
+        wv = values * weights[..., None]
+        wb = wv[:, 1::2].clone()
+        wb.scatter_add_(1, dst[..., None].expand(-1, -1, wv.shape[2]), take_rows(wv[:, 0::2], src))
+        return wb
+
+    sb = st.size[:, 1::2].scatter_add(1, dst, st.size[:, 0::2].gather(1, src))
+    feats = st.feats.clone()
+    feats[:, 1::2] = merged(st.feats, st.size) / sb[..., None]
+    metric = None
+    if st.metric is not None:
+        metric = st.metric.clone()
+        metric[:, 1::2] = merged(st.metric, st.size) / sb[..., None]
+    size = st.size.clone()
+    size[:, 1::2] = sb
+
+    keep = torch.ones(B, n, dtype=torch.bool, device=feats.device)
+    keep[:, 0::2].scatter_(1, src, False)
+    slots, _ = mask_to_slots(keep)  # equal counts: no padding
+    new_of_old = torch.full((B, n), -1, dtype=torch.long, device=feats.device)
+    new_of_old.scatter_(1, slots, torch.arange(slots.shape[1], device=feats.device).expand_as(slots))
+    # a merged a goes where its b went (b sits at position 2 * dst + 1)
+    gone = 2 * src
+    new_of_old.scatter_(1, gone, new_of_old.gather(1, 2 * dst + 1))
+    return MergeState(
+        feats=take_rows(feats, slots), size=size.gather(1, slots), anchor=st.anchor.gather(1, slots),
+        assign=new_of_old.gather(1, st.assign), metric=None if metric is None else take_rows(metric, slots),
+    )
+
+
+def merge_to(st: MergeState, k: int) -> MergeState:
+    """Rounds of bipartite matching until k groups remain."""
+    while st.feats.shape[1] > k:
+        n = st.feats.shape[1]
+        st = merge_round(st, min(n - k, n // 2))
+    return st
+
+
+def state_result(st: MergeState, inp: SelectInput) -> SelectResult:
+    return SelectResult(tokens=st.feats.to(inp.tokens.dtype), index=inp.index.gather(1, st.anchor), size=st.size,
+                        slots=st.anchor, assign=st.assign)
+
+
+def check_unpadded(inp: SelectInput, method: str) -> None:
+    if inp.valid is not None and not bool(inp.valid.all()):
+        raise ValueError(f"{method} merges tokens and needs the same token count in every frame (no padding)")
+
+
+@register_method("tome", merges=True)
+def tome(x: Tensor, k: int, inp: SelectInput, *, metric: Tensor | None = None) -> SelectResult:
+    """Merge down to k tokens per frame. metric: optional [B, N, Cm] matching features (e.g. attention
+    keys averaged over heads); default = the tokens themselves. Starts from `size` when given."""
+    check_unpadded(inp, "tome")
+    if metric is not None and metric.shape[:2] != x.shape[:2]:
+        raise ValueError(f"metric must be [B, N, Cm] with [B, N] = {tuple(x.shape[:2])}, got {tuple(metric.shape)}")
+    return state_result(merge_to(MergeState.start(x, inp.size, metric), k), inp)

@@ -1,0 +1,99 @@
+"""Checkpoints as safetensors files (never pickle), written atomically, with optimiser state for resuming.
+
+Layout of one file: tensors "module/<name>/<key>" for each named module's state dict and
+"optim/<group-param-index>/<key>" for the optimiser's per-parameter state; the safetensors
+metadata holds JSON: {"step", "meta" (anything JSON-able), "optim" (param_groups and the
+non-tensor state)}. The file is written to a temporary name in the same directory, fsync'ed and
+renamed over the target, so a crash never leaves a half-written checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim/{pid}/{key}"] = value.detach().cpu().contiguous().clone()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def save_checkpoint(path: str | Path, modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer | None = None,
+                    step: int = 0, meta: Mapping[str, Any] | None = None) -> Path:
+    """Atomically write modules (and optimiser state) to `path` (.safetensors)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in modules.items():
+        if "/" in name:
+            raise ValueError(f"module name {name!r} must not contain '/'")
+        for key, value in module.state_dict().items():
+            tensors[f"module/{name}/{key}"] = value.detach().cpu().contiguous().clone()
+    optim_meta: dict[str, Any] | None = None
+    if optimizer is not None:
+        opt_tensors, optim_meta = _flatten_optimizer(optimizer)
+        tensors.update(opt_tensors)
+    metadata = {"step": json.dumps(int(step)), "meta": json.dumps(dict(meta or {})),
+                "optim": json.dumps(optim_meta)}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer | None = None,
+                    strict: bool = True) -> dict[str, Any]:
+    """Load modules (and optimiser state) from `path`; returns {"step", "meta"}."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    with safe_open(str(path), framework="pt") as fh:
+        metadata = fh.metadata() or {}
+        keys = list(fh.keys())
+        per_module: dict[str, dict[str, torch.Tensor]] = {}
+        optim_tensors: dict[str, torch.Tensor] = {}
+        for key in keys:
+            if key.startswith("module/"):
+                _, name, sub = key.split("/", 2)
+                per_module.setdefault(name, {})[sub] = fh.get_tensor(key)
+            elif key.startswith("optim/"):
+                optim_tensors[key] = fh.get_tensor(key)
+    for name, module in modules.items():
+        if name not in per_module and strict:
+            raise ValueError(f"checkpoint {path} has no module {name!r} (has {sorted(per_module)})")
+        if name in per_module:
+            module.load_state_dict(per_module[name], strict=strict)
+    if optimizer is not None:
+        optim_meta = json.loads(metadata.get("optim", "null"))
+        if optim_meta is None:
+            raise ValueError(f"checkpoint {path} has no optimiser state")
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in optim_tensors.items():
+            _, pid, sub = key.split("/", 2)
+            state.setdefault(int(pid), {})[sub] = value
+        for pid, extra in optim_meta["scalars"].items():
+            state.setdefault(int(pid), {}).update(extra)
+        optimizer.load_state_dict({"state": state, "param_groups": optim_meta["param_groups"]})
+    return {"step": json.loads(metadata.get("step", "0")), "meta": json.loads(metadata.get("meta", "{}"))}

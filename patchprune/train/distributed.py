@@ -1,0 +1,82 @@
+"""torchrun support: process-group setup (gloo by default, CPU-friendly), data sharding and
+gradient averaging.
+
+Gradients are averaged with an all-reduce after `backward()` instead of wrapping the model in
+DistributedDataParallel: the pruning modules are used on some frames only (Map-SM skips the
+first frame), which DDP would reject without `find_unused_parameters`; an explicit all-reduce
+handles missing gradients (as zeros) and any forward signature. Single process: everything is a no-op.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Sequence, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(backend: str = "gloo") -> DistInfo:
+    """Join the torchrun process group when WORLD_SIZE > 1 (idempotent); else a single-process info."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistInfo(dist.get_rank(), dist.get_world_size())
+
+
+def shard(items: Sequence[T], info: DistInfo) -> list[T]:
+    """This rank's share of `items` (round robin)."""
+    return list(items[info.rank :: info.world_size])
+
+
+def average_gradients(parameters: Iterable[nn.Parameter], info: DistInfo) -> None:
+    """All-reduce and average the gradients of `parameters` over the ranks (missing grads count as 0)."""
+    if not info.enabled:
+        return
+    params = [p for p in parameters if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= info.world_size
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+        offset += n
+
+
+def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum a tensor over the ranks (returns a new tensor)."""
+    out = t.clone()
+    if info.enabled:
+        dist.all_reduce(out)
+    return out
+
+
+def broadcast_parameters(module: nn.Module, info: DistInfo) -> None:
+    """Make every rank start from rank 0's weights."""
+    if not info.enabled:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src=0)
