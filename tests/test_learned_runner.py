@@ -30,7 +30,8 @@ def run_video(pruner, clips, stream=None):
 
 @pytest.mark.parametrize("method", ["vpp", "svit", "dynamicvit", "tps"])
 def test_gradients_reach_every_pruning_parameter(method):
-    pruner = build(method, tiny_vit(), 0.55).train()
+    # random output layers (init_keep zeroes them, which zeroes the first step's hidden-layer grads)
+    pruner = build(method, tiny_vit(), 0.55, init_keep=False).train()
     outs, _ = run_video(pruner, frames(2))
     loss = sum(o.aux[LOSS_KEY] + o.features.square().mean() for o in outs)
     loss.backward()
@@ -52,7 +53,7 @@ def test_gradient_flows_into_previous_frame_pass():
 
 @pytest.mark.parametrize("target", [0.55, 0.40])
 def test_vpp_hard_masks_in_training_match_gathered_inference_without_noise(target):
-    pruner = build("vpp", tiny_vit(), target, noise=False)
+    pruner = build("vpp", tiny_vit(), target, noise=False, init_keep=False)
     for pos in (3, 6, 9):  # a keep bias so that the SMs keep a fair share of the tokens
         with torch.no_grad():
             pruner.runner.policy_at(pos).head.fc2.bias.add_(torch.tensor([0.05, -0.05]))
@@ -73,7 +74,7 @@ def test_vpp_hard_masks_in_training_match_gathered_inference_without_noise(targe
 @pytest.mark.parametrize("method", ["vpp", "dynamicvit", "tps"])
 @pytest.mark.parametrize("training", [True, False])
 def test_cumulative_masks_never_reactivate(method, training):
-    pruner = build(method, tiny_vit(), 0.40).train(training)
+    pruner = build(method, tiny_vit(), 0.40, init_keep=False).train(training)
     with torch.set_grad_enabled(training):
         outs, _ = run_video(pruner, frames(3))
     for out in outs:
@@ -84,7 +85,7 @@ def test_cumulative_masks_never_reactivate(method, training):
 
 
 def test_svit_decides_on_the_full_grid_each_layer():
-    pruner = build("svit", tiny_vit(), 0.55).eval()
+    pruner = build("svit", tiny_vit(), 0.55, init_keep=False).eval()
     with torch.no_grad():
         out = pruner(frames(1, b=3)[0])
     assert all(out.keep_masks[b].all() for b in range(3))
@@ -124,7 +125,7 @@ def test_first_frame_resolution_change_and_resets():
 
 
 def test_cache_holds_clones_of_x1_x6_and_block5_mask():
-    pruner = build("vpp", tiny_vit(), 0.55).eval()
+    pruner = build("vpp", tiny_vit(), 0.55, init_keep=False).eval()
     stream = VideoStream()
     clips = frames(3)
     with torch.no_grad():
@@ -175,3 +176,17 @@ def test_evit_with_cls_token_keeps_ceil_of_live_tokens():
     pruner.train()
     out_t = pruner(frames(1)[0])
     assert out_t.keep_masks[3].sum(1).tolist() == [26, 26]
+
+
+@pytest.mark.parametrize("method,expected", [("vpp", [0.8, 0.8, 0.8]), ("dynamicvit", [0.6, 0.6, 0.6])])
+def test_init_keep_starts_each_stage_at_its_rate(method, expected):
+    torch.manual_seed(0)
+    pruner = build(method, tiny_vit(), 0.55).train()
+    x = torch.randn(64, 3, 48, 48)
+    with torch.no_grad():
+        out = pruner(x)
+    prev = out.keep_masks[0].float()
+    for pos, rate in zip((3, 6, 9), expected):  # conditional keep rate of each stage (Gumbel-random at first)
+        cur = out.keep_masks[pos].float()
+        assert float(cur.sum() / prev.sum()) == pytest.approx(rate, abs=0.05)
+        prev = cur

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from patchprune.learned.common import SparsityRecord, ensure_one, grid_keep_per_sample, live_alive, record, rescue_empty
 from patchprune.learned.gumbel import KEEP, keep_decision
+from patchprune.learned.heads import init_keep_rate
 from patchprune.policies.base import Decision, Policy, PolicyContext, register_policy
 from patchprune.policies.common import topk_mask
 
@@ -55,13 +56,15 @@ class DynamicViTPredictor(nn.Module):
 class DynamicViTStage(Policy):
     """One DynamicViT pruning stage with a fixed keep ratio relative to the full grid."""
 
-    def __init__(self, dim: int, keep_ratio: float, tau: float = 1.0) -> None:
+    def __init__(self, dim: int, keep_ratio: float, tau: float = 1.0, init_keep: float | None = None) -> None:
         super().__init__()
         if not 0.0 < keep_ratio <= 1.0:
             raise ValueError(f"keep ratio must be in (0, 1], got {keep_ratio}")
         self.predictor = DynamicViTPredictor(dim)
         self.keep_ratio = float(keep_ratio)
         self.tau = float(tau)
+        if init_keep is not None:  # start at the stage's keep rate (relative to the live tokens)
+            init_keep_rate(self.predictor.mlp[-1], init_keep, noise_scale=self.tau)
 
     def decide(self, ctx: PolicyContext) -> tuple[Tensor, Tensor]:
         """(keep, log-probs): float straight-through cumulative mask in training, bool over live tokens in inference."""
@@ -85,5 +88,5 @@ class DynamicViTStage(Policy):
 
 
 @register_policy("dynamicvit")
-def _make(ratio: float, dim: int = 384, tau: float = 1.0) -> DynamicViTStage:
-    return DynamicViTStage(dim, ratio, tau=tau)
+def _make(ratio: float, dim: int = 384, tau: float = 1.0, init_keep: float | None = None) -> DynamicViTStage:
+    return DynamicViTStage(dim, ratio, tau=tau, init_keep=init_keep)

@@ -5,6 +5,9 @@ At C = 384: hidden_div 4 -> 37,922 parameters (SM), hidden_div 2 -> 75,074 (Map-
 """
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -23,6 +26,28 @@ class SelectorMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.log_softmax(self.fc2(self.act(self.fc1(self.norm(x)))), dim=-1)
+
+    def init_keep(self, rate: float, noise_scale: float = 1.0) -> None:
+        """Start at a given keep rate: zero output weights, bias margin so that a Gumbel decision
+        keeps with probability `rate` (see `init_keep_rate`)."""
+        init_keep_rate(self.fc2, rate, noise_scale)
+
+
+def init_keep_rate(layer: nn.Linear, rate: float, noise_scale: float = 1.0) -> None:
+    """Zero a two-class output layer's weights and set its bias so that P(keep) = rate.
+
+    A hard Gumbel decision keeps iff margin + noise_scale * (g0 - g1) > 0 with g0 - g1 ~ Logistic(0, 1),
+    so P(keep) = sigmoid(margin / noise_scale): margin = noise_scale * logit(rate). noise_scale is
+    1 / tau for the VPP convention and 1 for the standard convention with tau = 1.
+    """
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"initial keep rate must be in (0, 1), got {rate}")
+    if layer.out_features != 2:
+        raise ValueError("init_keep_rate needs a two-class output layer")
+    margin = noise_scale * math.log(rate / (1.0 - rate))
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.copy_(torch.tensor([margin, 0.0], dtype=layer.bias.dtype))
 
 
 def count_parameters(module: nn.Module) -> int:

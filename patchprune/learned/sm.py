@@ -20,11 +20,14 @@ from patchprune.policies.base import Decision, Policy, PolicyContext, register_p
 class SM(Policy):
     """VPP's per-token selective module; cumulative hard masks, noise kept at inference."""
 
-    def __init__(self, dim: int, tau: float = 10.0, noise: bool = True, hidden_div: int = 4) -> None:
+    def __init__(self, dim: int, tau: float = 10.0, noise: bool = True, hidden_div: int = 4,
+                 init_keep: float | None = None) -> None:
         super().__init__()
         self.head = SelectorMLP(dim, hidden_div)
         self.tau = float(tau)
         self.noise = bool(noise)
+        if init_keep is not None:  # start at the stage's keep rate (relative to the live tokens)
+            self.head.init_keep(init_keep, noise_scale=1.0 / self.tau)
 
     def logits(self, x: Tensor) -> Tensor:
         """Two-class log-probabilities [B, n, 2] (class 0 = keep)."""

@@ -41,10 +41,12 @@ def svit_targets(target: float, num_blocks: int = 12, positions: tuple[int, ...]
 class SViTSelector(Policy):
     """One SViT layer: independent per-layer keep decision over the full grid (reactivation allowed)."""
 
-    def __init__(self, dim: int, tau: float = 1.0, hidden_div: int = 4) -> None:
+    def __init__(self, dim: int, tau: float = 1.0, hidden_div: int = 4, init_keep: float | None = None) -> None:
         super().__init__()
         self.head = SelectorMLP(dim, hidden_div)
         self.tau = float(tau)
+        if init_keep is not None:
+            self.head.init_keep(init_keep, noise_scale=self.tau)
 
     def forward(self, ctx: PolicyContext) -> Decision:
         x = grid_tokens(ctx)

@@ -55,5 +55,5 @@ class TPSStage(DynamicViTStage):
 
 
 @register_policy("tps")
-def _make(ratio: float, dim: int = 384, tau: float = 1.0) -> TPSStage:
-    return TPSStage(dim, ratio, tau=tau)
+def _make(ratio: float, dim: int = 384, tau: float = 1.0, init_keep: float | None = None) -> TPSStage:
+    return TPSStage(dim, ratio, tau=tau, init_keep=init_keep)

@@ -45,10 +45,16 @@ def build_vpp(
     lambda_sm: float = 40.0,
     lambda_map: float = 10.0,
     theta: float = 0.5,
+    init_keep: bool = True,
     execution: str = "auto",
     **unknown: Any,
 ) -> LearnedPruner:
-    """VPP with the paper's configuration for `target` (0.55 or 0.40); every knob can be overridden."""
+    """VPP with the paper's configuration for `target` (0.55 or 0.40); every knob can be overridden.
+
+    init_keep: start every SM at its stage's keep rate (rho of the live tokens: zero output
+    weights, bias margin logit(rho) / tau) instead of PyTorch's random init, which with VPP's
+    small noise keeps nearly all or nearly none of the tokens at first. The paper does not say.
+    """
     if unknown:
         raise ValueError(f"unknown VPP options: {sorted(unknown)}")
     kappa = default_kappa(target) if kappa is None else kappa
@@ -62,10 +68,11 @@ def build_vpp(
                             noise=noise, reference_position=reference_position)
     }
     for p in sm_positions:
-        schedule[p] = SM(dim, tau=tau, noise=noise)
+        schedule[p] = SM(dim, tau=tau, noise=noise, init_keep=rho if init_keep else None)
     config = MethodConfig(
         "vpp", target, vpp_targets(kappa, rho, len(sm_positions)),
         {"lambda_sm": lambda_sm, "lambda_map": lambda_map, "theta": theta},
-        {"kappa": kappa, "rho": rho, "smoothing": smoothing, "smooth_kernel": smooth_kernel, "noise": noise},
+        {"kappa": kappa, "rho": rho, "smoothing": smoothing, "smooth_kernel": smooth_kernel, "noise": noise,
+         "init_keep": init_keep},
     )
     return LearnedPruner(model, schedule, config, execution=execution)

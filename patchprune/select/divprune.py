@@ -79,7 +79,7 @@ def divprune(x: Tensor, k: int, inp: SelectInput, *, init: Any = "isolated", see
     init: "isolated" (DivPrune's first pick, default), or any k-center start: "mean", "first",
     "random" (with seed), a slot, a [B] tensor. pool: engine pool size (speed only).
     """
-    js = joint_space(x, inp, normalize="l2", spatial=False)
+    js = joint_space(x, inp, normalize="l2", spatial=False, reuse=True)
     if isinstance(init, str) and init == "isolated":
         full_grid = inp.index.shape[1] == inp.grid[0] * inp.grid[1]
         start = most_isolated(js.z, js.sq, inp.valid, inp.grid[1] if full_grid else None)

@@ -10,6 +10,8 @@ tokens also cover the image plane.
 """
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,8 +60,12 @@ def adaptive_lambda(var: Tensor, dim: int, variance: str = "total", scale: str =
 
 def joint_space(x: Tensor, inp: SelectInput, *, normalize: str = "l2", spatial: bool = True,
                 lam: float | Tensor | None = None, variance: str = "total", scale: str = "inv_var",
-                per: str = "frame", eps: float = 1e-6) -> JointSpace:
-    """Steps 1-4: normalise, weigh the coordinates, build x~ centred on its mean (few passes over x)."""
+                per: str = "frame", eps: float = 1e-6, reuse: bool = False) -> JointSpace:
+    """Steps 1-4: normalise, weigh the coordinates, build x~ centred on its mean (few passes over x).
+
+    reuse: write x~ into this thread's scratch buffer (no fresh 10+ MB allocation, whose page
+    faults cost about a millisecond per call); the result is then only valid until the next reusing
+    call in the same thread, which is how the selectors use it."""
     if per not in ("frame", "batch"):
         raise ValueError(f"per must be 'frame' or 'batch', got {per!r}")
     if normalize not in ("l2", "zscore", "none"):
@@ -67,7 +73,8 @@ def joint_space(x: Tensor, inp: SelectInput, *, normalize: str = "l2", spatial: 
     B, N, C = x.shape
     valid = inp.valid
     use_coords = spatial and not (lam is not None and bool((torch.as_tensor(lam) == 0).all()))
-    z = x.new_empty(B, N, C + 2 if use_coords else C)
+    shape = (B, N, C + 2 if use_coords else C)
+    z = _scratch(shape, x) if reuse else x.new_empty(shape)
     w = x.new_full((B, N), 1.0 / N) if valid is None else valid / valid.sum(1, keepdim=True).clamp_min(1)
     if normalize == "l2":
         norms = torch.linalg.vector_norm(x, dim=-1)
@@ -104,6 +111,19 @@ def joint_space(x: Tensor, inp: SelectInput, *, normalize: str = "l2", spatial: 
     return JointSpace(z=z, sq=squared_norms(z), lam=lam_b)
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """A per-thread buffer of `shape` (grown on demand, kept between calls)."""
+    numel = math.prod(shape)
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.numel() < numel or buf.device != like.device or buf.dtype != like.dtype:
+        buf = like.new_empty(numel)
+        _SCRATCH.buf = buf
+    return buf[:numel].view(shape)
+
+
 @register_method("evtp", needs_grid=True)
 def evtp(x: Tensor, k: int, inp: SelectInput, *, ablation: str = "full", normalize: str = "l2",
          spatial: Any = _UNSET, lam: Any = _UNSET, variance: str = "total", scale: str = "inv_var",
@@ -124,6 +144,6 @@ def evtp(x: Tensor, k: int, inp: SelectInput, *, ablation: str = "full", normali
     lam = rung.get("lam") if lam is _UNSET else lam
     init = rung["init"] if init is _UNSET else init
     js = joint_space(x, inp, normalize=normalize, spatial=spatial, lam=lam, variance=variance, scale=scale,
-                     per=per, eps=eps)
+                     per=per, eps=eps, reuse=True)
     start = resolve_start(init, js.sq, inp.valid, seed)
     return farthest_first(js.z, k, start, valid=inp.valid, sq=js.sq, pool=pool)

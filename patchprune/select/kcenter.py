@@ -23,6 +23,6 @@ def kcenter(x: Tensor, k: int, inp: SelectInput, *, init: Any = "mean", normaliz
     "random" (seeded), a slot, or a [B] tensor of slots. normalize: L2-normalise the features first
     (then it equals DivPrune after the first pick). pool: engine pool size (speed only).
     """
-    js = joint_space(x, inp, normalize="l2" if normalize else "none", spatial=False)
+    js = joint_space(x, inp, normalize="l2" if normalize else "none", spatial=False, reuse=True)
     start = resolve_start(init, js.sq, inp.valid, seed)
     return farthest_first(js.z, k, start, valid=inp.valid, sq=js.sq, pool=pool)
