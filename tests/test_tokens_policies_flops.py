@@ -99,3 +99,10 @@ def test_flop_counter_matches_closed_form_dense_and_pruned(img_size, patch, clas
     pruned = flops(runner, x)
     assert pruned.macs == pytest.approx(vit_macs(vit, grid, out.tokens_per_block), rel=0.01)
     assert pruned.macs < 0.7 * dense.macs
+
+
+def test_metric_functions_are_exported_by_name():
+    import patchprune.metrics as metrics
+
+    for name in ("flops", "pkr", "ioi", "fgs", "coverage_radius", "ytvis_eval"):
+        assert callable(getattr(metrics, name)), name

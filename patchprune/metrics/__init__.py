@@ -8,12 +8,15 @@ from __future__ import annotations
 from patchprune.metrics.flops import FlopCount, flops, flops_with_output, vit_block_macs, vit_macs
 from patchprune.metrics.pkr import keep_ratio_per_block, pkr
 from patchprune.metrics.coco import coco_instance_eval
+from patchprune.metrics.coverage import coverage_radius
+from patchprune.metrics.fgs import BalancedLinearProbe, fgs
+from patchprune.metrics.ioi import IoIMeter, ioi, patch_masks
 from patchprune.metrics.davis import boundary_f, boundary_map, davis_eval, davis_sequence, region_j
 from patchprune.metrics.refer import ReferMeter, refer_iou
 from patchprune.metrics.ytvis import YTVIS_AREA_RANGES, spatiotemporal_iou, ytvis_eval
 
 __all__ = [
     "FlopCount", "flops", "flops_with_output", "vit_block_macs", "vit_macs", "keep_ratio_per_block", "pkr",
-    "coco_instance_eval", "boundary_f", "boundary_map", "davis_eval", "davis_sequence", "region_j",
+    "coverage_radius", "fgs", "BalancedLinearProbe", "ioi", "IoIMeter", "patch_masks", "coco_instance_eval", "boundary_f", "boundary_map", "davis_eval", "davis_sequence", "region_j",
     "ReferMeter", "refer_iou", "YTVIS_AREA_RANGES", "spatiotemporal_iou", "ytvis_eval",
 ]
