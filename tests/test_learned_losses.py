@@ -5,7 +5,7 @@ import torch
 from patchprune.learned import build, dynamicvit_loss, sparsity_loss, svit_loss, vpp_loss
 from patchprune.learned.registry import LOSS_KEY
 from patchprune.video import VideoStream
-from tests.learned_helpers import tiny_vit
+from test_learned_helpers import tiny_vit
 
 
 def test_vpp_loss_formula():

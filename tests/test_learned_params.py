@@ -5,7 +5,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from patchprune.learned import SM, DynamicViTStage, MapSM, SViTSelector, build, count_parameters, svit_targets
 from patchprune.learned.losses import vpp_targets
-from tests.learned_helpers import tiny_vit
+from test_learned_helpers import tiny_vit
 
 
 def test_module_parameter_counts_at_384():

@@ -8,7 +8,7 @@ import torch
 from patchprune.learned import build
 from patchprune.learned.registry import LOSS_KEY
 from patchprune.video import VideoStream
-from tests.learned_helpers import tiny_vit
+from test_learned_helpers import tiny_vit
 
 N = 36  # 48 px / 8 px patches -> 6 x 6 grid
 

@@ -72,7 +72,7 @@ class FgSegBenchConfig:
 
     @classmethod
     def quick(cls) -> "FgSegBenchConfig":
-        return cls(seeds=(0,), train_videos=256, valid_videos=16, dense_steps=500, finetune_steps=150,
+        return cls(seeds=(0,), train_videos=256, valid_videos=16, dense_steps=500, finetune_steps=120,
                    fgs_train_frames=64, fgs_steps=200, timing_repeats=10)
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures for the learned-pruning tests: a tiny 12-block timm ViT without CLS token."""
+"""Shared fixture for the learned-pruning tests (no tests here): a tiny 12-block timm ViT without CLS token."""
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
