@@ -29,6 +29,9 @@ ABLATION_LADDER: dict[str, dict[str, Any]] = {
     "full": {"spatial": True, "lam": None, "init": "mean"},
 }
 _UNSET = object()
+# x~ rows are padded with zero columns to a multiple of this many floats (64 bytes): distances do
+# not change, and the distance column of a greedy step runs about twice as fast on aligned rows.
+ROW_ALIGN = 16
 
 
 @dataclass
@@ -36,7 +39,7 @@ class JointSpace:
     """Augmented tokens of one call, centred on their mean (distances do not change, fp32 rounding
     of |x|^2 + |y|^2 - 2 x.y shrinks with the norms)."""
 
-    z: Tensor  # [B, N, C(+2)] x~ - mean(x~), x~ = [x^ ; lambda p] (x^ alone without coordinates)
+    z: Tensor  # [B, N, C(+2)(+zero padding to ROW_ALIGN)] x~ - mean(x~), x~ = [x^ ; lambda p] (x^ alone without coordinates)
     sq: Tensor  # [B, N] squared norms of z (= squared distance to the mean)
     lam: Tensor  # [B] spatial weight (zeros without coordinates)
 
@@ -73,8 +76,10 @@ def joint_space(x: Tensor, inp: SelectInput, *, normalize: str = "l2", spatial: 
     B, N, C = x.shape
     valid = inp.valid
     use_coords = spatial and not (lam is not None and bool((torch.as_tensor(lam) == 0).all()))
-    shape = (B, N, C + 2 if use_coords else C)
+    width = C + 2 if use_coords else C
+    shape = (B, N, -(-width // ROW_ALIGN) * ROW_ALIGN)
     z = _scratch(shape, x) if reuse else x.new_empty(shape)
+    z[..., width:].zero_()
     w = x.new_full((B, N), 1.0 / N) if valid is None else valid / valid.sum(1, keepdim=True).clamp_min(1)
     if normalize == "l2":
         norms = torch.linalg.vector_norm(x, dim=-1)
@@ -107,7 +112,7 @@ def joint_space(x: Tensor, inp: SelectInput, *, normalize: str = "l2", spatial: 
         lam_b = torch.as_tensor(lam, dtype=x.dtype, device=x.device).reshape(-1).expand(B)
     p = grid_coordinates(inp.index, inp.grid)  # [B, N, 2]
     mean_p = torch.bmm(w[:, None], p).squeeze(1)
-    torch.mul(p - mean_p[:, None], lam_b[:, None, None], out=z[..., C:])
+    torch.mul(p - mean_p[:, None], lam_b[:, None, None], out=z[..., C:width])
     return JointSpace(z=z, sq=squared_norms(z), lam=lam_b)
 
 
