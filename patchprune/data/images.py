@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -10,39 +11,41 @@ from PIL import Image, UnidentifiedImageError
 from patchprune.data.io import write_bytes
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """uint8 [H, W, 3] RGB of an image file; FileNotFoundError / ValueError for missing / corrupt files."""
+def _read_with(path: str | Path, what: str, decode: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
+    """decode(opened image) for an image file; FileNotFoundError / ValueError for missing / corrupt files."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return decode(im)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"corrupt image {path}: {err}") from err
+        raise ValueError(f"corrupt {what} {path}: {err}") from err
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """uint8 [H, W, 3] RGB of an image file; FileNotFoundError / ValueError for missing / corrupt files."""
+    return _read_with(path, "image", lambda im: np.asarray(im.convert("RGB")))
 
 
 def read_index_png(path: str | Path) -> np.ndarray:
     """uint8/uint16 [H, W] object-index map of a palette (DAVIS / Ref-YouTube-VOS style) PNG."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("P", "L", "I", "I;16"):
-                return np.asarray(im)
-            if im.mode in ("RGB", "RGBA"):
-                # An RGB annotation: each distinct colour is one object, black is background.
-                rgb = np.asarray(im.convert("RGB")).astype(np.int64)
-                code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-                uniq, inv = np.unique(code, return_inverse=True)
-                inv = inv.reshape(code.shape)
-                if uniq[0] != 0:
-                    inv = inv + 1
-                return inv.astype(np.uint16)
-            return np.asarray(im.convert("L"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"corrupt annotation image {path}: {err}") from err
+    return _read_with(path, "annotation image", _index_map)
+
+
+def _index_map(im: Image.Image) -> np.ndarray:
+    if im.mode in ("P", "L", "I", "I;16"):
+        return np.asarray(im)
+    if im.mode in ("RGB", "RGBA"):
+        # An RGB annotation: each distinct colour is one object, black is background.
+        rgb = np.asarray(im.convert("RGB")).astype(np.int64)
+        code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        uniq, inv = np.unique(code, return_inverse=True)
+        inv = inv.reshape(code.shape)
+        if uniq[0] != 0:
+            inv = inv + 1
+        return inv.astype(np.uint16)
+    return np.asarray(im.convert("L"))
 
 
 def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
