@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from patchprune.registry import Registry
 from patchprune.tokens import TokenState, check_grid
 
 
@@ -71,7 +72,7 @@ class MethodSpec:
         return tuple(p.name for p in params if p.kind == p.KEYWORD_ONLY)
 
 
-_METHODS: dict[str, MethodSpec] = {}
+_METHODS: Registry[MethodSpec] = Registry("selection method")
 
 
 def register_method(name: str, *, needs_attention: bool = False, merges: bool = False,
@@ -83,22 +84,18 @@ def register_method(name: str, *, needs_attention: bool = False, merges: bool = 
     """
 
     def wrap(fn: MethodFn) -> MethodFn:
-        if name in _METHODS:
-            raise ValueError(f"selection method {name!r} is registered twice")
-        _METHODS[name] = MethodSpec(name, fn, needs_attention=needs_attention, merges=merges, needs_grid=needs_grid)
+        _METHODS.add(name, MethodSpec(name, fn, needs_attention=needs_attention, merges=merges, needs_grid=needs_grid))
         return fn
 
     return wrap
 
 
 def available_methods() -> list[str]:
-    return sorted(_METHODS)
+    return _METHODS.names()
 
 
 def method_spec(name: str) -> MethodSpec:
-    if name not in _METHODS:
-        raise ValueError(f"unknown selection method {name!r}; available: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    return _METHODS.get(name)
 
 
 def budget(n: int, ratio: float) -> int:
