@@ -27,9 +27,13 @@ from patchprune.tokens import TokenState, check_grid, gather_tokens, mask_to_slo
 ScheduleEntry = Policy | tuple | str
 Schedule = Mapping[int, ScheduleEntry] | str
 
-# Additive bias used for a pruned key in policy attention: small enough that the forward pass matches
-# hard key-padding to ~1e-6, large enough that d(log(m + eps))/dm stays finite.
-POLICY_ATTENTION_EPS = 1e-9
+# Policy attention (masking execution) adds log(P + eps) to the attention logits. eps bounds the
+# gradient that reaches a pruning decision m_j through a pruned key by 1/eps (times the size of a kept
+# key's gradient) and lets a pruned key leak at most eps * n_pruned * exp(gap) / n_kept of a query's
+# attention mass in the forward pass (gap: how far the pruned keys' logits exceed the kept ones).
+# 1e-9 (the old value) let single chains reach gradient norms of 2e5 and broke VPP's training; see
+# `policy_attention_bias` and docs/learned/vpp.md for the measurements behind this value.
+POLICY_ATTENTION_EPS = 1e-3
 
 
 @dataclass
@@ -50,26 +54,34 @@ class SparseViTOutput:
 
 
 def sparse_vit(model: nn.Module, schedule: Schedule | None = None, execution: str = "auto",
-               default_policy: str = "random") -> "SparseViT":
+               default_policy: str = "random", policy_eps: float = POLICY_ATTENTION_EPS) -> "SparseViT":
     """Wrap a timm VisionTransformer with a pruning schedule.
 
     schedule: {block position: Policy | (name, ratio) | (name, ratio, options)} or a string
     "1:0.6,3:0.8" using `default_policy`. A policy at position i acts on the input of block i; a
     ratio is the fraction of the *live* tokens kept, so ratios compound along the depth.
     execution: "auto" (mask when the module is in training mode, gather in eval), "mask", "gather".
+    policy_eps: eps of the policy attention in masking execution (see `policy_attention_bias`):
+    larger bounds the gradients to the masks more tightly, smaller makes masking match gather
+    more closely. Gather execution does not use it.
     """
-    return SparseViT(model, schedule or {}, execution=execution, default_policy=default_policy)
+    return SparseViT(model, schedule or {}, execution=execution, default_policy=default_policy,
+                     policy_eps=policy_eps)
 
 
 class SparseViT(nn.Module):
     """The wrapped model. See `sparse_vit`."""
 
     def __init__(self, model: nn.Module, schedule: Schedule, execution: str = "auto",
-                 default_policy: str = "random", proportional_attention: bool = True) -> None:
+                 default_policy: str = "random", proportional_attention: bool = True,
+                 policy_eps: float = POLICY_ATTENTION_EPS) -> None:
         super().__init__()
         check_vit(model)
         if execution not in ("auto", "mask", "gather"):
             raise ValueError(f"execution must be 'auto', 'mask' or 'gather', got {execution!r}")
+        if not 0.0 < float(policy_eps) < 1.0:
+            raise ValueError(f"policy_eps must be in (0, 1), got {policy_eps!r}")
+        self.policy_eps = float(policy_eps)
         self.model = model
         self.execution = execution
         self.proportional_attention = proportional_attention
@@ -190,20 +202,35 @@ def parse_keep_string(text: str, policy: str = "random") -> dict[int, tuple]:
     return out
 
 
-def policy_attention_bias(alive: Tensor, num_prefix: int, dtype: torch.dtype) -> Tensor:
-    """Additive attention bias [B, 1, P+N, P+N] for masking execution.
+def policy_attention_bias(alive: Tensor, num_prefix: int, dtype: torch.dtype,
+                          eps: float = POLICY_ATTENTION_EPS) -> Tensor:
+    """Additive attention bias [B, 1, P+N, P+N] for masking execution (SDPA's attn_mask).
 
     Query i sees key j with weight P_ij = m_j + (1 - m_j) * [i == j] (prefix keys: 1), as DynamicViT's
-    policy attention; log(P + eps) added to the logits renormalises the softmax over the kept keys.
-    For a hard mask this equals a key-padding mask on kept queries (to ~1e-6); for soft or
-    straight-through masks the gradient w.r.t. m is that of the multiplicative form.
+    policy attention; b_ij = log(P_ij + eps) added to the logits s_ij gives
+    a_ij = e^{s_ij} (P_ij + eps) / S_i with S_i = sum_k e^{s_ik} (P_ik + eps).
+
+    Why eps matters. The loss reaches a mask through every query that sees the key:
+    dL/dm_j = sum_{i != j} (e^{s_ij} / S_i) (g_ij - gbar_i), with g_ij = dL/do_i . v_j and gbar_i its
+    mean under a_i. For a kept key e^{s_ij} / S_i <= a_ij / (1 + eps) <= 1. For a pruned key (m_j = 0,
+    which is where straight-through masks are evaluated) S_i counts the pruned keys only with weight
+    eps, so e^{s_ij} / S_i can reach 1/eps when key j's logit dominates the kept ones. With eps = 1e-9
+    that factor made single training chains' gradient norms jump to 1e5; eps bounds it by 1/eps.
+    The price is a forward leak: a kept query gives the pruned keys the attention mass
+    L_i = eps sum_{k pruned} e^{s_ik} / S_i <= eps n_p e^{gap_i} / (n_k + eps n_p e^{gap_i}), where
+    gap_i is the largest pruned logit minus the log-mean-exp of the kept ones (n_p / n_k: pruned /
+    kept keys), so each attention output moves by at most L_i * max_{j,k} |v_j - v_k| from hard key
+    padding (gather execution). At the default eps = 1e-3 and flat logits that is 4e-3 of the
+    attention output with 80 % of the keys pruned; pruned queries' own updates are discarded by the
+    runner, so they add nothing. This is the additive-bias counterpart of DynamicViT's
+    (e^{s} P + eps / N) / (sum + eps), which SDPA cannot take without materialising the logits.
     """
     B, N = alive.shape
     m = torch.cat([alive.new_ones(B, num_prefix), alive], dim=1) if num_prefix else alive
     n = m.shape[1]
     eye = torch.eye(n, dtype=m.dtype, device=m.device)
     weight = m[:, None, :] + (1 - m[:, None, :]) * eye
-    return torch.log(weight + POLICY_ATTENTION_EPS).to(dtype).unsqueeze(1)
+    return torch.log(weight + eps).to(dtype).unsqueeze(1)
 
 
 def block_attention(block: nn.Module, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
@@ -302,7 +329,7 @@ class _MaskRun(_Run):
             if self.dense:
                 self.x = block(self.x)
             else:
-                bias = policy_attention_bias(self.alive, self.P, self.x.dtype)
+                bias = policy_attention_bias(self.alive, self.P, self.x.dtype, self.owner.policy_eps)
                 y = block(self.x, attn_mask=bias)
                 m = self.alive.unsqueeze(-1).to(y.dtype)
                 patches = m * y[:, self.P:] + (1 - m) * self.x[:, self.P:]
@@ -313,7 +340,7 @@ class _MaskRun(_Run):
     def apply(self, pos: int, policy: Policy, index: Tensor, block: nn.Module) -> None:
         attn = None
         if policy.needs_attention:
-            bias = None if self.dense else policy_attention_bias(self.alive, self.P, self.x.dtype)
+            bias = None if self.dense else policy_attention_bias(self.alive, self.P, self.x.dtype, self.owner.policy_eps)
             attn = block_attention(block, self.x, bias)
         ctx = self.context(pos, policy, tokens=self.x[:, self.P:], index=index, prefix=self.x[:, : self.P],
                            training=True, alive=self.alive, attn=attn)

@@ -148,3 +148,60 @@ def test_split_seeds_are_disjoint():
     assert not (train & valid) and not (train & refer)
     with pytest.raises(ValueError):
         split_seed(0, "test", 0)
+
+
+# foreground="cue": foreground needs context (the beacon's colour), not local appearance
+
+CUE = dict(foreground="cue", min_objects=1, max_objects=3, min_distractors=2, max_distractors=4)
+
+
+def test_cue_mode_is_deterministic_per_seed():
+    a = generate_video(11, frames=4, size=64, keep_distractors=True, **CUE)
+    b = generate_video(11, frames=4, size=64, keep_distractors=True, **CUE)
+    c = generate_video(12, frames=4, size=64, keep_distractors=True, **CUE)
+    assert np.array_equal(a.frames, b.frames)
+    assert [t.masks.tolist() == u.masks.tolist() for t, u in zip(a.tracks, b.tracks)] == [True] * len(a.tracks)
+    assert [t.attributes["colour"] for t in a.tracks] == [t.attributes["colour"] for t in b.tracks]
+    assert not np.array_equal(a.frames, c.frames)
+    assert not np.array_equal(a.frames, generate_video(11, frames=4, size=64).frames)  # not the default rule
+
+
+def test_cue_mode_labels_follow_the_rule():
+    from patchprune.data.synth import CATEGORY_PAIRS, COLOURS, CUE_COLOURS
+
+    as_instance, as_distractor = set(), set()
+    for seed in range(16):
+        v = generate_video(seed, frames=3, size=64, keep_distractors=True, cut_prob=0.3, **CUE)
+        for t in v.tracks:  # instances: a category pair in the shot's cue colour
+            assert t.category_id > 0
+            assert t.attributes["colour"] == t.attributes["cue_colour"]
+            assert t.attributes["colour"] in CUE_COLOURS
+            pair = (t.attributes["shape"], t.attributes["texture"])
+            assert pair == CATEGORY_PAIRS[t.category_id - 1]
+            as_instance.add(pair)
+        for d in v.distractors:  # distractors: category pairs too, in another colour
+            assert d.category_id == 0
+            assert d.attributes["colour"] != d.attributes["cue_colour"]
+            assert d.attributes["colour"] in CUE_COLOURS
+            pair = (d.attributes["shape"], d.attributes["texture"])
+            assert pair in CATEGORY_PAIRS
+            as_distractor.add(pair)
+        # the beacon: a ring in the cue colour, drawn on top and never part of a track
+        fg = np.zeros(v.frames.shape[:3], dtype=bool)
+        for t in v.tracks + v.distractors:
+            fg |= t.masks
+        cue = v.tracks[0].attributes["cue_colour"] if v.tracks else (
+            v.distractors[0].attributes["cue_colour"] if v.distractors else None)
+        if cue is not None and not v.cuts:
+            rgb = np.asarray(COLOURS[cue]) * 255
+            near = (np.abs(v.frames[0].astype(float) - rgb).max(-1) < 60) & ~fg[0]
+            assert near.sum() >= 20, "the beacon should be visible outside every object"
+    # every category pair shows up both as foreground and as background: appearance alone is ambiguous
+    assert as_instance & as_distractor
+
+
+def test_cue_mode_validation():
+    with pytest.raises(ValueError, match="foreground"):
+        generate_video(0, frames=2, size=32, foreground="motion")
+    with pytest.raises(ValueError, match="cue_radius"):
+        generate_video(0, frames=2, size=32, foreground="cue", cue_radius=0.7)

@@ -55,3 +55,43 @@ def test_build_errors():
         build("dynamicvit", vit, 0.55, positions=(3, 6, 12))
     with pytest.raises(ValueError, match="multiple"):
         SM(30)
+
+
+def test_learned_policy_names_resolve_without_importing_patchprune_learned():
+    # a fresh interpreter: the runner's registry loads patchprune.learned itself (POLICY_FAMILIES)
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, patchprune as pp\n"
+        "from patchprune.policies.base import make_policy, available_policies\n"
+        "assert 'patchprune.learned' not in sys.modules\n"
+        "p = make_policy('vpp-sm', dim=48)\n"
+        "assert type(p).__name__ == 'SM', type(p)\n"
+        "assert {'vpp-sm', 'vpp-mapsm', 'svit', 'dynamicvit', 'tps', 'evit'} <= set(available_policies())\n"
+        "assert type(make_policy('dynamicvit', 0.6, dim=48)).__name__ == 'DynamicViTStage'\n"
+        "r = pp.sparse_vit(__import__('test_learned_helpers').tiny_vit(), {3: ('vpp-sm', None, {'dim': 48})})\n"
+        "assert type(r.policy_at(3)).__name__ == 'SM'\n"
+    )
+    import os
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1])]))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def test_target_defaults_share_one_lookup():
+    from patchprune.learned.common import target_default
+    from patchprune.learned.dynamicvit import dynamicvit_rho
+    from patchprune.learned.mapsm import default_kappa
+    from patchprune.learned.vpp import vpp_rho
+
+    assert [vpp_rho(0.55), vpp_rho(0.40), vpp_rho(0.4 + 1e-9)] == [0.8, 0.7, 0.7]
+    assert [dynamicvit_rho(0.55), dynamicvit_rho(0.4)] == [0.6, 0.4]
+    assert [default_kappa(0.55), default_kappa(0.40)] == [0.7, 0.6]
+    with pytest.raises(ValueError, match=r"no default VPP rho for target 0.5; pass rho= explicitly \(known: 0.55, 0.40\)"):
+        vpp_rho(0.5)
+    with pytest.raises(ValueError, match="pass kappa="):
+        default_kappa(0.3)
+    assert target_default({0.3: 1.0}, 0.3 + 5e-7, "x", "x") == 1.0

@@ -44,3 +44,18 @@ def test_patch_foreground_half_rule():
     assert patch_foreground(fg, (2, 2)).tolist() == [[True, False, False, True]]
     with pytest.raises(ValueError):
         fgs({0: torch.zeros(3, 2)}, torch.zeros(3, dtype=torch.bool), {1: torch.zeros(3, 2)}, torch.zeros(3))
+
+
+def test_probe_and_bucket_helpers_are_exported_from_patchprune_metrics():
+    import importlib
+
+    import patchprune.metrics as m
+
+    # the submodules (patchprune.metrics.fgs / .ioi are the functions of the same names)
+    fgs_module = importlib.import_module("patchprune.metrics.fgs")
+    ioi_module = importlib.import_module("patchprune.metrics.ioi")
+
+    for name in ("train_probe", "evaluate_probe", "patch_foreground"):
+        assert getattr(m, name) is getattr(fgs_module, name) and name in m.__all__
+    for name in ("patch_coverage", "size_bucket", "SIZE_THRESHOLDS"):
+        assert getattr(m, name) is getattr(ioi_module, name) and name in m.__all__

@@ -43,3 +43,18 @@ def test_dense_and_sparse_steps_reduce_their_loss():
     assert set(logs) >= {"loss", "seg", "sparsity", "pkr"}
     logs["loss"].backward()
     assert all(p.grad is not None for p in pruner.runner.policies.parameters())
+
+
+def test_bench_uses_context_scenes_and_never_resumes_another_configuration():
+    from dataclasses import replace
+
+    from patchprune.bench.fgseg import FgSegBenchConfig, training_fingerprint
+    from patchprune.data.synth import Difficulty
+
+    quick = FgSegBenchConfig.quick()
+    assert quick.difficulty["foreground"] == "cue"
+    Difficulty.from_kwargs(dict(quick.difficulty))  # valid generator options
+    fp = training_fingerprint(quick)
+    assert fp == training_fingerprint(replace(quick, seeds=(5,), threads=1))  # not part of training
+    assert fp != training_fingerprint(replace(quick, difficulty={**quick.difficulty, "foreground": "appearance"}))
+    assert fp != training_fingerprint(replace(quick, policy_eps=1e-9))

@@ -28,10 +28,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from patchprune.vit import POLICY_ATTENTION_EPS
+
 METHODS = ("vpp", "svit", "dynamicvit", "tps")
 DENSE_FT = "dense-ft"  # dense model fine-tuned like the pruned ones (reference for fine-tuning gains)
 TARGETS = (0.55, 0.40)
 FGS_LAYERS = tuple(range(13))
+# Scene settings of the bench (patchprune.data.synth.Difficulty fields), per foreground rule.
+APPEARANCE_DIFFICULTY = {"min_radius": 0.12, "max_radius": 0.22, "min_distractors": 1, "max_distractors": 3,
+                         "clutter": 4, "foreground": "appearance"}
+CUE_DIFFICULTY = {"min_radius": 0.12, "max_radius": 0.22, "min_objects": 1, "max_objects": 3,
+                  "min_distractors": 3, "max_distractors": 6, "clutter": 4, "foreground": "cue"}
 IOI_THRESHOLDS = (0.015, 0.04)  # S < 1.5 % of the frame, M < 4 %, L >= 4 % (synthetic objects are small)
 
 
@@ -63,12 +70,16 @@ class FgSegBenchConfig:
     # VPP's 9 x 9 smoothing is sized for ~40 x 23 grids (YouTube-VIS at patch 16); on our 12 x 12
     # grid it would average away most of the map, so the bench scales it to 3 x 3 (same share).
     vpp_smooth_kernel: int = 3
+    policy_eps: float = POLICY_ATTENTION_EPS  # runner's policy-attention eps in fine-tuning (bounds mask gradients)
     class_weight_power: float = 0.5  # CE class weights freq^-power (0: unweighted)
     dense_finetune: bool = True  # also fine-tune the dense model with the same chain (reference row)
     methods: tuple[str, ...] = METHODS
     targets: tuple[float, ...] = TARGETS
-    difficulty: dict[str, Any] = field(default_factory=lambda: {
-        "min_radius": 0.12, "max_radius": 0.22, "min_distractors": 1, "max_distractors": 3, "clutter": 4})
+    # foreground="cue": distractors share the categories' shapes and textures, and an object is
+    # foreground only when its colour matches the frame's beacon (context, not local appearance).
+    # With the original scenes (foreground="appearance", `--foreground appearance`) one block already
+    # finds the foreground (FGS 0.92 from layer 1), so VPP's premise cannot show.
+    difficulty: dict[str, Any] = field(default_factory=lambda: dict(CUE_DIFFICULTY))
 
     @classmethod
     def quick(cls) -> "FgSegBenchConfig":
@@ -135,7 +146,7 @@ def finetune(cfg: FgSegBenchConfig, seed: int, dense, data, method: str, target:
         pruner, policies = None, torch.nn.ModuleDict()
     else:
         options = {"smooth_kernel": cfg.vpp_smooth_kernel} if method == "vpp" else {}
-        pruner = build(method, model.backbone, target, **options)
+        pruner = build(method, model.backbone, target, policy_eps=cfg.policy_eps, **options)
         policies = pruner.runner.policies
     groups = {"modules": (policies.named_parameters(), 1.0), "model": (model.named_parameters(), 0.1)}
     opt = torch.optim.AdamW(param_groups(groups), lr=cfg.finetune_lr)
@@ -484,6 +495,17 @@ def _environment(cfg: FgSegBenchConfig) -> dict[str, Any]:
 # CLI
 
 
+def training_fingerprint(cfg: FgSegBenchConfig) -> str:
+    """Short hash of the settings checkpoints depend on (data, model, training), so that a changed
+    configuration never resumes from another one's checkpoints."""
+    import hashlib
+
+    skip = {"seeds", "threads", "timing_repeats", "timing_batch", "fgs_train_frames", "fgs_steps", "methods",
+            "targets", "dense_finetune", "valid_videos"}
+    relevant = {k: v for k, v in asdict(cfg).items() if k not in skip}
+    return hashlib.sha1(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = FgSegBenchConfig.quick() if args.quick else FgSegBenchConfig()
     if args.seeds:
@@ -495,13 +517,15 @@ def run(args: argparse.Namespace) -> int:
         cfg = replace(cfg, methods=tuple(args.methods))
     if args.targets:
         cfg = replace(cfg, targets=tuple(args.targets))
-    for name in ("dense_steps", "finetune_steps", "train_videos", "valid_videos", "threads"):
+    if args.foreground is not None:
+        cfg = replace(cfg, difficulty=dict(APPEARANCE_DIFFICULTY if args.foreground == "appearance" else CUE_DIFFICULTY))
+    for name in ("dense_steps", "finetune_steps", "train_videos", "valid_videos", "threads", "policy_eps"):
         if getattr(args, name) is not None:
             cfg = replace(cfg, **{name: getattr(args, name)})
     threads = cfg.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     mode = "quick" if args.quick else "full"
-    workdir = Path(args.workdir) / mode
+    workdir = Path(args.workdir) / f"{mode}-{training_fingerprint(cfg)}"
     out_dir = Path(args.out)
     progress = not args.no_progress
     start = time.perf_counter()
@@ -529,14 +553,19 @@ def register(groups) -> None:
     p.add_argument("--quick", action="store_true", help="one seed, sized for <= 30 min on a 2-core CPU")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--out", default="benchmarks/fgseg", help="results folder (default: benchmarks/fgseg)")
-    p.add_argument("--workdir", default="runs/fgseg", help="checkpoints (resumable; default: runs/fgseg)")
+    p.add_argument("--workdir", default="runs/fgseg",
+                   help="checkpoints (resumable; default: runs/fgseg; one sub-folder per mode and configuration hash)")
     p.add_argument("--seeds", type=int, nargs="+", help="override the seeds")
     p.add_argument("--methods", nargs="+", help=f"subset of {list(METHODS)}")
     p.add_argument("--targets", type=float, nargs="+", help="PKR targets (default 0.55 0.40)")
+    p.add_argument("--foreground", choices=("cue", "appearance"),
+                   help="scene rule: cue (default; foreground needs context) or appearance (the original scenes)")
     p.add_argument("--dense-steps", dest="dense_steps", type=int)
     p.add_argument("--finetune-steps", dest="finetune_steps", type=int)
     p.add_argument("--train-videos", dest="train_videos", type=int)
     p.add_argument("--valid-videos", dest="valid_videos", type=int)
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--policy-eps", dest="policy_eps", type=float,
+                   help="policy-attention eps of the runner in fine-tuning (default: patchprune.vit.POLICY_ATTENTION_EPS)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=run)

@@ -5,12 +5,21 @@ import argparse
 import time
 from pathlib import Path
 
-from patchprune.data.synth import Difficulty
+from patchprune.data.synth import CUE_POSITIONS, FOREGROUND_RULES, Difficulty
 
 _DIFFICULTY_FLAGS = {
     "min_objects": int, "max_objects": int, "min_distractors": int, "max_distractors": int, "clutter": int,
     "min_radius": float, "max_radius": float, "max_speed": float, "max_rotation": float, "scale_change": float,
     "pan_speed": float, "enter_leave": float, "cut_prob": float, "noise": float, "bg_contrast": float,
+    "foreground": str, "cue_radius": float, "cue_position": str,
+}
+_FLAG_CHOICES = {"foreground": FOREGROUND_RULES, "cue_position": CUE_POSITIONS}
+_FLAG_HELP = {
+    "foreground": "appearance: instances are the category (shape, texture) pairs; cue: distractors share the "
+                  "categories' shapes and textures and an object is an instance only when its colour matches the "
+                  "frame's beacon (a swatch elsewhere in the frame), so foreground needs context",
+    "cue_radius": "beacon size with --foreground cue (fraction of the shorter side)",
+    "cue_position": "beacon with --foreground cue: corner (solid square, top-left) or random (solid ring)",
 }
 
 
@@ -18,8 +27,9 @@ def _add_difficulty(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("scene difficulty (defaults: patchprune.data.synth.Difficulty)")
     defaults = Difficulty()
     for name, typ in _DIFFICULTY_FLAGS.items():
-        g.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
-                       help=f"default {getattr(defaults, name)}")
+        help_text = f"{_FLAG_HELP[name]}; " if name in _FLAG_HELP else ""
+        g.add_argument("--" + name.replace("_", "-"), type=typ, default=None, choices=_FLAG_CHOICES.get(name),
+                       help=f"{help_text}default {getattr(defaults, name)}")
 
 
 def _difficulty(args: argparse.Namespace) -> dict:

@@ -10,6 +10,14 @@ without data sets. The scenes are built so that foreground selection is not triv
 - objects move at varied speeds, rotate, scale, occlude each other, enter and leave the frame;
 - the camera pans over the background, and optional scene cuts start a new scene mid-video.
 
+`foreground="cue"` (see `Difficulty`) makes local appearance ambiguous on purpose: distractors are
+drawn with the categories' own (shape, texture) pairs, and an object is an instance (foreground)
+only when its colour equals the colour of a cue drawn elsewhere in the frame (the "beacon": by
+default a solid swatch in the top-left corner, or a solid ring anywhere with cue_position="random";
+static on screen, never occluded, its pixels are background). A patch alone cannot tell
+an instance from a distractor; the decision needs context from another part of the frame (or the
+previous frame). The default `foreground="appearance"` keeps the original scenes bit for bit.
+
 Everything is vectorised numpy over pixel bounding boxes; a 20-frame 192 px video takes a few
 tens of milliseconds.
 """
@@ -64,6 +72,16 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 _COLOUR_NAMES = list(COLOURS)
 _COLOUR_ARR = np.array([COLOURS[n] for n in _COLOUR_NAMES], dtype=np.float32)
 
+FOREGROUND_RULES = ("appearance", "cue")
+# foreground="cue": colours of instances, distractors and the beacon (well separated, so the rule is
+# about matching colours, not about telling pink from red under shading).
+CUE_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow")
+_CUE_IDX = [_COLOUR_NAMES.index(c) for c in CUE_COLOURS]
+CUE_SHAPE, CUE_TEXTURE = "ring", "solid"  # the beacon with cue_position="random": no category uses this pair
+CUE_POSITIONS = ("corner", "random")
+CATEGORY_PAIRS: list[tuple[str, str]] = [(c.shape, c.texture) for c in CATEGORIES]
+_CLUTTER_PAIRS_CUE = [p for p in DISTRACTOR_PAIRS if p != (CUE_SHAPE, CUE_TEXTURE)]
+
 
 @dataclass
 class Difficulty:
@@ -72,6 +90,11 @@ class Difficulty:
     cut_prob is a per-frame probability that a new shot (new scene, new objects) starts there.
     min_area: visible pixels below which an instance counts as absent on a frame (None: 0.04 % of
     the frame area, at least 4).
+    foreground: "appearance" (default: instances are the category (shape, texture) pairs, distractors
+    use other pairs) or "cue" (distractors use the category pairs too, in other colours; an object is
+    an instance iff its colour equals the colour of the shot's beacon, drawn elsewhere in the frame;
+    see the module docstring). cue_radius: the beacon's size (fraction of the shorter side);
+    cue_position: "corner" (a solid square in the top-left corner) or "random" (a solid ring).
     """
 
     min_objects: int = 2
@@ -90,6 +113,9 @@ class Difficulty:
     noise: float = 0.02
     bg_contrast: float = 0.35
     min_area: int | None = None
+    foreground: str = "appearance"
+    cue_radius: float = 0.13
+    cue_position: str = "corner"
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> "Difficulty":
@@ -111,6 +137,12 @@ class Difficulty:
         for name in ("enter_leave", "cut_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.foreground not in FOREGROUND_RULES:
+            raise ValueError(f"foreground must be one of {FOREGROUND_RULES}, got {self.foreground!r}")
+        if not 0 < self.cue_radius < 0.5:
+            raise ValueError(f"cue_radius must be in (0, 0.5), got {self.cue_radius}")
+        if self.cue_position not in CUE_POSITIONS:
+            raise ValueError(f"cue_position must be one of {CUE_POSITIONS}, got {self.cue_position!r}")
         for name in ("max_speed", "max_rotation", "scale_change", "pan_speed", "noise", "bg_contrast", "clutter"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -133,6 +165,7 @@ class _Sprite:
     omega: float
     category_id: int  # 0 for distractors
     motion: str
+    cue: str | None = None  # foreground="cue": the shot's beacon colour
 
     def centre(self, t: int) -> tuple[float, float]:
         p = self.q0 + self.vel * t
@@ -172,8 +205,9 @@ def _background(rng: np.random.Generator, h: int, w: int, s: float, d: Difficult
         pat = texture_pattern(tex, a, b, period=rng.uniform(0.03, 0.08) * s)
         bg *= 1.0 - rng.uniform(0.1, max(d.bg_contrast, 0.1)) * pat[..., None]
     n_clutter = int(rng.integers(d.clutter // 2, d.clutter + 1)) if d.clutter > 0 else 0
+    pairs = DISTRACTOR_PAIRS if d.foreground == "appearance" else _CLUTTER_PAIRS_CUE
     for _ in range(n_clutter):
-        shape, texture = DISTRACTOR_PAIRS[rng.integers(len(DISTRACTOR_PAIRS))]
+        shape, texture = pairs[rng.integers(len(pairs))]
         c = _COLOUR_ARR[rng.integers(len(_COLOUR_ARR))] * rng.uniform(0.6, 1.0)
         res = rasterise(shape, texture, c.astype(np.float32), _second_colour(rng, c),
                         period=rng.uniform(0.025, 0.05) * s,
@@ -188,14 +222,23 @@ def _background(rng: np.random.Generator, h: int, w: int, s: float, d: Difficult
 
 
 def _make_sprite(rng: np.random.Generator, category: Category | None, length: int, hw: tuple[int, int],
-                 s: float, cam_v: np.ndarray, d: Difficulty) -> _Sprite:
+                 s: float, cam_v: np.ndarray, d: Difficulty, cue: int | None = None) -> _Sprite:
+    """cue: the shot's beacon colour index (foreground="cue"): an instance takes that colour, a
+    distractor a category's (shape, texture) pair in another cue colour."""
     H, W = hw
     if category is None:
-        shape, texture = DISTRACTOR_PAIRS[rng.integers(len(DISTRACTOR_PAIRS))]
+        pairs = DISTRACTOR_PAIRS if cue is None else CATEGORY_PAIRS
+        shape, texture = pairs[rng.integers(len(pairs))]
         cid = 0
     else:
         shape, texture, cid = category.shape, category.texture, category.id
-    ci = int(rng.integers(len(_COLOUR_ARR)))
+    if cue is None:
+        ci = int(rng.integers(len(_COLOUR_ARR)))
+    elif category is not None:
+        ci = cue
+    else:
+        others = [i for i in _CUE_IDX if i != cue]
+        ci = others[int(rng.integers(len(others)))]
     r0 = rng.uniform(d.min_radius, d.max_radius) * s
     ang = rng.uniform(0, 2 * np.pi)
     direction = np.array([np.cos(ang), np.sin(ang)])
@@ -248,10 +291,20 @@ def _render_shot(rng: np.random.Generator, length: int, hw: tuple[int, int], d: 
 
     n_obj = int(rng.integers(d.min_objects, d.max_objects + 1))
     n_dis = int(rng.integers(d.min_distractors, d.max_distractors + 1))
-    sprites = [_make_sprite(rng, CATEGORIES[rng.integers(len(CATEGORIES))], length, hw, s, cam_v, d)
+    cue = None if d.foreground == "appearance" else _CUE_IDX[int(rng.integers(len(_CUE_IDX)))]
+    sprites = [_make_sprite(rng, CATEGORIES[rng.integers(len(CATEGORIES))], length, hw, s, cam_v, d, cue)
                for _ in range(n_obj)]
-    sprites += [_make_sprite(rng, None, length, hw, s, cam_v, d) for _ in range(n_dis)]
+    sprites += [_make_sprite(rng, None, length, hw, s, cam_v, d, cue) for _ in range(n_dis)]
     order = rng.permutation(len(sprites))  # back to front
+    beacon = None
+    if cue is not None:  # static on screen, drawn last (never occluded); its pixels stay background
+        r = d.cue_radius * s
+        if d.cue_position == "corner":  # a solid square swatch filling the top-left corner
+            half = 0.8 * r  # the square's half side (shape_mask: |u|, |v| <= 0.8)
+            beacon = rasterise("square", "solid", _COLOUR_ARR[cue], _COLOUR_ARR[cue], 4.0, (half, half), r, 0.0, (H, W))
+        else:  # a solid ring anywhere in the frame
+            centre = (float(rng.uniform(r, W - r)), float(rng.uniform(r, H - r)))
+            beacon = rasterise(CUE_SHAPE, CUE_TEXTURE, _COLOUR_ARR[cue], _COLOUR_ARR[cue], 4.0, centre, r, 0.0, (H, W))
 
     frames = np.empty((length, H, W, 3), dtype=np.uint8)
     owners = np.empty((length, H, W), dtype=np.int16)
@@ -268,10 +321,16 @@ def _render_shot(rng: np.random.Generator, length: int, hw: tuple[int, int], d: 
             sl, m, rgb = res
             img[sl][m] = rgb[m]
             owner[sl][m] = k
+        if beacon is not None:
+            sl, m, rgb = beacon
+            img[sl][m] = rgb[m]
+            owner[sl][m] = -1
         if d.noise > 0:
             img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(d.noise)
         frames[t] = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         owners[t] = owner
+    for sp in sprites:
+        sp.cue = None if cue is None else _COLOUR_NAMES[cue]
     return frames, [(sprites[k], owners == k) for k in range(len(sprites))]
 
 
@@ -287,6 +346,7 @@ def _attributes(sp: _Sprite, start: int, length: int, total: int) -> dict[str, A
         "motion": sp.motion, "velocity": [float(sp.vel[0]), float(sp.vel[1])],
         "speed": float(np.hypot(*sp.vel)), "rotation": sp.omega, "growth": sp.growth,
         "centres": centres, "radii": radii, "shot": [start, start + length],
+        **({"cue_colour": sp.cue} if sp.cue is not None else {}),
     }
 
 

@@ -2,12 +2,15 @@
 
 - `grid_tokens`: the full H x W grid of token features, whatever the execution mode.
 - `ensure_one`: never let a sample keep zero tokens (an all-masked attention row is NaN).
+- `target_default`: a method's default knob (kappa, rho) for a PKR target.
 - `SparsityRecord` / `record`: what each policy writes into `ctx.aux["sparsity"]` so that a
   method's loss (patchprune.learned.losses) can be computed from the runner's output alone.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 from torch import Tensor
@@ -16,6 +19,19 @@ from patchprune.policies.base import PolicyContext
 from patchprune.tokens import scatter_tokens
 
 SPARSITY_KEY = "sparsity"
+
+
+def target_default(table: Mapping[float, float], target: float, what: str, option: str) -> float:
+    """A method's default knob for a PKR target: `table[target]` with targets matched to 1e-6.
+
+    Raises a ValueError naming the knob (`what`), the keyword to pass instead (`option`) and the
+    known targets. Used for VPP's kappa and rho and DynamicViT / TPS's rho.
+    """
+    for t, value in table.items():
+        if math.isclose(float(target), t, rel_tol=0.0, abs_tol=1e-6):
+            return value
+    known = ", ".join(f"{t:.2f}" for t in table)
+    raise ValueError(f"no default {what} for target {target}; pass {option}= explicitly (known: {known})")
 
 
 @dataclass

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from patchprune.learned.common import SparsityRecord, ensure_one, grid_keep_per_sample, live_alive, record, rescue_empty
+from patchprune.learned.common import (SparsityRecord, ensure_one, grid_keep_per_sample, live_alive, record, rescue_empty,
+                                      target_default)
 from patchprune.learned.gumbel import KEEP, keep_decision
 from patchprune.learned.heads import init_keep_rate
 from patchprune.policies.base import Decision, Policy, PolicyContext, register_policy
@@ -21,13 +22,12 @@ from patchprune.policies.common import topk_mask
 DYNAMICVIT_POSITIONS = (3, 6, 9)
 
 
+DYNAMICVIT_RHO = {0.55: 0.6, 0.40: 0.4}
+
+
 def dynamicvit_rho(target: float) -> float:
     """Stage keep ratio rho for a PKR target: 0.6 for 55 % (PKR 54.4 %), 0.4 for 40 % (PKR 40.6 %)."""
-    table = {0.55: 0.6, 0.40: 0.4}
-    for t, rho in table.items():
-        if abs(target - t) < 1e-6:
-            return rho
-    raise ValueError(f"no default DynamicViT rho for target {target}; pass rho= explicitly (known: 0.55, 0.40)")
+    return target_default(DYNAMICVIT_RHO, target, "DynamicViT rho", "rho")
 
 
 class DynamicViTPredictor(nn.Module):

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from patchprune.learned.common import SparsityRecord, ensure_one, grid_tokens, is_full_grid, live_alive, record
+from patchprune.learned.common import (SparsityRecord, ensure_one, grid_tokens, is_full_grid, live_alive, record,
+                                      target_default)
 from patchprune.learned.gumbel import KEEP, gumbel_softmax, perturb, straight_through
 from patchprune.learned.heads import SelectorMLP
 from patchprune.policies.base import Decision, Policy, PolicyContext, register_policy
@@ -64,13 +65,12 @@ def smooth_logits(z: Tensor, grid: tuple[int, int], kernel: int = 9) -> Tensor:
     return img.reshape(B, K, N).transpose(1, 2)
 
 
+MAPSM_KAPPA = {0.55: 0.7, 0.40: 0.6}
+
+
 def default_kappa(target: float) -> float:
     """Map-SM top-k fraction for a PKR target (spec: 0.7 for 55 %, 0.6 for 40 %)."""
-    table = {0.55: 0.7, 0.40: 0.6}
-    for t, k in table.items():
-        if math.isclose(target, t, abs_tol=1e-6):
-            return k
-    raise ValueError(f"no default Map-SM kappa for target {target}; pass kappa= explicitly (known: 0.55, 0.40)")
+    return target_default(MAPSM_KAPPA, target, "Map-SM kappa", "kappa")
 
 
 class MapSM(Policy):

@@ -87,12 +87,23 @@ def available_methods() -> list[str]:
     return sorted(_METHODS)
 
 
-def build(method: str, model: nn.Module, target: float = 0.55, **options: Any) -> LearnedPruner:
-    """Attach `method`'s paper configuration (55 % or 40 % PKR target) to a timm ViT."""
+def build(method: str, model: nn.Module, target: float = 0.55, policy_eps: float | None = None,
+          **options: Any) -> LearnedPruner:
+    """Attach `method`'s paper configuration (55 % or 40 % PKR target) to a timm ViT.
+
+    policy_eps: eps of the runner's policy attention in training (masking execution; default
+    `patchprune.vit.POLICY_ATTENTION_EPS`, see `patchprune.vit.policy_attention_bias`).
+    """
     _load()
     if method not in _METHODS:
         raise ValueError(f"unknown learned method {method!r}; available: {', '.join(sorted(_METHODS))}")
-    return _METHODS[method](model, target, **options)
+    pruner = _METHODS[method](model, target, **options)
+    if policy_eps is not None:
+        if not 0.0 < float(policy_eps) < 1.0:
+            raise ValueError(f"policy_eps must be in (0, 1), got {policy_eps!r}")
+        pruner.runner.policy_eps = float(policy_eps)
+    pruner.config.options["policy_eps"] = pruner.runner.policy_eps
+    return pruner
 
 
 def embed_dim(model: nn.Module) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from patchprune.learned.common import target_default
 from patchprune.learned.losses import vpp_targets
 from patchprune.learned.mapsm import MapSM, default_kappa
 from patchprune.learned.registry import LearnedPruner, MethodConfig, check_positions, embed_dim, register_method
@@ -20,13 +21,12 @@ VPP_SM_POSITIONS = (3, 6, 9)
 VPP_REFERENCE_POSITION = 6
 
 
+VPP_RHO = {0.55: 0.8, 0.40: 0.7}
+
+
 def vpp_rho(target: float) -> float:
     """Geometric SM target ratio for a PKR target (0.8 for 55 %, 0.7 for 40 %)."""
-    table = {0.55: 0.8, 0.40: 0.7}
-    for t, rho in table.items():
-        if abs(target - t) < 1e-6:
-            return rho
-    raise ValueError(f"no default VPP rho for target {target}; pass rho= explicitly (known: 0.55, 0.40)")
+    return target_default(VPP_RHO, target, "VPP rho", "rho")
 
 
 @register_method("vpp")

@@ -9,14 +9,15 @@ from patchprune.metrics.flops import FlopCount, flops, flops_with_output, vit_bl
 from patchprune.metrics.pkr import keep_ratio_per_block, pkr
 from patchprune.metrics.coco import coco_instance_eval
 from patchprune.metrics.coverage import coverage_radius
-from patchprune.metrics.fgs import BalancedLinearProbe, fgs
-from patchprune.metrics.ioi import IoIMeter, ioi, patch_masks
+from patchprune.metrics.fgs import BalancedLinearProbe, evaluate_probe, fgs, patch_foreground, train_probe
+from patchprune.metrics.ioi import SIZE_THRESHOLDS, IoIMeter, ioi, patch_coverage, patch_masks, size_bucket
 from patchprune.metrics.davis import boundary_f, boundary_map, davis_eval, davis_sequence, region_j
 from patchprune.metrics.refer import ReferMeter, refer_iou
 from patchprune.metrics.ytvis import YTVIS_AREA_RANGES, spatiotemporal_iou, ytvis_eval
 
 __all__ = [
     "FlopCount", "flops", "flops_with_output", "vit_block_macs", "vit_macs", "keep_ratio_per_block", "pkr",
-    "coverage_radius", "fgs", "BalancedLinearProbe", "ioi", "IoIMeter", "patch_masks", "coco_instance_eval", "boundary_f", "boundary_map", "davis_eval", "davis_sequence", "region_j",
+    "coverage_radius", "fgs", "BalancedLinearProbe", "train_probe", "evaluate_probe", "patch_foreground",
+    "ioi", "IoIMeter", "patch_masks", "patch_coverage", "size_bucket", "SIZE_THRESHOLDS", "coco_instance_eval", "boundary_f", "boundary_map", "davis_eval", "davis_sequence", "region_j",
     "ReferMeter", "refer_iou", "YTVIS_AREA_RANGES", "spatiotemporal_iou", "ytvis_eval",
 ]

@@ -137,7 +137,7 @@ def keep_count(n: Tensor | int, ratio: float) -> Tensor | int:
 
 
 # Modules whose import registers a family of policies (each method in its own file).
-POLICY_FAMILIES: tuple[str, ...] = ("patchprune.policies.builtin", "patchprune.select.policies")
+POLICY_FAMILIES: tuple[str, ...] = ("patchprune.policies.builtin", "patchprune.select.policies", "patchprune.learned")
 
 
 def _load_builtin_families() -> None:
