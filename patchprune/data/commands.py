@@ -44,10 +44,7 @@ def _run_synth_vis(args: argparse.Namespace) -> int:
     paths = write_synth_vis(args.out, videos=args.videos, valid_videos=valid, frames=args.frames, size=args.size,
                             seed=args.seed, overwrite=args.overwrite, quality=args.quality,
                             progress=not args.no_progress, **_difficulty(args))
-    for split, p in paths.items():
-        print(f"{split}: {p}")
-    print(f"done in {time.perf_counter() - t0:.1f} s")
-    return 0
+    return _report(paths, t0)
 
 
 def _run_synth_refer(args: argparse.Namespace) -> int:
@@ -57,6 +54,11 @@ def _run_synth_refer(args: argparse.Namespace) -> int:
     paths = write_synth_refer(args.out, images=args.images, videos=args.videos, frames=args.frames,
                               size=args.size, seed=args.seed, overwrite=args.overwrite,
                               progress=not args.no_progress, **_difficulty(args))
+    return _report(paths, t0)
+
+
+def _report(paths: dict, t0: float) -> int:
+    """Print what a generator wrote and how long it took; exit status 0."""
     for what, p in paths.items():
         print(f"{what}: {p}")
     print(f"done in {time.perf_counter() - t0:.1f} s")

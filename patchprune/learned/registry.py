@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 from torch import Tensor, nn
 
 from patchprune.learned.losses import sparsity_loss
+from patchprune.registry import Registry
 from patchprune.vit import SparseViT, SparseViTOutput, sparse_vit
 
 LOSS_KEY = "sparsity_loss"
@@ -67,24 +68,17 @@ class LearnedPruner(nn.Module):
 LOSS_METHODS = ("vpp", "svit", "dynamicvit", "tps")
 
 Builder = Callable[..., LearnedPruner]
-_METHODS: dict[str, Builder] = {}
+_METHODS: Registry[Builder] = Registry("learned method")
 
 
 def register_method(name: str) -> Callable[[Builder], Builder]:
     """Decorator: make `builder(model, target, **options)` available to `build(name, ...)`."""
-
-    def wrap(fn: Builder) -> Builder:
-        if name in _METHODS:
-            raise ValueError(f"learned method {name!r} is registered twice")
-        _METHODS[name] = fn
-        return fn
-
-    return wrap
+    return _METHODS.register(name)
 
 
 def available_methods() -> list[str]:
     _load()
-    return sorted(_METHODS)
+    return _METHODS.names()
 
 
 def build(method: str, model: nn.Module, target: float = 0.55, policy_eps: float | None = None,
@@ -95,9 +89,7 @@ def build(method: str, model: nn.Module, target: float = 0.55, policy_eps: float
     `patchprune.vit.POLICY_ATTENTION_EPS`, see `patchprune.vit.policy_attention_bias`).
     """
     _load()
-    if method not in _METHODS:
-        raise ValueError(f"unknown learned method {method!r}; available: {', '.join(sorted(_METHODS))}")
-    pruner = _METHODS[method](model, target, **options)
+    pruner = _METHODS.get(method)(model, target, **options)
     if policy_eps is not None:
         if not 0.0 < float(policy_eps) < 1.0:
             raise ValueError(f"policy_eps must be in (0, 1), got {policy_eps!r}")

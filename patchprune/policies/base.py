@@ -21,6 +21,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from patchprune.registry import Registry
+
 
 @dataclass
 class PolicyContext:
@@ -93,35 +95,27 @@ class Policy(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Registry: "name" -> factory(ratio, **options) -> Policy. One file per method registers itself.
 
-_POLICIES: dict[str, Callable[..., Policy]] = {}
+_POLICIES: Registry[Callable[..., Policy]] = Registry("policy")
 
 
 def register_policy(name: str) -> Callable[[Callable[..., Policy]], Callable[..., Policy]]:
     """Decorator: make `factory(ratio, **options)` available as `name` in schedules."""
-
-    def wrap(factory: Callable[..., Policy]) -> Callable[..., Policy]:
-        if name in _POLICIES:
-            raise ValueError(f"policy {name!r} is registered twice")
-        _POLICIES[name] = factory
-        return factory
-
-    return wrap
+    return _POLICIES.register(name)
 
 
 def available_policies() -> list[str]:
     _load_builtin_families()
-    return sorted(_POLICIES)
+    return _POLICIES.names()
 
 
 def make_policy(name: str, ratio: float | None = None, **options: Any) -> Policy:
     """Build a registered policy; `ratio` is the fraction of live tokens to keep."""
     _load_builtin_families()
-    if name not in _POLICIES:
-        raise ValueError(f"unknown policy {name!r}; available: {', '.join(sorted(_POLICIES))}")
+    factory = _POLICIES.get(name)
     if ratio is not None:
         check_ratio(ratio)
-        return _POLICIES[name](ratio, **options)
-    return _POLICIES[name](**options)
+        return factory(ratio, **options)
+    return factory(**options)
 
 
 def check_ratio(ratio: float) -> None:
