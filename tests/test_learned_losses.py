@@ -17,6 +17,35 @@ def test_vpp_loss_formula():
     assert float(vpp_loss(p, m, r, lambda_sm=1, lambda_map=2, theta=0.6)) == pytest.approx(sm / 5, rel=1e-5)
 
 
+def test_vpp_first_frame_loss_options():
+    p, m = torch.tensor(0.6), [torch.tensor(0.5), torch.tensor(0.4), torch.tensor(0.3)]
+    r = [0.56, 0.448, 0.3584]
+    with_map = float(vpp_loss(p, m, r))
+    # Map-SM passes are the same whatever the option; only prior-free passes change.
+    for option in ("none", "live"):
+        assert float(vpp_loss(p, m, r, first_frame=option, kappa=0.7)) == pytest.approx(with_map, rel=1e-6)
+    assert float(vpp_loss(None, m, r, first_frame="none")) == 0.0
+    live = sum((k - t / 0.7) ** 2 for k, t in zip((0.5, 0.4, 0.3), r))
+    assert float(vpp_loss(None, m, r, first_frame="live", kappa=0.7)) == pytest.approx(40 * live / 3, rel=1e-5)
+    with pytest.raises(ValueError, match="needs kappa"):
+        vpp_loss(None, m, r, first_frame="live")
+    with pytest.raises(ValueError, match="first_frame must be one of"):
+        vpp_loss(None, m, r, first_frame="skip")
+
+
+def test_vpp_first_frame_loss_reaches_the_runner_loss():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    losses = {}
+    for option in ("spec", "none"):
+        torch.manual_seed(1)
+        pruner = build("vpp", tiny_vit(), 0.55, first_frame_loss=option, noise=False).train()
+        losses[option] = float(pruner(x, stream=VideoStream()).aux[LOSS_KEY].detach())
+    assert losses["none"] == 0.0 and losses["spec"] > 0.0  # the first frame has no Map-SM prior
+    with pytest.raises(ValueError, match="first_frame_loss"):
+        build("vpp", tiny_vit(), 0.55, first_frame_loss="skip")
+
+
 def test_svit_and_dynamicvit_loss_formulas():
     keeps = [torch.tensor(0.8), torch.tensor(0.5)]
     assert float(svit_loss(keeps, [0.7, 0.49])) == pytest.approx(4 * ((0.1**2) + (0.01**2)) / 2, rel=1e-5)

@@ -70,6 +70,9 @@ class FgSegBenchConfig:
     # VPP's 9 x 9 smoothing is sized for ~40 x 23 grids (YouTube-VIS at patch 16); on our 12 x 12
     # grid it would average away most of the map, so the bench scales it to 3 x 3 (same share).
     vpp_smooth_kernel: int = 3
+    # Sparsity loss of VPP's prior-free pass: "spec" (default), "none" or "live"; see
+    # `patchprune.learned.losses.vpp_loss` (with "spec" VPP settles below its PKR target).
+    vpp_first_frame_loss: str = "spec"
     policy_eps: float = POLICY_ATTENTION_EPS  # runner's policy-attention eps in fine-tuning (bounds mask gradients)
     class_weight_power: float = 0.5  # CE class weights freq^-power (0: unweighted)
     dense_finetune: bool = True  # also fine-tune the dense model with the same chain (reference row)
@@ -145,7 +148,8 @@ def finetune(cfg: FgSegBenchConfig, seed: int, dense, data, method: str, target:
     if method == DENSE_FT:  # the same stage-2 chain and steps without pruning: a fair reference
         pruner, policies = None, torch.nn.ModuleDict()
     else:
-        options = {"smooth_kernel": cfg.vpp_smooth_kernel} if method == "vpp" else {}
+        options = ({"smooth_kernel": cfg.vpp_smooth_kernel, "first_frame_loss": cfg.vpp_first_frame_loss}
+                   if method == "vpp" else {})
         pruner = build(method, model.backbone, target, policy_eps=cfg.policy_eps, **options)
         policies = pruner.runner.policies
     groups = {"modules": (policies.named_parameters(), 1.0), "model": (model.named_parameters(), 0.1)}
@@ -519,7 +523,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = replace(cfg, targets=tuple(args.targets))
     if args.foreground is not None:
         cfg = replace(cfg, difficulty=dict(APPEARANCE_DIFFICULTY if args.foreground == "appearance" else CUE_DIFFICULTY))
-    for name in ("dense_steps", "finetune_steps", "train_videos", "valid_videos", "threads", "policy_eps"):
+    for name in ("dense_steps", "finetune_steps", "train_videos", "valid_videos", "threads", "policy_eps",
+                 "vpp_first_frame_loss"):
         if getattr(args, name) is not None:
             cfg = replace(cfg, **{name: getattr(args, name)})
     threads = cfg.threads or os.cpu_count() or 1
@@ -567,5 +572,7 @@ def register(groups) -> None:
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--policy-eps", dest="policy_eps", type=float,
                    help="policy-attention eps of the runner in fine-tuning (default: patchprune.vit.POLICY_ATTENTION_EPS)")
+    p.add_argument("--vpp-first-frame-loss", dest="vpp_first_frame_loss", choices=("spec", "none", "live"),
+                   help="VPP's sparsity loss on passes without the Map-SM prior (default spec; see docs/learned/vpp.md)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=run)

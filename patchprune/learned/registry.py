@@ -26,7 +26,7 @@ class MethodConfig:
     method: str
     target: float
     targets: list[float]
-    loss_weights: dict[str, float] = field(default_factory=dict)
+    loss_weights: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the sparsity loss
     options: dict[str, Any] = field(default_factory=dict)
 
 

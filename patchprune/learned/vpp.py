@@ -12,6 +12,7 @@ from torch import nn
 
 from patchprune.learned.common import target_default
 from patchprune.learned.losses import vpp_targets
+from patchprune.learned.losses import VPP_FIRST_FRAME_LOSSES
 from patchprune.learned.mapsm import MapSM, default_kappa
 from patchprune.learned.registry import LearnedPruner, MethodConfig, check_positions, embed_dim, register_method
 from patchprune.learned.sm import SM
@@ -45,6 +46,7 @@ def build_vpp(
     lambda_sm: float = 40.0,
     lambda_map: float = 10.0,
     theta: float = 0.5,
+    first_frame_loss: str = "spec",
     init_keep: bool = True,
     execution: str = "auto",
     **unknown: Any,
@@ -54,9 +56,13 @@ def build_vpp(
     init_keep: start every SM at its stage's keep rate (rho of the live tokens: zero output
     weights, bias margin logit(rho) / tau) instead of PyTorch's random init, which with VPP's
     small noise keeps nearly all or nearly none of the tokens at first. The paper does not say.
+    first_frame_loss: sparsity loss of a pass without the Map-SM prior: "spec" (default), "none"
+    or "live" (see `patchprune.learned.losses.vpp_loss`; "spec" settles below the PKR target).
     """
     if unknown:
         raise ValueError(f"unknown VPP options: {sorted(unknown)}")
+    if first_frame_loss not in VPP_FIRST_FRAME_LOSSES:
+        raise ValueError(f"first_frame_loss must be one of {VPP_FIRST_FRAME_LOSSES}, got {first_frame_loss!r}")
     kappa = default_kappa(target) if kappa is None else kappa
     rho = vpp_rho(target) if rho is None else rho
     check_positions(model, (map_position, *sm_positions, reference_position), "vpp")
@@ -71,7 +77,8 @@ def build_vpp(
         schedule[p] = SM(dim, tau=tau, noise=noise, init_keep=rho if init_keep else None)
     config = MethodConfig(
         "vpp", target, vpp_targets(kappa, rho, len(sm_positions)),
-        {"lambda_sm": lambda_sm, "lambda_map": lambda_map, "theta": theta},
+        {"lambda_sm": lambda_sm, "lambda_map": lambda_map, "theta": theta, "first_frame": first_frame_loss,
+         "kappa": kappa},
         {"kappa": kappa, "rho": rho, "smoothing": smoothing, "smooth_kernel": smooth_kernel, "noise": noise,
          "init_keep": init_keep},
     )
