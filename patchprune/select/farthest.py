@@ -36,6 +36,7 @@ PLAIN_STEPS = 16  # picks made one full distance column at a time before pool ro
 
 
 def squared_norms(z: Tensor) -> Tensor:
+    """[..., N] squared L2 norms of the rows of z [..., N, E]."""
     return torch.linalg.vector_norm(z, dim=-1).square_()
 
 
@@ -58,8 +59,8 @@ class _Greedy:
 
     def __init__(self, z: Tensor, k: int, start: Tensor, valid: Tensor | None, sq: Tensor | None,
                  pool: int) -> None:
-        B, N, E = z.shape
-        self.z, self.k, self.N = z, k, N
+        B, N, _ = z.shape
+        self.z, self.k = z, k
         self.sq = squared_norms(z) if sq is None else sq
         self.sel = torch.empty(B, k, dtype=torch.long, device=z.device)
         self.delta2 = torch.full((B, N), float("inf"), device=z.device)  # exact squared delta (-inf: never pick)
@@ -74,37 +75,22 @@ class _Greedy:
         self._plain_steps(min(self.k, PLAIN_STEPS))
         while self.t < self.k:
             if not self._round():  # the pool certified nothing (or ties at its boundary): one plain pick
-                self._add(self.delta2.argmax(1, keepdim=True))
+                self._plain_steps(self.t + 1)
         return self.sel
 
     def _plain_steps(self, until: int) -> None:
         """Textbook steps: argmax, then one full distance column per pick."""
-        if self.t >= until:
-            return
-        z, sq = self.z, self.sq
-        B, N, E = z.shape
-        zf, sqf, zt = z.view(B * N, E), sq.view(B * N), z.transpose(1, 2)
-        offs = torch.arange(B, device=z.device) * N
-        score = self.delta2
-        picks = []
-        while self.t + len(picks) < until:  # the last pick's column is already in delta
-            j = score.argmax(1)
-            picks.append(j)
-            g = j + offs
-            d2 = torch.baddbmm((sqf.index_select(0, g)[:, None] + sq)[:, None, :], zf.index_select(0, g)[:, None, :],
-                               zt, alpha=-2)
-            torch.minimum(score, d2.squeeze(1), out=score)
-            score.scatter_(1, j[:, None], NEG_INF)  # a pick is never picked again
-        self._add(torch.stack(picks, 1), update=False)
+        while self.t < until:
+            self._add(self.delta2.argmax(1, keepdim=True))
 
-    def _add(self, picks: Tensor, points: Tensor | None = None, update: bool = True) -> None:
+    def _add(self, picks: Tensor, points: Tensor | None = None) -> None:
         """Record picks [B, p] (their points [B, p, E] when at hand) as the next centers and lower
         every delta with them (one GEMM over all tokens: with few tokens per frame, bounds that
         skip tokens save little and cost gathers)."""
         t, p = self.t, picks.shape[1]
         self.sel[:, t:t + p] = picks
         self.t = t + p
-        if not update or self.t >= self.k:  # nothing reads delta after the last pick
+        if self.t >= self.k:  # nothing reads delta after the last pick
             return
         cp = take_rows(self.z, picks) if points is None else points
         d2 = torch.baddbmm(self.sq.gather(1, picks)[:, :, None] + self.sq[:, None, :], cp, self.z.transpose(1, 2),
