@@ -36,6 +36,7 @@ class TemporalCache:
 
     @property
     def batch_size(self) -> int:
+        """Number of videos the cache holds (its batch dimension)."""
         return int(self.keys.shape[0])
 
 
@@ -46,7 +47,6 @@ class VideoStream:
     caches: dict[str, TemporalCache] = field(default_factory=dict)
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
     video_ids: list[Hashable] | None = None
-    frames_seen: int = 0
     resets: int = 0  # how many (full or partial) resets happened: useful in logs and tests
 
     # ---- frame bookkeeping -------------------------------------------------------------------
@@ -67,7 +67,6 @@ class VideoStream:
                 if changed:
                     self.reset(changed)
             self.video_ids = ids
-        self.frames_seen += 1
 
     def reset(self, samples: Sequence[int] | Tensor | None = None) -> None:
         """Forget the prior of all samples (None) or of the given sample indices (scene cut, new video)."""

@@ -79,9 +79,7 @@ class SparseViT(nn.Module):
         check_vit(model)
         if execution not in ("auto", "mask", "gather"):
             raise ValueError(f"execution must be 'auto', 'mask' or 'gather', got {execution!r}")
-        if not 0.0 < float(policy_eps) < 1.0:
-            raise ValueError(f"policy_eps must be in (0, 1), got {policy_eps!r}")
-        self.policy_eps = float(policy_eps)
+        self.policy_eps = check_policy_eps(policy_eps)
         self.model = model
         self.execution = execution
         self.proportional_attention = proportional_attention
@@ -117,6 +115,13 @@ class SparseViT(nn.Module):
 
 # ------------------------------------------------------------------------------------------------
 # Model checks and shared pieces
+
+
+def check_policy_eps(eps: float) -> float:
+    """eps of the policy attention (see `policy_attention_bias`) as a float in (0, 1), or a ValueError."""
+    if not 0.0 < float(eps) < 1.0:
+        raise ValueError(f"policy_eps must be in (0, 1), got {eps!r}")
+    return float(eps)
 
 
 def check_vit(model: nn.Module) -> None:
@@ -308,6 +313,7 @@ class _MaskRun(_Run):
         super().__init__(*args)
         self.alive = self.x.new_ones(self.x.shape[0], self.N)
         self.dense = True  # no policy has acted yet: plain SDPA, no bias
+        self.bias: Tensor | None = None  # policy attention bias of `alive`, rebuilt when a policy acts
 
     def grid_features(self) -> Tensor:
         return self.x[:, self.P:]
@@ -329,8 +335,7 @@ class _MaskRun(_Run):
             if self.dense:
                 self.x = block(self.x)
             else:
-                bias = policy_attention_bias(self.alive, self.P, self.x.dtype, self.owner.policy_eps)
-                y = block(self.x, attn_mask=bias)
+                y = block(self.x, attn_mask=self.bias)
                 m = self.alive.unsqueeze(-1).to(y.dtype)
                 patches = m * y[:, self.P:] + (1 - m) * self.x[:, self.P:]
                 self.x = torch.cat([y[:, : self.P], patches], dim=1)
@@ -340,8 +345,7 @@ class _MaskRun(_Run):
     def apply(self, pos: int, policy: Policy, index: Tensor, block: nn.Module) -> None:
         attn = None
         if policy.needs_attention:
-            bias = None if self.dense else policy_attention_bias(self.alive, self.P, self.x.dtype, self.owner.policy_eps)
-            attn = block_attention(block, self.x, bias)
+            attn = block_attention(block, self.x, self.bias)
         ctx = self.context(pos, policy, tokens=self.x[:, self.P:], index=index, prefix=self.x[:, : self.P],
                            training=True, alive=self.alive, attn=attn)
         decision = policy(ctx)
@@ -354,6 +358,7 @@ class _MaskRun(_Run):
             self.x = torch.cat([self.x[:, : self.P], decision.tokens], dim=1)
         self.alive = keep.to(self.x.dtype)
         self.dense = False
+        self.bias = policy_attention_bias(self.alive, self.P, self.x.dtype, self.owner.policy_eps)
 
 
 class _GatherRun(_Run):

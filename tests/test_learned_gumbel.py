@@ -11,7 +11,7 @@ from patchprune.learned.gumbel import gumbel_noise, gumbel_softmax, keep_decisio
 def _keep_rate(margin: float, tau: float, convention: str, n: int = 40000) -> float:
     torch.manual_seed(0)
     z = torch.tensor([margin, 0.0]).expand(n, 2).contiguous()
-    mask, _ = keep_decision(z, tau=tau, noise=True, convention=convention)
+    mask = keep_decision(z, tau=tau, noise=True, convention=convention)
     return float(mask.mean())
 
 
@@ -52,8 +52,8 @@ def test_noise_off_is_deterministic_and_masked_logits_stay_impossible():
         y = gumbel_softmax(z, tau=10.0, noise=True)
         assert y[0, 1] == 0
     z = torch.randn(3, 5, 2)
-    assert torch.equal(keep_decision(z, 10.0, noise=False)[0], keep_decision(z, 10.0, noise=False)[0])
-    assert torch.allclose(keep_decision(z, 10.0, noise=False)[0], (z[..., 0] >= z[..., 1]).float())
+    assert torch.equal(keep_decision(z, 10.0, noise=False), keep_decision(z, 10.0, noise=False))
+    assert torch.allclose(keep_decision(z, 10.0, noise=False), (z[..., 0] >= z[..., 1]).float())
 
 
 def test_straight_through_value_and_bad_inputs():

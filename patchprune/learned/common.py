@@ -3,7 +3,7 @@
 - `grid_tokens`: the full H x W grid of token features, whatever the execution mode.
 - `ensure_one`: never let a sample keep zero tokens (an all-masked attention row is NaN).
 - `target_default`: a method's default knob (kappa, rho) for a PKR target.
-- `SparsityRecord` / `record`: what each policy writes into `ctx.aux["sparsity"]` so that a
+- `SparsityRecord` / `record` / `record_keep`: what each policy writes into `ctx.aux["sparsity"]` so that a
   method's loss (patchprune.learned.losses) can be computed from the runner's output alone.
 """
 from __future__ import annotations
@@ -40,15 +40,13 @@ class SparsityRecord:
 
     keep_mean: scalar, cumulative keep mask relative to all N grid tokens, mean over batch and
     tokens jointly (with gradient in training mode). keep_per_sample: [B], the same per sample.
-    prob_mean: scalar mean keep probability (Map-SM's p) or None. active: [B] bool, samples on
-    which the module actually acted (Map-SM is skipped without a temporal prior).
+    prob_mean: scalar mean keep probability (Map-SM's p) or None.
     """
 
     kind: str
     keep_mean: Tensor
     keep_per_sample: Tensor
     prob_mean: Tensor | None = None
-    active: Tensor | None = None
 
 
 def record(ctx: PolicyContext, rec: SparsityRecord) -> None:
@@ -78,14 +76,6 @@ def grid_tokens(ctx: PolicyContext) -> Tensor:
     return scatter_tokens(ctx.tokens, ctx.index, ctx.num_patches, valid=ctx.valid)
 
 
-def live_alive(ctx: PolicyContext) -> Tensor:
-    """Bool [B, n]: live, real tokens (training: alive > 0.5; inference: the alive mask)."""
-    if ctx.training:
-        return ctx.alive > 0.5
-    alive = ctx.alive.bool()
-    return alive if ctx.valid is None else alive & ctx.valid
-
-
 def ensure_one(keep: Tensor, scores: Tensor, eligible: Tensor) -> Tensor:
     """Bool keep [B, n] with at least one token per sample: an empty sample keeps its best eligible token."""
     if bool(keep.any(dim=1).all()):
@@ -96,9 +86,11 @@ def ensure_one(keep: Tensor, scores: Tensor, eligible: Tensor) -> Tensor:
     return keep | (rescue & empty)
 
 
-def grid_keep_per_sample(keep_live: Tensor, num_patches: int) -> Tensor:
-    """Kept tokens per sample relative to all N grid tokens, [B] float."""
-    return keep_live.float().sum(1) / num_patches
+def record_keep(ctx: PolicyContext, kind: str, keep: Tensor, prob_mean: Tensor | None = None) -> None:
+    """Record a module's keep mask [B, n] (float with gradient in training, bool in inference) as
+    kept tokens relative to all N grid tokens, per sample and over the batch."""
+    per_sample = keep.float().sum(1) / ctx.num_patches
+    record(ctx, SparsityRecord(kind, per_sample.mean(), per_sample, prob_mean))
 
 
 def rescue_empty(m: Tensor, scores: Tensor, eligible: Tensor) -> Tensor:

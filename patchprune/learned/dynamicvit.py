@@ -12,12 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from patchprune.learned.common import (SparsityRecord, ensure_one, grid_keep_per_sample, live_alive, record, rescue_empty,
-                                      target_default)
+from patchprune.learned.common import ensure_one, record_keep, rescue_empty, target_default
 from patchprune.learned.gumbel import KEEP, keep_decision
 from patchprune.learned.heads import init_keep_rate
-from patchprune.policies.base import Decision, Policy, PolicyContext, register_policy
-from patchprune.policies.common import topk_mask
+from patchprune.policies.base import Decision, Policy, PolicyContext, keep_count, register_policy
+from patchprune.policies.common import eligible_tokens, topk_mask
 
 DYNAMICVIT_POSITIONS = (3, 6, 9)
 
@@ -71,16 +70,15 @@ class DynamicViTStage(Policy):
         N = ctx.num_patches
         if ctx.training:
             z = self.predictor(ctx.tokens, ctx.alive)
-            s, _ = keep_decision(z, self.tau, noise=True, convention="standard")
+            s = keep_decision(z, self.tau, noise=True, convention="standard")
             m = rescue_empty(s * ctx.alive, z[..., KEEP], ctx.alive > 0.5)
-            record(ctx, SparsityRecord("dynamicvit", m.mean(), m.sum(1) / N))
+            record_keep(ctx, "dynamicvit", m)
             return m, z
-        eligible = live_alive(ctx)
+        eligible = eligible_tokens(ctx)
         z = self.predictor(ctx.tokens, eligible)
-        k = torch.full((z.shape[0],), max(1, int(N * self.keep_ratio)), device=z.device)
+        k = torch.full((z.shape[0],), keep_count(N, self.keep_ratio), device=z.device)
         keep = ensure_one(topk_mask(z[..., KEEP], k, eligible), z[..., KEEP], eligible)
-        per_sample = grid_keep_per_sample(keep, N)
-        record(ctx, SparsityRecord("dynamicvit", per_sample.mean(), per_sample))
+        record_keep(ctx, "dynamicvit", keep)
         return keep, z
 
     def forward(self, ctx: PolicyContext) -> Decision:

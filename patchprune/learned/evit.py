@@ -13,9 +13,10 @@ import math
 import torch
 from torch import Tensor
 
-from patchprune.learned.common import SparsityRecord, ensure_one, grid_keep_per_sample, live_alive, record
+from patchprune.learned.common import ensure_one, record_keep
 from patchprune.policies.base import Decision, Merge, Policy, PolicyContext, register_policy
-from patchprune.policies.common import topk_mask
+from patchprune.policies.common import as_decision_mask, eligible_tokens, topk_mask
+from patchprune.tokens import gather_tokens, mask_to_slots
 
 EVIT_POSITIONS = (3, 6, 9)
 
@@ -42,14 +43,13 @@ class EViT(Policy):
 
     def forward(self, ctx: PolicyContext) -> Decision | Merge:
         score = self.cls_attention(ctx).detach()
-        eligible = live_alive(ctx)
+        eligible = eligible_tokens(ctx)
         n_live = eligible.sum(1)
         k = torch.clamp(torch.ceil(n_live.double() * self.keep_rate).long(), min=1)
         keep = ensure_one(topk_mask(score, k, eligible), score, eligible)
-        per_sample = grid_keep_per_sample(keep, ctx.num_patches)
-        record(ctx, SparsityRecord("evit", per_sample.mean(), per_sample))
+        record_keep(ctx, "evit", keep)
         if ctx.training:
-            return Decision(keep=keep.to(ctx.alive.dtype) * ctx.alive)
+            return Decision(keep=as_decision_mask(ctx, keep))
         if not self.fuse:
             return Decision(keep=keep)
         return self.fused(ctx, keep, eligible, score)
@@ -66,10 +66,10 @@ class EViT(Policy):
         # kept tokens in ascending order -> slots 0..k-1; fused token -> slot k
         kept_slot = torch.cumsum(keep.long(), dim=1) - 1
         assign = torch.where(keep, kept_slot, torch.full_like(kept_slot, k))
-        kept_idx = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :k]
+        kept_idx, _ = mask_to_slots(keep)  # [B, k]: every sample keeps k (no padding)
         w = (score * rest).unsqueeze(-1)
         extra = (w * ctx.tokens).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1e-12)
-        kept_tokens = ctx.tokens.gather(1, kept_idx.unsqueeze(-1).expand(-1, -1, C))
+        kept_tokens = gather_tokens(ctx.tokens, kept_idx)
         first_rest = torch.where(rest, ctx.index, torch.full_like(ctx.index, ctx.num_patches)).min(1, keepdim=True).values
         size = ctx.size if ctx.size is not None else torch.ones_like(ctx.index)
         kept_size = size.gather(1, kept_idx)

@@ -82,16 +82,16 @@ def keep_decision(
     noise: bool = True,
     convention: Convention = "vpp",
     generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Hard keep/drop decision of two-class logits [..., 2] (class 0 = keep).
-
-    Returns (mask, soft): mask [...] is 1.0 where kept with a straight-through gradient, soft [...]
-    is the (noisy) soft keep probability. Keep iff the perturbed keep logit beats the drop logit
-    (ties go to keep).
-    """
+) -> Tensor:
+    """Hard keep/drop mask [...] of two-class logits [..., 2] (class 0 = keep): 1.0 where kept, with
+    the straight-through gradient of the soft keep probability. Keep iff the perturbed keep logit
+    beats the drop logit (ties go to keep, as argmax takes the first index)."""
     if logits.shape[-1] != 2:
         raise ValueError(f"keep decisions need two-class logits [..., 2], got shape {tuple(logits.shape)}")
-    y = perturb(logits, tau, noise, convention, generator)
-    soft = F.softmax(y, dim=-1)[..., KEEP]
-    hard = (y[..., KEEP] >= y[..., 1 - KEEP]).to(soft.dtype)
-    return straight_through(hard, soft), soft
+    return gumbel_softmax(logits, tau, True, noise, -1, convention, generator)[..., KEEP]
+
+
+def keeps(y: Tensor) -> Tensor:
+    """Bool [...] of perturbed two-class logits y [..., 2]: the keep logit wins (ties keep), the hard
+    part of `keep_decision` without its gradient branch (inference)."""
+    return y[..., KEEP] >= y[..., 1 - KEEP]

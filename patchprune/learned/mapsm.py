@@ -20,26 +20,25 @@ cache for the next frame is staged here (keys = x_1, cloned) and committed in `o
 """
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from patchprune.learned.common import (SparsityRecord, ensure_one, grid_tokens, is_full_grid, live_alive, record,
-                                      target_default)
+from patchprune.learned.common import SparsityRecord, ensure_one, grid_tokens, record, record_keep, target_default
 from patchprune.learned.gumbel import KEEP, gumbel_softmax, perturb, straight_through
 from patchprune.learned.heads import SelectorMLP
-from patchprune.policies.base import Decision, Policy, PolicyContext, register_policy
+from patchprune.policies.base import Decision, Policy, PolicyContext, keep_count, register_policy
+from patchprune.policies.common import eligible_tokens
 
 
 @lru_cache(maxsize=16)
-def _spatial_prior_cpu(h: int, w: int) -> Tensor:
+def _spatial_prior(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     rows = torch.arange(h, dtype=torch.float64).repeat_interleave(w) / max(h - 1, 1)
     cols = torch.arange(w, dtype=torch.float64).repeat(h) / max(w - 1, 1)
     d = (cols[:, None] - cols[None, :]).abs() + (rows[:, None] - rows[None, :]).abs()
-    return torch.log10(10.0 * (1.0 - d / 2.0) + 1e-6).float()
+    return torch.log10(10.0 * (1.0 - d / 2.0) + 1e-6).to(device=device, dtype=dtype)
 
 
 def spatial_prior(grid: tuple[int, int], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
@@ -47,7 +46,7 @@ def spatial_prior(grid: tuple[int, int], device: torch.device | str = "cpu", dty
     h, w = int(grid[0]), int(grid[1])
     if h < 1 or w < 1:
         raise ValueError(f"grid must have positive sides, got {grid}")
-    return _spatial_prior_cpu(h, w).to(device=device, dtype=dtype)
+    return _spatial_prior(h, w, torch.device(device), dtype)  # cached per device: no per-frame copy
 
 
 def smooth_logits(z: Tensor, grid: tuple[int, int], kernel: int = 9) -> Tensor:
@@ -75,8 +74,6 @@ def default_kappa(target: float) -> float:
 
 class MapSM(Policy):
     """Temporal mapping selective module; reads and writes the `VideoStream` cache."""
-
-    observe_positions = (6,)
 
     def __init__(
         self,
@@ -130,12 +127,12 @@ class MapSM(Policy):
             stream.stage(self.cache_name, keys=x.clone(), grid=tuple(ctx.grid))
         if cache is None:
             ones = x.new_ones(B)
-            record(ctx, SparsityRecord("mapsm", ones.mean(), ones, None, torch.zeros(B, dtype=torch.bool)))
-            return Decision(keep=ctx.alive if ctx.training else live_alive(ctx))
+            record(ctx, SparsityRecord("mapsm", ones.mean(), ones))
+            return Decision(keep=ctx.alive if ctx.training else eligible_tokens(ctx))
         active = cache.valid.to(x.device)
         all_active = bool(active.all())
         p = self.keep_probability(x, cache.keys, cache.values, cache.mask, ctx.grid, differentiable=ctx.training)
-        k = max(1, int(math.floor(self.kappa * N)))
+        k = keep_count(N, self.kappa)
         hard = torch.zeros_like(p, dtype=torch.bool).scatter_(1, p.detach().topk(k, dim=1).indices, True)
         if not all_active:
             hard = hard | ~active[:, None]
@@ -144,18 +141,16 @@ class MapSM(Policy):
             m = straight_through(hard.to(p.dtype), p)
             if not all_active:
                 m = torch.where(active[:, None], m, torch.ones_like(m))
-            record(ctx, SparsityRecord("mapsm", m.mean(), m.mean(1), prob_mean, active))
+            record_keep(ctx, "mapsm", m, prob_mean)
             return Decision(keep=m * ctx.alive)
-        per_sample = hard.float().mean(1)
-        record(ctx, SparsityRecord("mapsm", per_sample.mean(), per_sample, prob_mean, active))
-        keep_live = hard if is_full_grid(ctx) else hard.gather(1, ctx.index)
-        eligible = live_alive(ctx)
-        return Decision(keep=ensure_one(keep_live & eligible, p.gather(1, ctx.index), eligible))
+        record_keep(ctx, "mapsm", hard, prob_mean)
+        eligible = eligible_tokens(ctx)
+        return Decision(keep=ensure_one(hard.gather(1, ctx.index) & eligible, p.gather(1, ctx.index), eligible))
 
     def observe(self, position: int, features: Tensor, alive: Tensor, stream) -> None:
         """At the reference position: stage x_6 and the mask block 5 ran under, then commit."""
         staged = stream.staged(self.cache_name) if stream is not None else None
-        if staged is None or position != self.observe_positions[0]:
+        if staged is None:
             return
         if staged["keys"].shape[:2] != features.shape[:2]:
             raise ValueError(f"x_6 {tuple(features.shape)} does not match the staged x_1 {tuple(staged['keys'].shape)}")

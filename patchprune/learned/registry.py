@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from patchprune.learned.losses import sparsity_loss
 from patchprune.registry import Registry
-from patchprune.vit import SparseViT, SparseViTOutput, sparse_vit
+from patchprune.vit import SparseViT, SparseViTOutput, check_policy_eps, sparse_vit
 
 LOSS_KEY = "sparsity_loss"
 
@@ -62,6 +62,7 @@ class LearnedPruner(nn.Module):
         return [p for p in self.runner.model.parameters()]
 
     def num_pruning_parameters(self) -> int:
+        """Parameter count of the pruning modules."""
         return sum(p.numel() for p in self.pruning_parameters())
 
 
@@ -77,6 +78,7 @@ def register_method(name: str) -> Callable[[Builder], Builder]:
 
 
 def available_methods() -> list[str]:
+    """Names accepted by `build` (sorted)."""
     _load()
     return _METHODS.names()
 
@@ -91,14 +93,13 @@ def build(method: str, model: nn.Module, target: float = 0.55, policy_eps: float
     _load()
     pruner = _METHODS.get(method)(model, target, **options)
     if policy_eps is not None:
-        if not 0.0 < float(policy_eps) < 1.0:
-            raise ValueError(f"policy_eps must be in (0, 1), got {policy_eps!r}")
-        pruner.runner.policy_eps = float(policy_eps)
+        pruner.runner.policy_eps = check_policy_eps(policy_eps)
     pruner.config.options["policy_eps"] = pruner.runner.policy_eps
     return pruner
 
 
 def embed_dim(model: nn.Module) -> int:
+    """Width C of a timm ViT's tokens (embed_dim or num_features), or a ValueError."""
     dim = getattr(model, "embed_dim", None) or getattr(model, "num_features", None)
     if not isinstance(dim, int):
         raise ValueError("cannot read the ViT's width (no embed_dim / num_features attribute)")
@@ -106,6 +107,7 @@ def embed_dim(model: nn.Module) -> int:
 
 
 def depth(model: nn.Module) -> int:
+    """Number of transformer blocks of a timm ViT, or a ValueError."""
     blocks = getattr(model, "blocks", None)
     if blocks is None:
         raise ValueError("the model has no `blocks`; pass a timm VisionTransformer")
@@ -113,6 +115,7 @@ def depth(model: nn.Module) -> int:
 
 
 def check_positions(model: nn.Module, positions: Sequence[int], method: str) -> None:
+    """ValueError unless every block position is in 1..depth-1 (block 0 always runs dense)."""
     d = depth(model)
     bad = [p for p in positions if not 0 < p < d]
     if bad:

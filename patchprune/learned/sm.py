@@ -8,13 +8,13 @@ inference ("sparse background activation"); `noise=False` makes the module deter
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from patchprune.learned.common import SparsityRecord, ensure_one, grid_keep_per_sample, live_alive, record, rescue_empty
-from patchprune.learned.gumbel import KEEP, keep_decision, perturb
+from patchprune.learned.common import ensure_one, record_keep, rescue_empty
+from patchprune.learned.gumbel import KEEP, keep_decision, keeps, perturb
 from patchprune.learned.heads import SelectorMLP
 from patchprune.policies.base import Decision, Policy, PolicyContext, register_policy
+from patchprune.policies.common import eligible_tokens
 
 
 class SM(Policy):
@@ -35,18 +35,16 @@ class SM(Policy):
 
     def forward(self, ctx: PolicyContext) -> Decision:
         z = self.logits(ctx.tokens)
-        N = ctx.num_patches
         margin = z[..., KEEP] - z[..., 1 - KEEP]
         if ctx.training:
-            s, _ = keep_decision(z, self.tau, noise=self.noise, convention="vpp")
+            s = keep_decision(z, self.tau, noise=self.noise, convention="vpp")
             m = rescue_empty(s * ctx.alive, margin, ctx.alive > 0.5)  # cumulative, straight-through
-            record(ctx, SparsityRecord("sm", m.mean(), m.sum(1) / N))
+            record_keep(ctx, "sm", m)
             return Decision(keep=m)
         y = perturb(z, self.tau, self.noise, "vpp")  # the same decision, without the soft branch
-        eligible = live_alive(ctx)
-        keep = ensure_one((y[..., KEEP] >= y[..., 1 - KEEP]) & eligible, margin, eligible)
-        per_sample = grid_keep_per_sample(keep, N)
-        record(ctx, SparsityRecord("sm", per_sample.mean(), per_sample))
+        eligible = eligible_tokens(ctx)
+        keep = ensure_one(keeps(y) & eligible, margin, eligible)
+        record_keep(ctx, "sm", keep)
         return Decision(keep=keep)
 
 

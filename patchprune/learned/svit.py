@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from patchprune.learned.common import SparsityRecord, ensure_one, grid_tokens, record, rescue_empty
+from patchprune.learned.common import ensure_one, grid_tokens, record_keep, rescue_empty
 from patchprune.learned.gumbel import KEEP, keep_decision
 from patchprune.learned.heads import SelectorMLP
 from patchprune.policies.base import Decision, Policy, PolicyContext, register_policy
@@ -51,17 +51,15 @@ class SViTSelector(Policy):
     def forward(self, ctx: PolicyContext) -> Decision:
         x = grid_tokens(ctx)
         z = self.head(x)
-        N = ctx.num_patches
         margin = z[..., KEEP] - z[..., 1 - KEEP]
         if ctx.training:
-            s, _ = keep_decision(z, self.tau, noise=True, convention="standard")
+            s = keep_decision(z, self.tau, noise=True, convention="standard")
             s = rescue_empty(s, margin, torch.ones_like(margin, dtype=torch.bool))
-            record(ctx, SparsityRecord("svit", s.mean(), s.sum(1) / N))
+            record_keep(ctx, "svit", s)
             return Decision(keep=s)
         eligible = torch.ones_like(margin, dtype=torch.bool)
         keep = ensure_one(margin >= 0, margin, eligible)
-        per_sample = keep.float().sum(1) / N
-        record(ctx, SparsityRecord("svit", per_sample.mean(), per_sample))
+        record_keep(ctx, "svit", keep)
         return Decision(keep_grid=keep)
 
 

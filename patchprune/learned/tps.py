@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from patchprune.learned.common import live_alive
 from patchprune.learned.dynamicvit import DynamicViTStage
 from patchprune.policies.base import Decision, PolicyContext, register_policy
+from patchprune.policies.common import eligible_tokens
 
 
 def squeeze(x: Tensor, keep: Tensor, pruned: Tensor) -> Tensor:
@@ -49,7 +49,7 @@ class TPSStage(DynamicViTStage):
         if ctx.training:
             pruned = ctx.alive * (1 - keep)
             return Decision(keep=keep, tokens=squeeze(ctx.tokens, keep, pruned))
-        alive = live_alive(ctx)
+        alive = eligible_tokens(ctx)
         pruned = (alive & ~keep).to(ctx.tokens.dtype)
         return Decision(keep=keep, tokens=squeeze(ctx.tokens, keep.to(ctx.tokens.dtype), pruned))
 
