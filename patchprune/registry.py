@@ -18,6 +18,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def add(self, name: str, entry: T) -> T:
+        """Register `entry` under `name` (a ValueError if the name is taken); returns the entry."""
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._entries[name] = entry
@@ -28,11 +29,13 @@ class Registry(Generic[T]):
         return lambda entry: self.add(name, entry)
 
     def get(self, name: str) -> T:
+        """The entry of `name`, or a ValueError listing the available names."""
         if name not in self._entries:
             raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}")
         return self._entries[name]
 
     def names(self) -> list[str]:
+        """Registered names, sorted."""
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 
 from patchprune.select.base import SelectInput, grid_coordinates, l2_normalize, take_rows
+from patchprune.select.evtp import joint_space
+from patchprune.select.farthest import sq_distances, squared_norms
 from patchprune.tokens import check_grid
 
 SPACES = ("feature", "joint", "spatial")
@@ -39,9 +41,8 @@ def coverage_radius(tokens: Tensor, index: Tensor, space: str = "feature", grid:
         raise ValueError(f"index must hold at least one position in [0, {N})")
     with torch.no_grad():
         z = _space(tokens.detach().float(), grid, space, lam, normalize)
-        sq = torch.linalg.vector_norm(z, dim=-1).square()
-        d2 = torch.baddbmm(sq[:, :, None] + sq.gather(1, index)[:, None, :], z, take_rows(z, index).transpose(1, 2),
-                           alpha=-2).clamp_min_(0)
+        sq = squared_norms(z)
+        d2 = sq_distances(z, sq, take_rows(z, index), sq.gather(1, index)).clamp_min_(0)
         d2.scatter_(1, index[:, None, :], 0.0)  # exact zero for a kept token to itself
         nearest = d2.amin(2)
         if valid is not None:
@@ -56,7 +57,5 @@ def _space(x: Tensor, grid: tuple[int, int], space: str, lam: float | None, norm
         return grid_coordinates(positions, grid)
     if space == "feature":
         return l2_normalize(x) if normalize else x
-    from patchprune.select.evtp import joint_space
-
     inp = SelectInput(tokens=x, grid=grid, index=positions)
     return joint_space(x, inp, normalize="l2" if normalize else "none", spatial=True, lam=lam).z

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable
 
 import torch
@@ -60,16 +61,26 @@ MethodFn = Callable[..., Any]  # fn(x fp32 [B, N, C], k, inp: SelectInput, **opt
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """A registered method: its function and what it needs from the caller."""
+
     name: str
     fn: MethodFn
     needs_attention: bool = False
     merges: bool = False
     needs_grid: bool = False  # uses spatial coordinates: the grid must be known
 
-    @property
+    @cached_property
     def options(self) -> tuple[str, ...]:
+        """The method's option names (its keyword-only parameters), read once."""
         params = inspect.signature(self.fn).parameters.values()
         return tuple(p.name for p in params if p.kind == p.KEYWORD_ONLY)
+
+    def check_options(self, options: dict) -> None:
+        """ValueError naming the unknown options and the method's own."""
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(f"method {self.name!r} has no option(s) {', '.join(unknown)}; its options: "
+                             f"{', '.join(self.options) or 'none'}")
 
 
 _METHODS: Registry[MethodSpec] = Registry("selection method")
@@ -91,10 +102,12 @@ def register_method(name: str, *, needs_attention: bool = False, merges: bool = 
 
 
 def available_methods() -> list[str]:
+    """Names accepted by `select(..., method=)` (sorted)."""
     return _METHODS.names()
 
 
 def method_spec(name: str) -> MethodSpec:
+    """The registered method `name`, or a ValueError listing the available ones."""
     return _METHODS.get(name)
 
 
@@ -121,28 +134,30 @@ def select(tokens: Tensor, k: int, method: str = "evtp", grid: tuple[int, int] |
     each token already stands for. Method options are keyword arguments (see docs/select/).
     """
     spec = method_spec(method)
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        raise ValueError(
-            f"method {method!r} has no option(s) {', '.join(unknown)}; its options: {', '.join(spec.options) or 'none'}"
-        )
+    spec.check_options(options)
     inp = prepare_input(tokens, k, grid, attn, index=index, valid=valid, size=size,
                         needs_attention=spec.needs_attention, needs_grid=spec.needs_grid, method=method)
-    x = tokens.detach().float().contiguous()
-    out = run_method(spec, x, k, inp, options)
+    out = run_method(spec, k, inp, options)
     if isinstance(out, SelectResult):
         return out
     return selection_result(inp, out)
 
 
-def run_method(spec: MethodSpec, x: Tensor, k: int, inp: SelectInput, options: dict) -> Tensor | SelectResult:
-    """Call a method without grad tracking; plain (non-inference) tensors come back."""
+def run_method(spec: MethodSpec, k: int, inp: SelectInput, options: dict) -> Tensor | SelectResult:
+    """Call a method on a detached fp32 copy of inp.tokens without grad tracking; plain
+    (non-inference) tensors come back."""
+    x = fp32_copy(inp.tokens)
     with torch.inference_mode():
         out = spec.fn(x, k, inp, **options)
     if isinstance(out, SelectResult):
         return SelectResult(**{f: (v.clone() if isinstance(v, Tensor) and v.is_inference() else v)
                                for f, v in vars(out).items()})
     return out.clone()
+
+
+def fp32_copy(tokens: Tensor) -> Tensor:
+    """What a method computes on: the tokens detached, in fp32, contiguous (no copy when they already are)."""
+    return tokens.detach().float().contiguous()
 
 
 def selection_result(inp: SelectInput, order: Tensor) -> SelectResult:
@@ -176,7 +191,7 @@ def prepare_input(tokens: Tensor, k: int, grid: tuple[int, int] | None, attn: Te
     else:
         if index.shape != (B, N) or index.dtype != torch.long:
             raise ValueError(f"index must be a long tensor of shape {(B, N)}, got {index.dtype} {tuple(index.shape)}")
-        if N and (int(index.min()) < 0 or int(index.max()) >= grid[0] * grid[1]):
+        if (int(index.min()) < 0 or int(index.max()) >= grid[0] * grid[1]):
             raise ValueError(f"index holds positions outside the {grid[0]}x{grid[1]} grid")
     if valid is not None:
         if valid.shape != (B, N) or valid.dtype != torch.bool:
@@ -275,6 +290,14 @@ def first_valid(valid: Tensor | None, B: int, device: torch.device) -> Tensor:
     return valid.to(torch.uint8).argmax(1)
 
 
+def seeded_uniform(B: int, N: int, valid: Tensor | None, seed: int, device: torch.device) -> Tensor:
+    """[B, N] uniform scores in [0, 1) from a CPU generator seeded with `seed` (the same draw on every
+    device); padding slots score -1, so they never win."""
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    u = torch.rand(B, N, generator=g).to(device)
+    return u if valid is None else u.masked_fill(~valid, -1.0)
+
+
 def resolve_start(init: Any, sq: Tensor, valid: Tensor | None, seed: int = 0) -> Tensor:
     """First pick [B] of a farthest-first run on centred points with squared norms sq [B, N].
 
@@ -288,11 +311,7 @@ def resolve_start(init: Any, sq: Tensor, valid: Tensor | None, seed: int = 0) ->
         if init == "first":
             return first_valid(valid, B, sq.device)
         if init == "random":
-            g = torch.Generator(device="cpu").manual_seed(int(seed))
-            u = torch.rand(B, N, generator=g).to(sq.device)
-            if valid is not None:
-                u = u.masked_fill(~valid, -1.0)
-            return u.argmax(1)
+            return seeded_uniform(B, N, valid, seed, sq.device).argmax(1)
         raise ValueError(f"init must be 'mean', 'first', 'random', a token slot or a [B] tensor, got {init!r}")
     if isinstance(init, Tensor):
         start = init.to(device=sq.device, dtype=torch.long).reshape(-1)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from patchprune.select.base import SelectInput, register_method, resolve_start, take_rows
 from patchprune.select.evtp import joint_space
-from patchprune.select.farthest import farthest_first
+from patchprune.select.farthest import farthest_first, sq_distances
 
 INF = float("inf")
 
@@ -56,8 +56,7 @@ def most_isolated(z: Tensor, sq: Tensor, valid: Tensor | None = None, width: int
     m = min(block, N)
     while True:
         cols = ub.masked_fill(~todo, -INF).topk(m, dim=1).indices  # padding columns: recomputed, harmless
-        d2 = torch.baddbmm(sq.gather(1, cols)[:, :, None] + sq[:, None, :], take_rows(z, cols),
-                           z.transpose(1, 2), alpha=-2)  # [B, m, N]
+        d2 = sq_distances(take_rows(z, cols), sq.gather(1, cols), z, sq)  # [B, m, N]
         d2.scatter_(2, cols[:, :, None], INF)  # a token is not its own neighbour
         if valid is not None:
             d2.masked_fill_(~valid[:, None, :], INF)

@@ -40,6 +40,12 @@ def squared_norms(z: Tensor) -> Tensor:
     return torch.linalg.vector_norm(z, dim=-1).square_()
 
 
+def sq_distances(a: Tensor, sq_a: Tensor, b: Tensor, sq_b: Tensor) -> Tensor:
+    """[B, Na, Nb] squared distances |a|^2 + |b|^2 - 2 a.b of points a [B, Na, E] and b [B, Nb, E]
+    with squared norms sq_a [B, Na], sq_b [B, Nb] (one batched GEMM)."""
+    return torch.baddbmm(sq_a[:, :, None] + sq_b[:, None, :], a, b.transpose(1, 2), alpha=-2)
+
+
 def farthest_first(z: Tensor, k: int, start: Tensor, valid: Tensor | None = None, sq: Tensor | None = None,
                    pool: int = 64) -> Tensor:
     """Slots [B, k] in pick order: start, then repeatedly the token farthest from the picked set.
@@ -93,8 +99,7 @@ class _Greedy:
         if self.t >= self.k:  # nothing reads delta after the last pick
             return
         cp = take_rows(self.z, picks) if points is None else points
-        d2 = torch.baddbmm(self.sq.gather(1, picks)[:, :, None] + self.sq[:, None, :], cp, self.z.transpose(1, 2),
-                           alpha=-2)
+        d2 = sq_distances(cp, self.sq.gather(1, picks), self.z, self.sq)
         torch.minimum(self.delta2, d2.amin(1), out=self.delta2)
         self.delta2.scatter_(1, picks, NEG_INF)
 
@@ -115,7 +120,7 @@ class _Greedy:
         members = top.indices[:, :P].sort(dim=1).values  # raster order: ties go to the lowest slot
         dp = self.delta2.gather(1, members)
         zp, sqp = take_rows(self.z, members), self.sq.gather(1, members)
-        dpp = torch.baddbmm(sqp[:, :, None] + sqp[:, None, :], zp, zp.transpose(1, 2), alpha=-2)
+        dpp = sq_distances(zp, sqp, zp, sqp)
         dpp.diagonal(dim1=1, dim2=2).fill_(NEG_INF)  # a pick leaves the pool
         picks = _pool_greedy(dp.cpu().numpy(), dpp.cpu().numpy(), tau.cpu().numpy(), self.k - self.t)
         pos = torch.from_numpy(picks).to(members.device)

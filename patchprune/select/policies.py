@@ -22,7 +22,8 @@ from torch import Tensor
 from patchprune.policies.base import (Decision, Merge, Policy, PolicyContext, check_ratio, keep_count,
                                       register_policy)
 from patchprune.policies.common import as_decision_mask, eligible_tokens
-from patchprune.select.base import MethodSpec, SelectInput, available_methods, check_attention, method_spec, run_method
+from patchprune.select.base import (MethodSpec, SelectInput, available_methods, check_attention, fp32_copy, method_spec,
+                                    run_method)
 from patchprune.select.tome import MergeState, merge_round
 
 
@@ -33,10 +34,7 @@ class SelectPolicy(Policy):
         super().__init__()
         check_ratio(ratio)
         self.spec: MethodSpec = method_spec(method)
-        unknown = sorted(set(options) - set(self.spec.options))
-        if unknown:
-            raise ValueError(f"method {method!r} has no option(s) {', '.join(unknown)}; its options: "
-                             f"{', '.join(self.spec.options) or 'none'}")
+        self.spec.check_options(options)
         self.method, self.ratio, self.options = method, float(ratio), options
         self.needs_attention = self.spec.needs_attention
 
@@ -53,7 +51,7 @@ class SelectPolicy(Policy):
         k = int(k_each.max())
         valid = None if bool(eligible.all()) else eligible
         inp = SelectInput(tokens=ctx.tokens, grid=ctx.grid, index=ctx.index, attn=attn, valid=valid, size=ctx.size)
-        order = run_method(self.spec, _fp32(ctx.tokens), k, inp, self.options)  # [B, k] priority order
+        order = run_method(self.spec, k, inp, self.options)  # [B, k] priority order
         # sample b keeps the first k_each[b] picks (a prefix of a greedy run is that run for a smaller K)
         n = ctx.tokens.shape[1]
         take = torch.arange(k, device=order.device)[None, :] < k_each[:, None]
@@ -68,7 +66,7 @@ class SelectPolicy(Policy):
             raise ValueError(f"{self.method} merges tokens and needs equal token counts per sample (no padding)")
         k = keep_count(ctx.tokens.shape[1], self.ratio)
         inp = SelectInput(tokens=ctx.tokens, grid=ctx.grid, index=ctx.index, attn=attn, size=ctx.size)
-        res = run_method(self.spec, _fp32(ctx.tokens), k, inp, self.options)
+        res = run_method(self.spec, k, inp, self.options)
         return Merge(tokens=res.tokens, index=res.index, size=res.size, assign=res.assign)
 
 
@@ -104,7 +102,7 @@ class ToMeBlockPolicy(Policy):
         if r == 0:
             return Decision(keep=eligible)
         with torch.inference_mode():
-            st = merge_round(MergeState.start(_fp32(ctx.tokens), ctx.size), r)
+            st = merge_round(MergeState.start(fp32_copy(ctx.tokens), ctx.size), r)
         size = st.size.clone()
         return Merge(tokens=st.feats.clone().to(ctx.tokens.dtype), index=ctx.index.gather(1, st.anchor.clone()),
                      size=size, assign=st.assign.clone())
@@ -115,10 +113,6 @@ def tome_schedule(depth: int, r: int, start: int = 1) -> dict[int, Policy]:
     if not 1 <= start < depth:
         raise ValueError(f"start must be in [1, {depth - 1}], got {start}")
     return {i: ToMeBlockPolicy(r=r) for i in range(start, depth)}
-
-
-def _fp32(tokens: Tensor) -> Tensor:
-    return tokens.detach().float().contiguous()
 
 
 def _factory(method: str):

@@ -5,18 +5,13 @@ is encoded twice keeps the same tokens. Frames of one call get independent subse
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from patchprune.select.base import SelectInput, register_method
+from patchprune.select.base import SelectInput, register_method, seeded_uniform
 
 
 @register_method("random")
 def random_subset(x: Tensor, k: int, inp: SelectInput, *, seed: int = 0) -> Tensor:
     """Kept slots [B, k] (in draw order)."""
     B, N, _ = x.shape
-    g = torch.Generator(device="cpu").manual_seed(int(seed))
-    u = torch.rand(B, N, generator=g).to(x.device)
-    if inp.valid is not None:
-        u = u.masked_fill(~inp.valid, -1.0)
-    return u.topk(k, dim=1).indices
+    return seeded_uniform(B, N, inp.valid, seed, x.device).topk(k, dim=1).indices

@@ -20,6 +20,8 @@ from patchprune.tokens import mask_to_slots
 
 @dataclass
 class MergeState:
+    """Groups of merged tokens during ToMe's rounds (one entry per current group)."""
+
     feats: Tensor  # [B, n, C] size-weighted mean features of the current groups (fp32)
     size: Tensor  # [B, n] patches per group
     anchor: Tensor  # [B, n] input slot of each group's anchor
@@ -28,6 +30,7 @@ class MergeState:
 
     @classmethod
     def start(cls, x: Tensor, size: Tensor | None = None, metric: Tensor | None = None) -> "MergeState":
+        """Every token its own group (sizes `size` or ones); `metric` [B, N, D] scores the matching."""
         B, N, _ = x.shape
         slots = torch.arange(N, device=x.device).expand(B, N)
         s = torch.ones(B, N, device=x.device) if size is None else size.float()
@@ -88,11 +91,13 @@ def merge_to(st: MergeState, k: int) -> MergeState:
 
 
 def state_result(st: MergeState, inp: SelectInput) -> SelectResult:
+    """The merged groups as a SelectResult (features in the input dtype, anchors as positions)."""
     return SelectResult(tokens=st.feats.to(inp.tokens.dtype), index=inp.index.gather(1, st.anchor), size=st.size,
                         slots=st.anchor, assign=st.assign)
 
 
 def check_unpadded(inp: SelectInput, method: str) -> None:
+    """ValueError when some frame has padding: merging needs the same token count in every frame."""
     if inp.valid is not None and not bool(inp.valid.all()):
         raise ValueError(f"{method} merges tokens and needs the same token count in every frame (no padding)")
 
