@@ -1,10 +1,12 @@
 """The fgseg task: data from the synthetic generator, dense and stage-2 steps that learn."""
 import numpy as np
+import pytest
 import torch
 
 from patchprune.learned import build
 from patchprune.models.fgseg import FgSegConfig, FgSegModel
-from patchprune.train.fgseg import dense_step, make_data, sample_chains, sparse_step
+from patchprune.train.checkpoint import load_checkpoint
+from patchprune.train.fgseg import FgSegData, dense_step, make_data, sample_chains, sparse_step
 
 
 def test_data_labels_and_instances_agree():
@@ -22,6 +24,37 @@ def test_chain_offsets_within_five_frames():
     g = torch.Generator().manual_seed(0)
     images, labels = sample_chains(data, 4, g)
     assert len(images) == 3 and images[0].shape == (4, 3, 48, 48)
+
+    # Frame t of video v is filled with the value 16 v + t (pixels and labels), so the frame indices
+    # of a chain can be read back (a constant frame is the same after a horizontal flip).
+    V, T, S = 3, 12, 16
+    code = 16 * torch.arange(V)[:, None] + torch.arange(T)[None, :]  # [V, T]
+    frames = code[:, :, None, None, None].expand(V, T, S, S, 3).to(torch.uint8).contiguous()
+    labels_vt = code[:, :, None, None].expand(V, T, S, S).contiguous()
+    synthetic = FgSegData(frames, labels_vt, num_classes=64)
+    g = torch.Generator().manual_seed(0)
+    keys_seen = set()
+    for _ in range(20):
+        images, labels = sample_chains(synthetic, 16, g)
+        assert len(images) == 3 and len(labels) == 3
+        got = [lb.flatten(1) for lb in labels]  # per pass: [B, S*S]
+        for lb in got:
+            assert (lb == lb[:, :1]).all()  # one whole frame per sample
+        codes = [lb[:, 0] for lb in got]
+        for im, c in zip(images, codes):  # the images show the same frames as the labels
+            pixel = torch.round((im * 0.25 + 0.5) * 255).long()  # undo `normalise`
+            assert (pixel == c[:, None, None, None]).all()
+        video = codes[2] // 16
+        assert all((c // 16 == video).all() for c in codes)  # one video per chain
+        refref, ref, key = (c % 16 for c in codes)
+        d_refref, d_ref = refref - key, ref - key
+        assert ((d_refref.abs() > 0) & (d_refref.abs() <= 5)).all()
+        assert ((d_ref.abs() > 0) & (d_ref.abs() <= 5)).all()
+        assert (d_refref != d_ref).all()  # two distinct offsets
+        assert (d_refref.abs() >= d_ref.abs()).all()  # ref-ref is the farther one (ties: +-k, both k away)
+        assert ((refref >= 0) & (refref < T) & (ref >= 0) & (ref < T)).all()  # clamped to the video
+        keys_seen.update(key.tolist())
+    assert keys_seen == set(range(T))  # the edges (few valid offsets) were exercised too
 
 
 def test_dense_and_sparse_steps_reduce_their_loss():
@@ -43,6 +76,17 @@ def test_dense_and_sparse_steps_reduce_their_loss():
     assert set(logs) >= {"loss", "seg", "sparsity", "pkr"}
     logs["loss"].backward()
     assert all(p.grad is not None for p in pruner.runner.policies.parameters())
+    # stage 2 on one fixed chain batch (same frames and Gumbel noise every step) lowers its loss
+    opt = torch.optim.AdamW(list(pruner.runner.policies.parameters()) + list(model.parameters()), lr=3e-3)
+    first = None
+    for i in range(12):
+        torch.manual_seed(100)
+        loss = sparse_step(model, pruner, data, 2, torch.Generator().manual_seed(0))["loss"]
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first
 
 
 def test_bench_uses_context_scenes_and_never_resumes_another_configuration():
@@ -58,3 +102,49 @@ def test_bench_uses_context_scenes_and_never_resumes_another_configuration():
     assert fp == training_fingerprint(replace(quick, seeds=(5,), threads=1))  # not part of training
     assert fp != training_fingerprint(replace(quick, difficulty={**quick.difficulty, "foreground": "appearance"}))
     assert fp != training_fingerprint(replace(quick, policy_eps=1e-9))
+
+
+def test_finetune_resumes_a_partial_checkpoint_at_its_step(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import patchprune.train.fgseg as fgseg_mod
+    import patchprune.train.loop as loop_mod
+    from patchprune.bench.fgseg import DENSE_FT, FgSegBenchConfig, _seg_config, finetune
+
+    cfg = replace(FgSegBenchConfig.quick(), size=32, dim=16, heads=2, frames=6, finetune_steps=6, finetune_batch=2)
+    data = make_data(0, "train", 3, cfg.frames, cfg.size, progress=False, **cfg.difficulty)
+    torch.manual_seed(0)
+    dense = FgSegModel(_seg_config(cfg, data.num_classes)).eval()
+    ref, _, ref_hist = finetune(cfg, 0, dense, data, DENSE_FT, 1.0, tmp_path / "ref", False)
+    assert [h["step"] for h in ref_hist] == list(range(6))
+
+    # an interrupted fine-tune that left a checkpoint at step 2 (the bench itself keeps only final ones)
+    real_step, real_config, calls, crash_at = fgseg_mod.sparse_step, loop_mod.LoopConfig, [], [3]
+
+    def counting_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == crash_at[0]:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(fgseg_mod, "sparse_step", counting_step)
+    monkeypatch.setattr(loop_mod, "LoopConfig", lambda **kw: real_config(**{**kw, "checkpoint_every": 2}))
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, 0, dense, data, DENSE_FT, 1.0, tmp_path / "run", False)
+    monkeypatch.setattr(loop_mod, "LoopConfig", real_config)
+    crash_at[0] = None
+    path = tmp_path / "run" / "dense-ft_100.safetensors"
+    assert load_checkpoint(path, {})["step"] == 2
+
+    calls.clear()
+    model, pruner, hist = finetune(cfg, 0, dense, data, DENSE_FT, 1.0, tmp_path / "run", False)
+    assert pruner is None and len(calls) == 4  # steps 2..5 only
+    assert [h["step"] for h in hist] == list(range(6))
+    for (name, a), b in zip(ref.state_dict().items(), model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    # a finished checkpoint is reused as is: no training, the saved history
+    calls.clear()
+    again, _, hist2 = finetune(cfg, 0, dense, data, DENSE_FT, 1.0, tmp_path / "run", False)
+    assert calls == [] and hist2 == hist
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)

@@ -118,3 +118,69 @@ def test_gloo_gradient_averaging_two_processes():
     assert out[0][0] == [1.5, 1.5, 1.5] and out[1][0] == [1.5, 1.5, 1.5]
     assert out[0][1] == [0.0, 0.0]
     assert out[0][2] == [0, 2, 4] and out[1][2] == [1, 3]
+
+
+def test_maybe_resume_is_idempotent_and_fit_continues_from_it(tmp_path, monkeypatch):
+    import patchprune.train.loop as loop_mod
+
+    ckpt = str(tmp_path / "i.safetensors")
+    net, opt = _make()
+    Trainer({"net": net}, opt, LoopConfig(steps=3, lr=0.1, checkpoint=ckpt, progress=False)).fit(
+        _step_fn(net, torch.Generator().manual_seed(0)))
+    loads = []
+    real_load = loop_mod.load_checkpoint
+    monkeypatch.setattr(loop_mod, "load_checkpoint", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    net2, opt2 = _make(seed=3)
+    tr = Trainer({"net": net2}, opt2, LoopConfig(steps=5, lr=0.1, checkpoint=ckpt, progress=False))
+    assert tr.maybe_resume() == 3 and len(loads) == 1 and [h["step"] for h in tr.history] == [0, 1, 2]
+    for a, b in zip(net.state_dict().values(), net2.state_dict().values()):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        net2.lin.weight.zero_()  # a second call must not reload (it would undo this)
+    assert tr.maybe_resume() == 3 and len(loads) == 1
+    assert torch.count_nonzero(net2.lin.weight) == 0
+    steps = []
+    inner = _step_fn(net2, torch.Generator().manual_seed(0))
+    history = tr.fit(lambda i: steps.append(i) or inner(i))
+    assert steps == [3, 4] and len(loads) == 1  # fit continues from the resumed step, no reload
+    assert [h["step"] for h in history] == list(range(5)) and tr.start_step == 3
+    # no checkpoint at all: still one look only, and a fresh start
+    fresh, fopt = _make()
+    tr2 = Trainer({"net": fresh}, fopt, LoopConfig(steps=2, lr=0.1, checkpoint=str(tmp_path / "none.safetensors"),
+                                                     progress=False))
+    assert tr2.maybe_resume() == 0 and tr2.maybe_resume() == 0 and tr2.history == []
+
+
+def test_partial_checkpoint_resumes_at_its_step_finetune_style(tmp_path):
+    # Fine-tunes keep only final checkpoints, but one with step < steps must continue at its step
+    # (not train again from step 0 on the loaded weights).
+    net_a, opt_a = _make()
+    Trainer({"net": net_a}, opt_a, LoopConfig(steps=6, lr=0.1, clip=1.0, progress=False)).fit(
+        _step_fn(net_a, torch.Generator().manual_seed(0)))
+    ckpt = tmp_path / "ft.safetensors"
+    net_b, opt_b = _make()
+    inner = _step_fn(net_b, torch.Generator().manual_seed(0))
+
+    def crashing(i):
+        if i == 3:
+            raise KeyboardInterrupt
+        return inner(i)
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer({"net": net_b}, opt_b, LoopConfig(steps=6, lr=0.1, clip=1.0, checkpoint=str(ckpt), checkpoint_every=2,
+                                                  progress=False)).fit(crashing)
+    assert load_checkpoint(ckpt, {"net": Net()})["step"] == 2
+    net_c, opt_c = _make(seed=5)
+    tr = Trainer({"net": net_c}, opt_c, LoopConfig(steps=6, lr=0.1, clip=1.0, checkpoint=str(ckpt), progress=False))
+    start = tr.maybe_resume()  # as `patchprune.bench.fgseg.finetune` does: resume, check, replay the data, fit
+    assert start == 2
+    gen_c = torch.Generator().manual_seed(0)
+    for _ in range(start):
+        torch.randn(8, 4, generator=gen_c)
+    steps = []
+    inner_c = _step_fn(net_c, gen_c)
+    history = tr.fit(lambda i: steps.append(i) or inner_c(i))
+    assert steps == [2, 3, 4, 5] and [h["step"] for h in history] == list(range(6))
+    for a, b in zip(net_a.state_dict().values(), net_c.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert load_checkpoint(ckpt, {"net": Net()})["step"] == 6

@@ -15,12 +15,11 @@ import sys
 
 import torch
 
-from patchprune.bench.fgseg import APPEARANCE_DIFFICULTY, CUE_DIFFICULTY, FgSegBenchConfig
+from patchprune.bench.fgseg import APPEARANCE_DIFFICULTY, CUE_DIFFICULTY, FgSegBenchConfig, _seg_config
 from patchprune.learned import build
 from patchprune.models.fgseg import FgSegModel
 from patchprune.train.checkpoint import load_checkpoint
-from patchprune.train.fgseg import make_data, sample_chains, segmentation_loss
-from patchprune.video import VideoStream
+from patchprune.train.fgseg import make_data, run_chain, sample_chains
 
 
 def main() -> int:
@@ -35,7 +34,6 @@ def main() -> int:
     diff = APPEARANCE_DIFFICULTY if args.foreground == "appearance" else CUE_DIFFICULTY
     data = make_data(0, "train", 64, cfg.frames, cfg.size, progress=False, **diff)
     weight = data.class_weights(cfg.class_weight_power)
-    from patchprune.bench.fgseg import _seg_config
     results = {}
     for eps in args.eps:
         model = FgSegModel(_seg_config(cfg, data.num_classes))
@@ -50,13 +48,7 @@ def main() -> int:
             torch.manual_seed(1000 + c)
             model.zero_grad(set_to_none=True)
             pruner.zero_grad(set_to_none=True)
-            stream = VideoStream()
-            seg = 0.0
-            for i, (im, lb) in enumerate(zip(images, labels)):
-                stream.start_frame()
-                logits, _ = model(im, encoder=pruner, stream=stream)
-                if i >= 1:
-                    seg = seg + (0.5 if i == 1 else 1.0) * segmentation_loss(logits, lb, weight)
+            seg, _, _ = run_chain(model, pruner, images, labels, ref_weight=0.5, weight=weight)
             seg.backward()
             g = [p.grad.flatten() for p in mapsm.parameters() if p.grad is not None]
             norms.append(float(torch.cat(g).norm()) if g else 0.0)

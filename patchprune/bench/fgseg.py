@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import platform
-import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -106,10 +104,11 @@ def _seg_config(cfg: FgSegBenchConfig, num_classes: int):
                        num_classes=num_classes)
 
 
-def train_dense(cfg: FgSegBenchConfig, seed: int, data, workdir: Path, progress: bool):
-    """Dense stage 1 (resumable)."""
+def train_dense(cfg: FgSegBenchConfig, seed: int, data, workdir: Path, progress: bool,
+                weight: torch.Tensor | None = None):
+    """Dense stage 1 (resumable). weight: CE class weights (default: `data.class_weights(cfg.class_weight_power)`)."""
     from patchprune.models.fgseg import FgSegModel
-    from patchprune.train.fgseg import dense_step
+    from patchprune.train.fgseg import dense_step, sample_frames
     from patchprune.train.loop import LoopConfig, Trainer, param_groups
 
     torch.manual_seed(seed)
@@ -120,27 +119,23 @@ def train_dense(cfg: FgSegBenchConfig, seed: int, data, workdir: Path, progress:
                       checkpoint=str(workdir / "dense.safetensors"), checkpoint_every=100, desc=f"dense s{seed}",
                       progress=progress)
     trainer = Trainer({"model": model}, opt, loop, meta={"stage": "dense", "model": model.config_dict()})
-    if trainer.maybe_resume() > 0:  # the data stream continues where the checkpoint left it
-        for _ in range(trainer.start_step):
-            _skip_dense_batch(data, cfg.dense_batch, gen)
-    trainer.config = replace(loop, resume=False)
-    weight = data.class_weights(cfg.class_weight_power)
+    for _ in range(trainer.maybe_resume()):  # the data stream continues where the checkpoint left it
+        sample_frames(data, cfg.dense_batch, gen)
+    if weight is None:
+        weight = data.class_weights(cfg.class_weight_power)
     trainer.fit(lambda step: dense_step(model, data, cfg.dense_batch, gen, weight))
     return model.eval(), trainer.history
 
 
-def _skip_dense_batch(data, batch: int, gen: torch.Generator) -> None:
-    torch.randint(0, data.num_videos, (batch,), generator=gen)
-    torch.randint(0, data.num_frames, (batch,), generator=gen)
-    torch.rand(batch, generator=gen)
-
-
 def finetune(cfg: FgSegBenchConfig, seed: int, dense, data, method: str, target: float, workdir: Path,
-             progress: bool):
-    """Stage 2 from the dense checkpoint: new pruning modules x1 lr, backbone and head x0.1."""
+             progress: bool, weight: torch.Tensor | None = None):
+    """Stage 2 from the dense checkpoint: new pruning modules x1 lr, backbone and head x0.1.
+
+    Resumable from its checkpoint: a finished one is reused as is, a partial one continues at its
+    step. weight: CE class weights (default: `data.class_weights(cfg.class_weight_power)`).
+    """
     from patchprune.learned import build
-    from patchprune.train.checkpoint import load_checkpoint
-    from patchprune.train.fgseg import sparse_step
+    from patchprune.train.fgseg import sample_chains, sparse_step
     from patchprune.train.loop import LoopConfig, Trainer, param_groups
 
     torch.manual_seed(seed * 1000 + int(target * 100))
@@ -160,21 +155,22 @@ def finetune(cfg: FgSegBenchConfig, seed: int, dense, data, method: str, target:
                       checkpoint_every=0, desc=f"{method}@{target:.2f} s{seed}", progress=progress)
     modules = {"model": model, "policies": policies}
     trainer = Trainer(modules, opt, loop, meta={"stage": "finetune", "method": method, "target": target})
-    if path.is_file():  # finished earlier: reuse (fine-tunes are short, so only final checkpoints are kept)
-        info = load_checkpoint(path, modules, opt)
-        if int(info["step"]) >= cfg.finetune_steps:
-            return model.eval(), pruner.eval() if pruner is not None else None, info["meta"].get("history", [])
-    trainer.config = replace(loop, resume=False)
+    start = trainer.maybe_resume()
+    if start >= cfg.finetune_steps:  # finished earlier: reuse (fine-tunes are short: only final checkpoints are kept)
+        return model.eval(), pruner.eval() if pruner is not None else None, trainer.history
+    for _ in range(start):  # a partial checkpoint: the data stream continues where it left it
+        sample_chains(data, cfg.finetune_batch, gen)
     if pruner is not None:
         pruner.train()
-    weight = data.class_weights(cfg.class_weight_power)
+    if weight is None:
+        weight = data.class_weights(cfg.class_weight_power)
     history = trainer.fit(lambda step: sparse_step(model, pruner, data, cfg.finetune_batch, gen, weight=weight))
     return model.eval(), pruner.eval() if pruner is not None else None, history
 
 
 @torch.no_grad()
 def evaluate(model, encoder, data, num_classes: int, seed: int, progress: bool, desc: str) -> dict[str, Any]:
-    """Stream every held-out video (all in lock-step, batch = videos) and score the last frames."""
+    """Stream every held-out video (all in lock-step, batch = videos) and score every frame."""
     from patchprune.metrics.ioi import IoIMeter
     from patchprune.metrics.pkr import keep_ratio_per_block
     from patchprune.models.fgseg import normalise
@@ -202,11 +198,12 @@ def evaluate(model, encoder, data, num_classes: int, seed: int, progress: bool, 
     fg_inter = conf[1:, 1:].sum()
     fg_union = conf.sum() - conf[0, 0]
     ioi = meter.compute()
+    per_block = keep_ratio_per_block(masks)
     return {
         "miou": 100 * float(iou[union > 0].mean()),
         "fg_iou": 100 * float(fg_inter / fg_union.clamp(min=1)),
-        "pkr": float(np.mean(keep_ratio_per_block(masks))),
-        "keep_ratio_per_block": keep_ratio_per_block(masks),
+        "pkr": float(np.mean(per_block)),
+        "keep_ratio_per_block": per_block,
         "ioi": ioi["ioi"], "ioi_S": ioi["S"], "ioi_M": ioi["M"], "ioi_L": ioi["L"],
         "ioi_counts": [ioi["n_S"], ioi["n_M"], ioi["n_L"]],
     }
@@ -283,6 +280,8 @@ def foreground_selectivity(dense, train, valid, cfg: FgSegBenchConfig, seed: int
 
 
 def run_seed(cfg: FgSegBenchConfig, seed: int, workdir: Path, progress: bool, quiet: bool) -> dict[str, Any]:
+    """One seed end to end: data, dense training, FGS, every fine-tune, evaluation, MACs and CPU
+    timing; checkpoints go to `workdir` (resumable). Returns the seed's rows, FGS and timings."""
     from patchprune.train.fgseg import make_data
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -293,7 +292,8 @@ def run_seed(cfg: FgSegBenchConfig, seed: int, workdir: Path, progress: bool, qu
     times["data"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    dense, dense_hist = train_dense(cfg, seed, train, workdir, progress)
+    weight = train.class_weights(cfg.class_weight_power)
+    dense, dense_hist = train_dense(cfg, seed, train, workdir, progress, weight)
     times["dense_train"] = time.perf_counter() - t0
     _log(f"[seed {seed}] dense trained in {times['dense_train']:.0f}s (last loss {dense_hist[-1]['loss']:.3f})", quiet)
 
@@ -312,7 +312,7 @@ def run_seed(cfg: FgSegBenchConfig, seed: int, workdir: Path, progress: bool, qu
     runs += [(m, t) for m in cfg.methods for t in cfg.targets]
     for method, target in runs:
         t0 = time.perf_counter()
-        model, pruner, hist = finetune(cfg, seed, dense, train, method, target, workdir, progress)
+        model, pruner, hist = finetune(cfg, seed, dense, train, method, target, workdir, progress, weight)
         times["finetune"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         res = evaluate(model, pruner, valid, valid.num_classes, seed, progress, f"{method}@{target}")
@@ -325,7 +325,7 @@ def run_seed(cfg: FgSegBenchConfig, seed: int, workdir: Path, progress: bool, qu
              quiet)
 
     t0 = time.perf_counter()
-    names = ["dense"] + [f"{r['method']}@{r['target']}" for r in rows[1:]]
+    names = list(entries)
     macs = {name: streaming_macs(*entries[name], valid) for name in names}
     latency = timing(entries, valid, cfg.timing_repeats, progress)
     batched = timing(entries, valid, max(2, cfg.timing_repeats // 2), progress, batch=cfg.timing_batch)
@@ -408,16 +408,24 @@ def checks(summary: dict[str, Any]) -> list[str]:
 
 
 def write_report(out_dir: Path, cfg: FgSegBenchConfig, summary: dict[str, Any], per_seed: list[dict[str, Any]],
-                 wall_s: float, mode: str) -> None:
+                 wall_s: float, mode: str, check_lines: list[str] | None = None) -> str:
+    """Write results.json, README.md (tables) and the plots to `out_dir`; returns the README text.
+
+    check_lines: `checks(summary)` when the caller has it already (computed here otherwise).
+    """
+    from patchprune.data.io import write_json
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"mode": mode, "config": asdict(cfg), "wall_s": wall_s, "environment": _environment(cfg),
-               **summary, "checks": checks(summary), "per_seed": per_seed}
-    (out_dir / "results.json").write_text(json.dumps(payload, indent=1))
+    env = _environment(cfg)
+    found = checks(summary) if check_lines is None else check_lines
+    payload = {"mode": mode, "config": asdict(cfg), "wall_s": wall_s, "environment": env,
+               **summary, "checks": found, "per_seed": per_seed}
+    write_json(out_dir / "results.json", payload, indent=1)
     lines = [
         f"# fgseg: learned patch pruning on synthetic videos ({mode})",
         "",
         f"Generated by `patchprune bench fgseg{' --quick' if mode == 'quick' else ''}` in {wall_s / 60:.1f} min "
-        f"(seeds {list(cfg.seeds)}; {_environment(cfg)['device']}, {_environment(cfg)['threads']} threads). "
+        f"(seeds {list(cfg.seeds)}; {env['device']}, {env['threads']} threads). "
         f"ViT {cfg.depth} blocks, C={cfg.dim}, {cfg.heads} heads, patch {cfg.patch}, {cfg.size}px; "
         f"dense {cfg.dense_steps} steps x {cfg.dense_batch}, fine-tune {cfg.finetune_steps} steps x "
         f"{cfg.finetune_batch} chains; {cfg.valid_videos} held-out videos x {cfg.frames} frames streamed.",
@@ -438,12 +446,14 @@ def write_report(out_dir: Path, cfg: FgSegBenchConfig, summary: dict[str, Any], 
               "| accuracy | " + " | ".join(f"{v:.3f}" for v in summary["fgs"]) + " |",
               "| balanced accuracy | " + " | ".join(f"{v:.3f}" for v in summary["fgs_balanced"]) + " |",
               "", "Expected shape (issue 5) checked on these numbers:", ""]
-    lines += [f"- {c}" for c in checks(summary)]
+    lines += [f"- {c}" for c in found]
     lines += ["", "Plots: `fgs_per_layer.png`, `keep_ratio_per_layer.png`. Raw numbers: `results.json`.",
               f"IoI size buckets: S < {IOI_THRESHOLDS[0]:.1%}, M < {IOI_THRESHOLDS[1]:.1%}, L >= "
               f"{IOI_THRESHOLDS[1]:.1%} of the frame area; a patch belongs to an instance when covered by half.", ""]
-    (out_dir / "README.md").write_text("\n".join(lines))
+    readme = "\n".join(lines)
+    (out_dir / "README.md").write_text(readme)
     _plots(out_dir, summary)
+    return readme
 
 
 def _plots(out_dir: Path, summary: dict[str, Any]) -> None:
@@ -539,16 +549,17 @@ def run(args: argparse.Namespace) -> int:
         per_seed.append(run_seed(cfg, seed, workdir / f"seed{seed}", progress, quiet=args.json))
     wall = time.perf_counter() - start
     summary = aggregate(per_seed)
-    write_report(out_dir, cfg, summary, per_seed, wall, mode)
+    found = checks(summary)
+    readme = write_report(out_dir, cfg, summary, per_seed, wall, mode, found)
     if args.json:
         keep = ("method", "target", "miou", "miou_std", "fg_iou", "pkr", "pkr_std", "ioi", "ioi_std", "ioi_S", "ioi_M",
                 "ioi_L", "gmacs", "macs_ratio", "speedup", "speedup_std", "speedup_batch")
         slim = [{k: (round(r[k], 4) if isinstance(r.get(k), float) else r.get(k)) for k in keep if k in r}
                 for r in summary["results"]]
         print(json.dumps({"results": slim, "fgs": [round(v, 4) for v in summary["fgs"]],
-                          "seeds": list(cfg.seeds), "wall_s": round(wall, 1), "checks": checks(summary)}))
+                          "seeds": list(cfg.seeds), "wall_s": round(wall, 1), "checks": found}))
     else:
-        print((out_dir / "README.md").read_text())
+        print(readme)
     return 0
 
 

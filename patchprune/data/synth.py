@@ -52,10 +52,10 @@ CATEGORIES: list[Category] = [
     Category(6, "wavy_hexagon", "hexagon", "wavy"),
 ]
 CATEGORY_NAMES: dict[int, str] = {c.id: c.name for c in CATEGORIES}
-_CATEGORY_PAIRS = {(c.shape, c.texture) for c in CATEGORIES}
+CATEGORY_PAIRS: list[tuple[str, str]] = [(c.shape, c.texture) for c in CATEGORIES]
 # Distractors: every (shape, texture) pair that is not a category, category shapes included.
 DISTRACTOR_PAIRS: list[tuple[str, str]] = [
-    (s, t) for s in SHAPES for t in TEXTURES if (s, t) not in _CATEGORY_PAIRS
+    (s, t) for s in SHAPES for t in TEXTURES if (s, t) not in CATEGORY_PAIRS
 ]
 
 COLOURS: dict[str, tuple[float, float, float]] = {
@@ -79,7 +79,6 @@ CUE_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 _CUE_IDX = [_COLOUR_NAMES.index(c) for c in CUE_COLOURS]
 CUE_SHAPE, CUE_TEXTURE = "ring", "solid"  # the beacon with cue_position="random": no category uses this pair
 CUE_POSITIONS = ("corner", "random")
-CATEGORY_PAIRS: list[tuple[str, str]] = [(c.shape, c.texture) for c in CATEGORIES]
 _CLUTTER_PAIRS_CUE = [p for p in DISTRACTOR_PAIRS if p != (CUE_SHAPE, CUE_TEXTURE)]
 
 
@@ -271,7 +270,7 @@ def _make_sprite(rng: np.random.Generator, category: Category | None, length: in
         growth=float(rng.uniform(-d.scale_change, d.scale_change)),
         theta0=float(rng.uniform(0, 2 * np.pi)),
         omega=float(rng.uniform(-d.max_rotation, d.max_rotation)),
-        category_id=cid, motion=motion,
+        category_id=cid, motion=motion, cue=None if cue is None else _COLOUR_NAMES[cue],
     )
 
 
@@ -301,10 +300,11 @@ def _render_shot(rng: np.random.Generator, length: int, hw: tuple[int, int], d: 
         r = d.cue_radius * s
         if d.cue_position == "corner":  # a solid square swatch filling the top-left corner
             half = 0.8 * r  # the square's half side (shape_mask: |u|, |v| <= 0.8)
-            beacon = rasterise("square", "solid", _COLOUR_ARR[cue], _COLOUR_ARR[cue], 4.0, (half, half), r, 0.0, (H, W))
+            shape, texture, centre = "square", "solid", (half, half)
         else:  # a solid ring anywhere in the frame
+            shape, texture = CUE_SHAPE, CUE_TEXTURE
             centre = (float(rng.uniform(r, W - r)), float(rng.uniform(r, H - r)))
-            beacon = rasterise(CUE_SHAPE, CUE_TEXTURE, _COLOUR_ARR[cue], _COLOUR_ARR[cue], 4.0, centre, r, 0.0, (H, W))
+        beacon = rasterise(shape, texture, _COLOUR_ARR[cue], _COLOUR_ARR[cue], 4.0, centre, r, 0.0, (H, W))
 
     frames = np.empty((length, H, W, 3), dtype=np.uint8)
     owners = np.empty((length, H, W), dtype=np.int16)
@@ -329,8 +329,6 @@ def _render_shot(rng: np.random.Generator, length: int, hw: tuple[int, int], d: 
             img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(d.noise)
         frames[t] = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         owners[t] = owner
-    for sp in sprites:
-        sp.cue = None if cue is None else _COLOUR_NAMES[cue]
     return frames, [(sprites[k], owners == k) for k in range(len(sprites))]
 
 

@@ -81,6 +81,8 @@ def train_probe(x: Tensor, y: Tensor, steps: int = 300, lr: float = 1e-2, batch:
 
 @torch.no_grad()
 def evaluate_probe(probe: BalancedLinearProbe, x: Tensor, y: Tensor) -> ProbeResult:
+    """Score a probe on features x [M, C] with labels y [M] (bool): accuracy, balanced accuracy
+    (mean of the true-positive and true-negative rates) and the foreground share of y."""
     pred = probe(x.float()).argmax(-1).bool()
     y = y.bool()
     acc = float((pred == y).float().mean())

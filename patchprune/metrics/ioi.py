@@ -79,7 +79,7 @@ class IoIMeter:
             raise ValueError(f"grid {grid} does not match {N} tokens")
         for b, inst in enumerate(instances):  # loop over samples; instances of a sample are vectorised
             pix = torch.as_tensor(np.asarray(inst) if not isinstance(inst, Tensor) else inst).bool().cpu()
-            if pix.numel() == 0 or pix.shape[0] == 0:
+            if pix.shape[0] == 0:
                 continue
             area = pix.flatten(1).float().mean(1)
             present = area > 0
@@ -90,6 +90,7 @@ class IoIMeter:
             hit = torch.einsum("jn,ln->jl", g, blocks[:, b].float())  # |M_l ∩ G_j|
             cover = (hit / g.sum(1, keepdim=True)).mean(1).double()  # mean over blocks
             bucket = size_bucket(area, self.thresholds)
+            # this update's bucket sums first, then one add: `self.sums.index_add_` would round differently
             self.sums += torch.zeros(3, dtype=torch.float64).index_add_(0, bucket, cover)
             self.counts += torch.bincount(bucket, minlength=3)
 

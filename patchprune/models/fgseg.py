@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from patchprune.vit import SparseViT, SparseViTOutput, sparse_vit
+from patchprune.vit import SparseViTOutput, sparse_vit
 
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.25, 0.25, 0.25)
@@ -24,6 +24,9 @@ IMAGE_STD = (0.25, 0.25, 0.25)
 
 @dataclass
 class FgSegConfig:
+    """Shape of an `FgSegModel`: input size and patch size (px), ViT width / depth / heads / MLP ratio,
+    number of output classes (background + categories) and the head's hidden width."""
+
     img_size: int = 96
     patch_size: int = 8
     dim: int = 192

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +17,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from patchprune.data.io import atomic_path
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -37,7 +38,6 @@ def save_checkpoint(path: str | Path, modules: Mapping[str, nn.Module], optimize
                     step: int = 0, meta: Mapping[str, Any] | None = None) -> Path:
     """Atomically write modules (and optimiser state) to `path` (.safetensors)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
         if "/" in name:
@@ -50,22 +50,18 @@ def save_checkpoint(path: str | Path, modules: Mapping[str, nn.Module], optimize
         tensors.update(opt_tensors)
     metadata = {"step": json.dumps(int(step)), "meta": json.dumps(dict(meta or {})),
                 "optim": json.dumps(optim_meta)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
 def load_checkpoint(path: str | Path, modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer | None = None,
                     strict: bool = True) -> dict[str, Any]:
-    """Load modules (and optimiser state) from `path`; returns {"step", "meta"}."""
+    """Load modules (and optimiser state) from `path`; returns {"step", "meta"}.
+
+    strict: every module with state must be in the file, with exactly its keys."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -81,7 +77,8 @@ def load_checkpoint(path: str | Path, modules: Mapping[str, nn.Module], optimize
             elif key.startswith("optim/"):
                 optim_tensors[key] = fh.get_tensor(key)
     for name, module in modules.items():
-        if name not in per_module and strict:
+        # a module without state (e.g. an empty ModuleDict of pruning modules) writes no tensors
+        if name not in per_module and strict and module.state_dict():
             raise ValueError(f"checkpoint {path} has no module {name!r} (has {sorted(per_module)})")
         if name in per_module:
             module.load_state_dict(per_module[name], strict=strict)

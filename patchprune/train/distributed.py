@@ -21,6 +21,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's rank and the number of processes (the default: a single process)."""
+
     rank: int = 0
     world_size: int = 1
 

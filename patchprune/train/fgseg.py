@@ -81,15 +81,21 @@ def segmentation_loss(logits: Tensor, labels: Tensor, weight: Tensor | None = No
     return F.cross_entropy(logits, labels, weight=weight)
 
 
+def _frames_at(data: FgSegData, v: Tensor, t: Tensor, flip: Tensor) -> tuple[Tensor, Tensor]:
+    """Normalised images [B, 3, H, W] and labels [B, H, W] of frames (v[b], t[b]), mirrored
+    horizontally where flip[b] (draws nothing from any generator)."""
+    images, labels = normalise(data.frames[v, t]), data.labels[v, t]
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    labels = torch.where(flip[:, None, None], labels.flip(-1), labels)
+    return images, labels
+
+
 def sample_frames(data: FgSegData, batch: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     """A random batch of single frames (with horizontal flips): (images, labels)."""
     v = torch.randint(0, data.num_videos, (batch,), generator=gen)
     t = torch.randint(0, data.num_frames, (batch,), generator=gen)
-    images, labels = normalise(data.frames[v, t]), data.labels[v, t]
     flip = torch.rand(batch, generator=gen) < 0.5
-    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-    labels = torch.where(flip[:, None, None], labels.flip(-1), labels)
-    return images, labels
+    return _frames_at(data, v, t, flip)
 
 
 def sample_chains(data: FgSegData, batch: int, gen: torch.Generator, max_offset: int = 5
@@ -112,14 +118,16 @@ def sample_chains(data: FgSegData, batch: int, gen: torch.Generator, max_offset:
     flip = torch.rand(batch, generator=gen) < 0.5
     images, labels = [], []
     for t in order:
-        im, lb = normalise(data.frames[v, t]), data.labels[v, t]
-        images.append(torch.where(flip[:, None, None, None], im.flip(-1), im))
-        labels.append(torch.where(flip[:, None, None], lb.flip(-1), lb))
+        im, lb = _frames_at(data, v, t, flip)
+        images.append(im)
+        labels.append(lb)
     return images, labels
 
 
 def dense_step(model: FgSegModel, data: FgSegData, batch: int, gen: torch.Generator,
                weight: Tensor | None = None) -> dict[str, Tensor]:
+    """One dense (stage-1) step: segmentation loss of `model` on a random batch of single frames
+    (`sample_frames`, drawn from `gen`), optionally class-weighted; returns {"loss"}."""
     images, labels = sample_frames(data, batch, gen)
     logits, _ = model(images)
     loss = segmentation_loss(logits, labels, weight)
@@ -130,6 +138,17 @@ def sparse_step(model: FgSegModel, pruner: LearnedPruner | None, data: FgSegData
                 ref_weight: float = 0.5, weight: Tensor | None = None) -> dict[str, Tensor]:
     """One stage-2 step on a batch of (ref-ref, ref, key) chains."""
     images, labels = sample_chains(data, batch, gen)
+    seg_loss, sparsity, pkr = run_chain(model, pruner, images, labels, ref_weight, weight)
+    sp_loss = sum(sparsity) if sparsity else torch.zeros(())
+    return {"loss": seg_loss + sp_loss, "seg": seg_loss.detach(), "sparsity": sp_loss.detach(),
+            "pkr": torch.tensor(pkr[-1])}
+
+
+def run_chain(model: FgSegModel, pruner: LearnedPruner | None, images: list[Tensor], labels: list[Tensor],
+              ref_weight: float = 0.5, weight: Tensor | None = None) -> tuple[Tensor, list[Tensor], list[float]]:
+    """Run a (ref-ref, ref, key) chain (`sample_chains`) through one fresh `VideoStream`, without
+    detaching the cache; returns (segmentation loss = ref_weight x ref + key, the pruner's sparsity
+    losses of the passes that report one, the PKR of each pass)."""
     stream = VideoStream()
     seg, sparsity, pkr = [], [], []
     for i, (im, lb) in enumerate(zip(images, labels)):
@@ -140,7 +159,4 @@ def sparse_step(model: FgSegModel, pruner: LearnedPruner | None, data: FgSegData
         if LOSS_KEY in out.aux:
             sparsity.append(out.aux[LOSS_KEY])
         pkr.append(out.pkr)
-    seg_loss = sum(seg)
-    sp_loss = sum(sparsity) if sparsity else torch.zeros(())
-    return {"loss": seg_loss + sp_loss, "seg": seg_loss.detach(), "sparsity": sp_loss.detach(),
-            "pkr": torch.tensor(pkr[-1])}
+    return sum(seg), sparsity, pkr

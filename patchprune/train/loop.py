@@ -58,6 +58,14 @@ def step_lr(step: int, total: int, base_lr: float, warmup: int = 0, drop_at: flo
 
 @dataclass
 class LoopConfig:
+    """Settings of one `Trainer.fit` run.
+
+    steps: total optimiser steps; lr: base lr (scaled per group by "lr_mult", see `step_lr` for
+    warm-up and the drop at `drop_at` of the steps by x0.1); clip: max L2 gradient norm (None / 0:
+    no clipping); checkpoint: safetensors path written every `checkpoint_every` steps (0: never)
+    and at the end; resume: continue from `checkpoint` when it exists; desc / progress: the tqdm bar.
+    """
+
     steps: int
     lr: float
     warmup: int = 0
@@ -81,11 +89,23 @@ class Trainer:
         self.meta = dict(meta or {})
         self.start_step = 0
         self.history: list[dict[str, float]] = []
+        self._resume_checked = False
 
     def parameters(self) -> list[nn.Parameter]:
+        """Every parameter the optimiser updates."""
         return [p for g in self.optimizer.param_groups for p in g["params"]]
 
     def maybe_resume(self) -> int:
+        """Load modules, optimiser state and history from `config.checkpoint` when `config.resume` is
+        set and the file exists; returns the step to continue from (0 for a fresh run).
+
+        Idempotent: only the first call looks at the checkpoint; later calls (`fit` makes one) return
+        the same step without reloading, so a caller may resume early (e.g. to replay its data
+        stream, or to skip a finished run) and then call `fit`, which continues from that step.
+        """
+        if self._resume_checked:
+            return self.start_step
+        self._resume_checked = True
         c = self.config
         if c.resume and c.checkpoint and Path(c.checkpoint).is_file():
             info = load_checkpoint(c.checkpoint, self.modules, self.optimizer)
@@ -94,11 +114,20 @@ class Trainer:
         return self.start_step
 
     def save(self, step: int) -> None:
+        """Write the checkpoint (modules, optimiser, meta + history) as of `step`; main rank only,
+        and only when `config.checkpoint` is set."""
         if self.config.checkpoint and self.dist.is_main:
             save_checkpoint(self.config.checkpoint, self.modules, self.optimizer, step,
                             {**self.meta, "history": self.history})
 
     def fit(self, step_fn: Callable[[int], Mapping[str, Tensor]]) -> list[dict[str, float]]:
+        """Train from the resumed step (see `maybe_resume`) to `config.steps`: per step set the lr,
+        call `step_fn(step)`, back-propagate its "loss", average gradients over ranks, clip, step
+        the optimiser and log every returned value; checkpoint as configured and at the end.
+
+        Returns the history (one dict per step, resumed steps included). Raises FloatingPointError
+        on a non-finite loss.
+        """
         c = self.config
         start = self.maybe_resume()
         bar = tqdm(range(start, c.steps), desc=c.desc, initial=start, total=c.steps, leave=False,
