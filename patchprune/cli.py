@@ -17,7 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "patchprune.demo",
     "patchprune.bench.speed",
     "patchprune.bench.select",
-    "patchprune.bench.fgseg",
+    "patchprune.fgseg.commands",
     "patchprune.data.commands",
     "patchprune.metrics.commands",
 )

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from patchprune.metrics.coverage import coverage_radius
+from patchprune.select.coverage import coverage_radius
 from patchprune.select import select
 
 GRID = (6, 8)

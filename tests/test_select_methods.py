@@ -7,7 +7,7 @@ from patchprune.select.divprune import most_isolated
 from patchprune.select.vispruner import deduplicate
 from patchprune.select.evtp import joint_space
 from patchprune.select.base import SelectInput
-from patchprune.metrics.coverage import coverage_radius
+from patchprune.select.coverage import coverage_radius
 
 GRID = (7, 9)
 N = GRID[0] * GRID[1]

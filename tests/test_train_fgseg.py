@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from patchprune.learned import build
-from patchprune.models.fgseg import FgSegConfig, FgSegModel
+from patchprune.fgseg.model import FgSegConfig, FgSegModel
 from patchprune.train.checkpoint import load_checkpoint
-from patchprune.train.fgseg import FgSegData, dense_step, make_data, sample_chains, sparse_step
+from patchprune.fgseg.training import FgSegData, dense_step, make_data, sample_chains, sparse_step
 
 
 def test_data_labels_and_instances_agree():
@@ -92,7 +92,7 @@ def test_dense_and_sparse_steps_reduce_their_loss():
 def test_bench_uses_context_scenes_and_never_resumes_another_configuration():
     from dataclasses import replace
 
-    from patchprune.bench.fgseg import FgSegBenchConfig, training_fingerprint
+    from patchprune.fgseg.config import FgSegBenchConfig, training_fingerprint
     from patchprune.data.synth import Difficulty
 
     quick = FgSegBenchConfig.quick()
@@ -107,14 +107,15 @@ def test_bench_uses_context_scenes_and_never_resumes_another_configuration():
 def test_finetune_resumes_a_partial_checkpoint_at_its_step(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    import patchprune.train.fgseg as fgseg_mod
+    import patchprune.fgseg.training as fgseg_mod
     import patchprune.train.loop as loop_mod
-    from patchprune.bench.fgseg import DENSE_FT, FgSegBenchConfig, _seg_config, finetune
+    from patchprune.fgseg.config import DENSE_FT, FgSegBenchConfig, seg_config
+    from patchprune.fgseg.training import finetune
 
     cfg = replace(FgSegBenchConfig.quick(), size=32, dim=16, heads=2, frames=6, finetune_steps=6, finetune_batch=2)
     data = make_data(0, "train", 3, cfg.frames, cfg.size, progress=False, **cfg.difficulty)
     torch.manual_seed(0)
-    dense = FgSegModel(_seg_config(cfg, data.num_classes)).eval()
+    dense = FgSegModel(seg_config(cfg, data.num_classes)).eval()
     ref, _, ref_hist = finetune(cfg, 0, dense, data, DENSE_FT, 1.0, tmp_path / "ref", False)
     assert [h["step"] for h in ref_hist] == list(range(6))
 
@@ -148,3 +149,11 @@ def test_finetune_resumes_a_partial_checkpoint_at_its_step(tmp_path, monkeypatch
     assert calls == [] and hist2 == hist
     for a, b in zip(model.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_config_eps_matches_the_runner_default():
+    """fgseg/config.py spells the runner's policy eps as a literal (torch-free); it must stay equal."""
+    from patchprune.fgseg.config import POLICY_ATTENTION_EPS as config_eps
+    from patchprune.vit import POLICY_ATTENTION_EPS
+
+    assert config_eps == POLICY_ATTENTION_EPS

@@ -172,7 +172,7 @@ def test_partial_checkpoint_resumes_at_its_step_finetune_style(tmp_path):
     assert load_checkpoint(ckpt, {"net": Net()})["step"] == 2
     net_c, opt_c = _make(seed=5)
     tr = Trainer({"net": net_c}, opt_c, LoopConfig(steps=6, lr=0.1, clip=1.0, checkpoint=str(ckpt), progress=False))
-    start = tr.maybe_resume()  # as `patchprune.bench.fgseg.finetune` does: resume, check, replay the data, fit
+    start = tr.maybe_resume()  # as `patchprune.fgseg.training.finetune` does: resume, check, replay the data, fit
     assert start == 2
     gen_c = torch.Generator().manual_seed(0)
     for _ in range(start):

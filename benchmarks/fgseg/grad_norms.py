@@ -15,11 +15,11 @@ import sys
 
 import torch
 
-from patchprune.bench.fgseg import APPEARANCE_DIFFICULTY, CUE_DIFFICULTY, FgSegBenchConfig, _seg_config
+from patchprune.fgseg.config import APPEARANCE_DIFFICULTY, CUE_DIFFICULTY, FgSegBenchConfig, seg_config
+from patchprune.fgseg.model import FgSegModel
+from patchprune.fgseg.training import make_data, run_chain, sample_chains
 from patchprune.learned import build
-from patchprune.models.fgseg import FgSegModel
 from patchprune.train.checkpoint import load_checkpoint
-from patchprune.train.fgseg import make_data, run_chain, sample_chains
 
 
 def main() -> int:
@@ -36,7 +36,7 @@ def main() -> int:
     weight = data.class_weights(cfg.class_weight_power)
     results = {}
     for eps in args.eps:
-        model = FgSegModel(_seg_config(cfg, data.num_classes))
+        model = FgSegModel(seg_config(cfg, data.num_classes))
         load_checkpoint(args.dense, {"model": model})
         pruner = build("vpp", model.backbone, 0.55, smooth_kernel=cfg.vpp_smooth_kernel, policy_eps=eps).train()
         model.train()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from patchprune.metrics.flops import FlopCount, flops, flops_with_output, vit_block_macs, vit_macs
 from patchprune.metrics.pkr import keep_ratio_per_block, pkr
 from patchprune.metrics.coco import coco_instance_eval
-from patchprune.metrics.coverage import coverage_radius
+from patchprune.select.coverage import coverage_radius
 from patchprune.metrics.fgs import BalancedLinearProbe, evaluate_probe, fgs, patch_foreground, train_probe
 from patchprune.metrics.ioi import SIZE_THRESHOLDS, IoIMeter, ioi, patch_coverage, patch_masks, size_bucket
 from patchprune.metrics.davis import boundary_f, boundary_map, davis_eval, davis_sequence, region_j

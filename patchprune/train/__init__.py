@@ -1,5 +1,5 @@
-"""Training: checkpoints (safetensors, atomic, resumable), a small generic loop with the stage-2
-optimiser recipe, torchrun / gloo gradient averaging, and the fgseg task used by `patchprune bench fgseg`."""
+"""Generic training: checkpoints (safetensors, atomic, resumable), a small loop with the stage-2
+optimiser recipe and torchrun / gloo gradient averaging. Task code lives with its system (`patchprune.fgseg`)."""
 from patchprune.train.checkpoint import load_checkpoint, save_checkpoint
 from patchprune.train.loop import LoopConfig, Trainer, param_groups, step_lr
 

@@ -10,8 +10,9 @@ method's sparsity loss on all three passes.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,9 +21,15 @@ from torch import Tensor
 from tqdm import tqdm
 
 from patchprune.data.synth import generate_video, split_seed
+from patchprune.fgseg.config import DENSE_FT, seg_config
+from patchprune.fgseg.model import FgSegModel, normalise
 from patchprune.learned.registry import LOSS_KEY, LearnedPruner
-from patchprune.models.fgseg import FgSegModel, normalise
 from patchprune.video import VideoStream
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from patchprune.fgseg.config import FgSegBenchConfig
 
 
 @dataclass
@@ -160,3 +167,68 @@ def run_chain(model: FgSegModel, pruner: LearnedPruner | None, images: list[Tens
             sparsity.append(out.aux[LOSS_KEY])
         pkr.append(out.pkr)
     return sum(seg), sparsity, pkr
+
+
+# ------------------------------------------------------------------------------------------------
+# The study's two training stages (resumable)
+
+
+def train_dense(cfg: FgSegBenchConfig, seed: int, data, workdir: Path, progress: bool,
+                weight: torch.Tensor | None = None):
+    """Dense stage 1 (resumable). weight: CE class weights (default: `data.class_weights(cfg.class_weight_power)`)."""
+    from patchprune.train.loop import LoopConfig, Trainer, param_groups
+
+    torch.manual_seed(seed)
+    model = FgSegModel(seg_config(cfg, data.num_classes))
+    opt = torch.optim.AdamW(param_groups({"model": (model.named_parameters(), 1.0)}), lr=cfg.dense_lr)
+    gen = torch.Generator().manual_seed(seed)
+    loop = LoopConfig(steps=cfg.dense_steps, lr=cfg.dense_lr, warmup=max(1, cfg.dense_steps // 15), clip=1.0,
+                      checkpoint=str(workdir / "dense.safetensors"), checkpoint_every=100, desc=f"dense s{seed}",
+                      progress=progress)
+    trainer = Trainer({"model": model}, opt, loop, meta={"stage": "dense", "model": model.config_dict()})
+    for _ in range(trainer.maybe_resume()):  # the data stream continues where the checkpoint left it
+        sample_frames(data, cfg.dense_batch, gen)
+    if weight is None:
+        weight = data.class_weights(cfg.class_weight_power)
+    trainer.fit(lambda step: dense_step(model, data, cfg.dense_batch, gen, weight))
+    return model.eval(), trainer.history
+
+
+def finetune(cfg: FgSegBenchConfig, seed: int, dense, data, method: str, target: float, workdir: Path,
+             progress: bool, weight: torch.Tensor | None = None):
+    """Stage 2 from the dense checkpoint: new pruning modules x1 lr, backbone and head x0.1.
+
+    Resumable from its checkpoint: a finished one is reused as is, a partial one continues at its
+    step. weight: CE class weights (default: `data.class_weights(cfg.class_weight_power)`).
+    """
+    from patchprune.learned import build
+    from patchprune.train.loop import LoopConfig, Trainer, param_groups
+
+    torch.manual_seed(seed * 1000 + int(target * 100))
+    model = copy.deepcopy(dense)
+    if method == DENSE_FT:  # the same stage-2 chain and steps without pruning: a fair reference
+        pruner, policies = None, torch.nn.ModuleDict()
+    else:
+        options = ({"smooth_kernel": cfg.vpp_smooth_kernel, "first_frame_loss": cfg.vpp_first_frame_loss}
+                   if method == "vpp" else {})
+        pruner = build(method, model.backbone, target, policy_eps=cfg.policy_eps, **options)
+        policies = pruner.runner.policies
+    groups = {"modules": (policies.named_parameters(), 1.0), "model": (model.named_parameters(), 0.1)}
+    opt = torch.optim.AdamW(param_groups(groups), lr=cfg.finetune_lr)
+    gen = torch.Generator().manual_seed(seed * 7919 + int(target * 100))
+    path = workdir / f"{method}_{int(round(target * 100))}.safetensors"
+    loop = LoopConfig(steps=cfg.finetune_steps, lr=cfg.finetune_lr, clip=cfg.finetune_clip, checkpoint=str(path),
+                      checkpoint_every=0, desc=f"{method}@{target:.2f} s{seed}", progress=progress)
+    modules = {"model": model, "policies": policies}
+    trainer = Trainer(modules, opt, loop, meta={"stage": "finetune", "method": method, "target": target})
+    start = trainer.maybe_resume()
+    if start >= cfg.finetune_steps:  # finished earlier: reuse (fine-tunes are short: only final checkpoints are kept)
+        return model.eval(), pruner.eval() if pruner is not None else None, trainer.history
+    for _ in range(start):  # a partial checkpoint: the data stream continues where it left it
+        sample_chains(data, cfg.finetune_batch, gen)
+    if pruner is not None:
+        pruner.train()
+    if weight is None:
+        weight = data.class_weights(cfg.class_weight_power)
+    history = trainer.fit(lambda step: sparse_step(model, pruner, data, cfg.finetune_batch, gen, weight=weight))
+    return model.eval(), pruner.eval() if pruner is not None else None, history

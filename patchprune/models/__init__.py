@@ -1,1 +1,0 @@
-"""Dense prediction models built on timm ViTs (backbones the sparse ViT runner can prune)."""
