@@ -29,15 +29,19 @@ def test_region_j():
 
 def test_boundary_map_of_a_square():
     b = boundary_map(_square(20, 20, 5, 5, 10))
-    assert b.sum() == 4 * 10 - 4
+    # seg2bmap: a closed contour half a pixel up-left: the background row above and column left of
+    # the square (11 + 10 px) and the square's own bottom row and right column (10 + 9 px).
+    assert b.sum() == 40
+    assert b[4, 4:15].all() and b[5:15, 4].all() and b[14, 5:15].all() and b[5:14, 14].all()
+    assert not b[5, 5]  # the top-left foreground corner has only foreground to its right / below
     assert boundary_map(np.ones((6, 6), bool)).sum() == 0  # the image border is not a boundary
 
 
 def test_boundary_f_hand_made():
-    gt = _square(60, 60, 5, 5, 10)  # boundary: 36 px
+    gt = _square(60, 60, 5, 5, 10)  # boundary: 40 px (seg2bmap)
     assert boundary_f(gt, gt) == 1.0
-    extra = gt | _square(60, 60, 40, 40, 5)  # adds a far blob with 16 boundary px
-    p, r = 36 / 52, 1.0
+    extra = gt | _square(60, 60, 40, 40, 5)  # adds a far blob with 20 boundary px
+    p, r = 40 / 60, 1.0
     assert boundary_f(extra, gt) == pytest.approx(2 * p * r / (p + r))
     far = _square(60, 60, 40, 40, 10)
     assert boundary_f(far, gt) == 0.0
@@ -93,7 +97,8 @@ def test_giou_ciou_and_empty_empty_rule():
     assert res["samples"] == 3
     m = ReferMeter()
     assert m.update(np.zeros((2, 3, 3), bool), np.zeros((2, 3, 3), bool)) == 1.0  # video sample, empty-empty
-    assert m.compute()["cIoU"] == 1.0
+    # gIoU keeps the empty-empty rule, but cIoU of a data set with no union at all is 0 (LISA / ReLA).
+    assert m.compute()["gIoU"] == 1.0 and m.compute()["cIoU"] == 0.0
     with pytest.raises(ValueError):
         m.update(np.zeros((3, 3), bool), np.zeros((2, 2), bool))
     with pytest.raises(ValueError):

@@ -32,8 +32,7 @@ def test_spatiotemporal_iou_one_sided_frame_adds_to_union_only():
     # Per-frame IoU averaging would give (2/6 + 0) / 2 = 0.1667: the metric must not do that.
     both_absent = _rles([_mask(0, 2, 0, 2), None])
     assert spatiotemporal_iou([both_absent], [both_absent])[0, 0] == pytest.approx(1.0)
-    # Crowd ground truth: intersection over the prediction's area.
-    assert spatiotemporal_iou([d], [g], iscrowd=[1])[0, 0] == pytest.approx(2 / 4)
+    # Crowd ground truth gets the same plain IoU (the official evaluator), not COCO's |D∩G| / |D|.
     assert spatiotemporal_iou([], [g]).shape == (0, 1)
 
 

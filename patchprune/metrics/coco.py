@@ -13,7 +13,7 @@ from pycocotools.cocoeval import COCOeval
 from patchprune.data.io import read_json
 from patchprune.metrics.ytvis import summarize
 
-_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
+_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 def coco_instance_eval(gt: str | Path | dict[str, Any], results: str | Path | list[dict[str, Any]],

@@ -1,10 +1,20 @@
 """DAVIS video object segmentation metrics: J (region IoU), F (boundary F-measure) and J&F.
 
-F follows the DAVIS definition: boundaries of prediction and ground truth are matched within a
-tolerance of 0.008 x the image diagonal (a disk dilation); precision and recall of boundary pixels
-give F = 2PR / (P + R). A boundary pixel is a foreground pixel with a background 4-neighbour
-inside the image (the image border is not a boundary). Both empty -> J = F = 1.
-The semi-supervised protocol skips the first frame (given) and the last frame.
+As the DAVIS benchmark (davis2017-evaluation) computes them:
+- J = |P ∩ G| / |P ∪ G|, 1 when both are empty.
+- F: boundaries are the published seg2bmap maps (`boundary_map`): a pixel is a boundary pixel
+  when it differs from its right, bottom or bottom-right neighbour (so a background pixel just
+  left of / above the object counts too); on the last row only the right neighbour is compared, on
+  the last column only the bottom one, the bottom-right corner never is, and nothing outside the
+  image is (the image border is not a boundary). Maps are taken at the mask's own size. Each map
+  is dilated by a disk of radius ceil(0.008 x image diagonal); precision = predicted boundary
+  pixels inside the dilated ground-truth boundary / predicted boundary pixels, recall likewise,
+  F = 2PR / (P + R). No boundary on either side -> F = 1; on one side only -> F = 0.
+- Semi-supervised objects: ids 1..max of the first ground-truth frame (an id missing there but
+  below the max still counts; ids appearing only later do not); label 255 (void) is background.
+  A predicted id above that max is an error, as in the benchmark; missing objects score 0.
+- The first frame (given) and the last frame are skipped (all frames when T <= 2, where the
+  benchmark would average nothing); means are over objects of the per-object frame means.
 """
 from __future__ import annotations
 
@@ -29,14 +39,19 @@ def region_j(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def boundary_map(mask: np.ndarray) -> np.ndarray:
-    """bool [H, W]: foreground pixels with a background 4-neighbour (inside the image)."""
-    m = mask.astype(bool)
-    interior = m.copy()
-    interior[1:, :] &= m[:-1, :]
-    interior[:-1, :] &= m[1:, :]
-    interior[:, 1:] &= m[:, :-1]
-    interior[:, :-1] &= m[:, 1:]
-    return m & ~interior
+    """bool [H, W] seg2bmap boundary: pixels differing from their right, bottom or bottom-right neighbour.
+
+    Neighbours outside the image are not compared (last row: right only; last column: bottom only;
+    bottom-right corner: never), so a mask touching the bottom / right border has no boundary there.
+    """
+    m = np.asarray(mask).astype(bool)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be 2-D [H, W], got shape {m.shape}")
+    b = np.zeros_like(m)
+    b[:, :-1] |= m[:, :-1] != m[:, 1:]  # right neighbour
+    b[:-1, :] |= m[:-1, :] != m[1:, :]  # bottom neighbour
+    b[:-1, :-1] |= m[:-1, :-1] != m[1:, 1:]  # bottom-right neighbour
+    return b
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -49,7 +64,7 @@ def boundary_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = BOUNDARY_TOLE
     if pred.shape != gt.shape:
         raise ValueError(f"shape mismatch: prediction {pred.shape} vs ground truth {gt.shape}")
     h, w = gt.shape
-    radius = int(bound_th) if bound_th >= 1 else int(math.ceil(bound_th * math.hypot(h, w)))
+    radius = int(bound_th) if bound_th >= 1 else int(math.ceil(bound_th * math.sqrt(h * h + w * w)))
     bp, bg = boundary_map(pred), boundary_map(gt)
     n_p, n_g = int(bp.sum()), int(bg.sum())
     if n_p == 0 and n_g == 0:
@@ -66,15 +81,18 @@ def boundary_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = BOUNDARY_TOLE
     return 2.0 * precision * recall / (precision + recall)
 
 
-def _as_objects(x: np.ndarray, ids: list[int] | None) -> tuple[np.ndarray, list[int]]:
-    """bool [K, T, H, W] from a label map [T, H, W] (ids from `ids`, else its non-zero values) or from bool masks."""
-    if x.ndim == 4:
-        return x.astype(bool), list(range(1, x.shape[0] + 1)) if ids is None else ids
-    if x.ndim != 3:
-        raise ValueError(f"expected a label map [T, H, W] or masks [K, T, H, W], got shape {x.shape}")
-    if ids is None:
-        ids = [int(v) for v in np.unique(x) if v != 0]
-    return np.stack([x == i for i in ids]) if ids else np.zeros((0, *x.shape), dtype=bool), ids
+VOID_LABEL = 255
+
+
+def first_frame_objects(gt: np.ndarray) -> list[int]:
+    """Semi-supervised object ids of a ground-truth label map [T, H, W]: 1..max of frame 0 (void excluded)."""
+    first = np.where(gt[0] == VOID_LABEL, 0, gt[0])
+    return list(range(1, int(first.max()) + 1)) if first.size else []
+
+
+def _label_objects(labels: np.ndarray, ids: list[int]) -> np.ndarray:
+    """bool [K, T, H, W]: one mask per id of a label map [T, H, W]."""
+    return np.stack([labels == i for i in ids]) if ids else np.zeros((0, *labels.shape), dtype=bool)
 
 
 def davis_sequence(pred: np.ndarray, gt: np.ndarray, skip_first_last: bool = True,
@@ -82,19 +100,39 @@ def davis_sequence(pred: np.ndarray, gt: np.ndarray, skip_first_last: bool = Tru
     """Per-object, per-frame J and F of one sequence: {object id: {"J": [T'], "F": [T']}}.
 
     pred / gt: int label maps [T, H, W] (0 = background) or bool [K, T, H, W] (objects in the same
-    order). Objects are those of the ground truth; an object missing from the prediction scores 0.
+    order, ids 1..K). A ground-truth label map's objects are ids 1..max of its first frame (255 =
+    void = background); a prediction with more objects than that is an error (as in the DAVIS
+    benchmark), an object missing from the prediction scores 0.
     """
-    gt_obj, ids = _as_objects(gt, None)
-    if pred.ndim == 3:
-        pred_obj, _ = _as_objects(pred, ids)
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    if gt.ndim == 3:
+        ids = first_frame_objects(gt)
+        gt_obj = _label_objects(np.where(gt == VOID_LABEL, 0, gt), ids)
+    elif gt.ndim == 4:
+        gt_obj, ids = gt.astype(bool), list(range(1, gt.shape[0] + 1))
     else:
+        raise ValueError(f"gt must be a label map [T, H, W] or masks [K, T, H, W], got shape {gt.shape}")
+    T = gt_obj.shape[1]
+    frames = list(range(1, T - 1)) if skip_first_last and T > 2 else list(range(T))
+    if pred.ndim == 3:
+        if pred.shape != gt_obj.shape[1:]:
+            raise ValueError(f"shape mismatch: prediction {pred.shape} vs ground truth {gt_obj.shape[1:]}")
+        top = int(pred[frames].max()) if pred.size else 0
+        if top > len(ids):
+            raise ValueError(f"prediction has object id {top} but the ground truth's first frame has "
+                             f"objects 1..{len(ids)}; label predictions with the first frame's ids")
+        pred_obj = _label_objects(pred, ids)
+    elif pred.ndim == 4:
         pred_obj = pred.astype(bool)
-        if pred_obj.shape[0] != gt_obj.shape[0]:
-            raise ValueError(f"prediction has {pred_obj.shape[0]} objects, ground truth {gt_obj.shape[0]}")
+        if pred_obj.shape[0] > len(ids):
+            raise ValueError(f"prediction has {pred_obj.shape[0]} objects, ground truth {len(ids)}")
+        missing = len(ids) - pred_obj.shape[0]
+        if missing:
+            pred_obj = np.concatenate([pred_obj, np.zeros((missing, *pred_obj.shape[1:]), dtype=bool)])
+    else:
+        raise ValueError(f"pred must be a label map [T, H, W] or masks [K, T, H, W], got shape {pred.shape}")
     if pred_obj.shape[1:] != gt_obj.shape[1:]:
         raise ValueError(f"shape mismatch: prediction {pred_obj.shape[1:]} vs ground truth {gt_obj.shape[1:]}")
-    T = gt_obj.shape[1]
-    frames = range(1, T - 1) if skip_first_last and T > 2 else range(T)
     out = {}
     for k, oid in enumerate(ids):
         out[oid] = {

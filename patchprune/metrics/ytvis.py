@@ -1,11 +1,16 @@
 """YouTube-VIS AP / AR with spatio-temporal IoU, on the regular pycocotools.
 
+Mirrors the official YouTube-VIS evaluator (the youtubevos fork of pycocotools, `ytvoseval.py`):
 IoU of a predicted track D and a ground-truth track G = sum_t |D_t ∩ G_t| / sum_t |D_t ∪ G_t|, where a
-frame on which only one side has a mask adds its area to the union only. Matching, precision /
-recall accumulation and the 101-point interpolation are pycocotools' COCOeval (per video instead
-of per image); only the IoU is replaced. Area ranges use the track's mean area over the frames where
-it is present, with the YouTube-VIS ranges (small < 128², medium < 256², large), maxDets 1/10/100.
-Crowd ground truth (iscrowd = 1) is matched with sum_t |D_t ∩ G_t| / sum_t |D_t|, as COCO does.
+frame on which only one side has a mask adds its area to the union only (0 when the union is empty).
+Crowd ground truth (iscrowd = 1) gets the same plain IoU; as in COCOeval it is an ignored region:
+a detection matched to it counts as neither true nor false positive, and several detections may
+match it. Matching, precision / recall accumulation and the 101-point interpolation are pycocotools'
+COCOeval (per video instead of per image); only the IoU and the area are replaced.
+Area ranges use a track's mean area over the frames where it is present (small < 128², medium
+< 256², large), maxDets 1/10/100. The ground-truth area comes from the annotation's per-frame
+`areas` list when the file has one (as the official evaluator reads it: entries that are null or
+0 are skipped), otherwise from the masks; a prediction's area always comes from its masks.
 
 Why not the youtubevos fork of pycocotools: it replaces the installed pycocotools and uses numpy
 aliases that no longer exist.
@@ -45,11 +50,34 @@ def track_areas(rles: Sequence[dict[str, Any] | None]) -> np.ndarray:
     return np.array([float(mask_utils.area(r)) if r is not None else 0.0 for r in rles], dtype=np.float64)
 
 
-def spatiotemporal_iou(dts: Sequence[Sequence[dict | None]], gts: Sequence[Sequence[dict | None]],
-                       iscrowd: Sequence[int] | None = None) -> np.ndarray:
+def mean_present_area(areas: Sequence[float | None]) -> float:
+    """Mean of a track's per-frame areas over the frames where it is present (null / 0 skipped); 0 if never.
+
+    This is the official evaluator's `avg_area`, which decides a track's area range.
+    """
+    present = [float(a) for a in areas if a]
+    return float(np.mean(present)) if present else 0.0
+
+
+def gt_track_area(ann: dict[str, Any], rles: Sequence[dict[str, Any] | None], what: str) -> float:
+    """Area-range area of a ground-truth track: from the file's `areas` when given, else from its masks."""
+    areas = ann.get("areas")
+    if areas is None:
+        return mean_present_area(track_areas(rles))
+    if not isinstance(areas, list) or len(areas) != len(rles):
+        raise ValueError(f"{what}: 'areas' must be a list with one entry (number or null) per frame "
+                         f"({len(rles)}); fix the file or drop 'areas' to use the mask areas")
+    for a in areas:
+        if a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)) or not np.isfinite(a) or a < 0):
+            raise ValueError(f"{what}: 'areas' entries must be non-negative numbers or null, got {a!r}")
+    return mean_present_area(areas)
+
+
+def spatiotemporal_iou(dts: Sequence[Sequence[dict | None]], gts: Sequence[Sequence[dict | None]]) -> np.ndarray:
     """float64 [D, G] spatio-temporal IoU between predicted and ground-truth tracks (pycocotools RLEs).
 
-    All tracks must have the same number of frames. Pairs whose union is empty get IoU 0.
+    All tracks must have the same number of frames. Pairs whose union is empty get IoU 0. Crowd
+    ground truth gets this same IoU (as in the official evaluator; COCO's |D ∩ G| / |D| is not used).
     """
     D, G = len(dts), len(gts)
     if D == 0 or G == 0:
@@ -57,7 +85,6 @@ def spatiotemporal_iou(dts: Sequence[Sequence[dict | None]], gts: Sequence[Seque
     T = len(gts[0])
     if any(len(x) != T for x in list(dts) + list(gts)):
         raise ValueError("all tracks must have the same number of frames")
-    crowd = np.zeros(G, dtype=bool) if iscrowd is None else np.asarray(iscrowd, dtype=bool)
     inter = np.zeros((D, G), dtype=np.float64)
     area_d = np.stack([track_areas(d) for d in dts])  # [D, T]
     area_g = np.stack([track_areas(g) for g in gts])  # [G, T]
@@ -66,13 +93,12 @@ def spatiotemporal_iou(dts: Sequence[Sequence[dict | None]], gts: Sequence[Seque
         gi = [j for j in range(G) if gts[j][t] is not None]
         if not di or not gi:
             continue
-        # pycocotools gives IoU (or |D∩G|/|D| for crowd); recover the intersection from it.
+        # pycocotools gives the per-frame IoU; recover the intersection from it: I = IoU (|D| + |G|) / (1 + IoU).
         iou = np.asarray(mask_utils.iou([dts[i][t] for i in di], [gts[j][t] for j in gi],
                                         [0] * len(gi)), dtype=np.float64).reshape(len(di), len(gi))
         ad, ag = area_d[di, t][:, None], area_g[gi, t][None, :]
         inter[np.ix_(di, gi)] += np.rint(iou * (ad + ag) / (1.0 + iou))
-    sum_d, sum_g = area_d.sum(1)[:, None], area_g.sum(1)[None, :]
-    union = np.where(crowd[None, :], sum_d, sum_d + sum_g - inter)
+    union = area_d.sum(1)[:, None] + area_g.sum(1)[None, :] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(union > 0, inter / union, 0.0)
 
@@ -88,8 +114,7 @@ class _VideoCOCOeval(COCOeval):
             return []
         order = np.argsort([-d["score"] for d in dt], kind="mergesort")
         dt = [dt[i] for i in order][: p.maxDets[-1]]
-        return spatiotemporal_iou([d["rles"] for d in dt], [g["rles"] for g in gt],
-                                  [int(g["iscrowd"]) for g in gt])
+        return spatiotemporal_iou([d["rles"] for d in dt], [g["rles"] for g in gt])
 
 
 def _quiet_coco(dataset: dict[str, Any]) -> COCO:
@@ -110,8 +135,9 @@ def ytvis_eval(gt: str | Path | dict[str, Any], results: str | Path | list[dict[
 
     gt: path or dict in the YouTube-VIS layout. results: path or list of
     {video_id, category_id, segmentations: [RLE or null per frame], score}.
-    Returns AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100 in [0, 1]; a metric with no ground truth
-    in its area range is -1 (the COCO convention).
+    Returns AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl in [0, 1] (the official
+    evaluator's 12 numbers); a metric with no ground truth in its area range is -1 (the COCO convention).
+    area_ranges: [all, small, medium, large] as [lo, hi] pixel areas (default the YouTube-VIS ranges).
     """
     gt = _load(gt, "YouTube-VIS annotation file")
     results = _load(results, "results file")
@@ -134,11 +160,9 @@ def ytvis_eval(gt: str | Path | dict[str, Any], results: str | Path | list[dict[
         if len(a["segmentations"]) != T:
             raise ValueError(f"ground-truth annotation {a.get('id')}: {len(a['segmentations'])} frames, video has {T}")
         rles = _track_rles(a["segmentations"], H, W)
-        areas = track_areas(rles)
-        present = areas > 0
         gt_anns.append({"id": k, "image_id": vid, "category_id": int(a["category_id"]),
                         "iscrowd": int(a.get("iscrowd", 0)), "rles": rles,
-                        "area": float(areas[present].mean()) if present.any() else 0.0})
+                        "area": gt_track_area(a, rles, f"ground-truth annotation {a.get('id')}")})
     dt_anns = []
     for k, r in enumerate(results, start=1):
         if not isinstance(r, dict) or not all(key in r for key in ("video_id", "category_id", "segmentations", "score")):
@@ -153,17 +177,16 @@ def ytvis_eval(gt: str | Path | dict[str, Any], results: str | Path | list[dict[
         if not np.isfinite(score):
             raise ValueError(f"result {k - 1} has a non-finite score")
         rles = _track_rles(r["segmentations"], H, W)
-        areas = track_areas(rles)
-        present = areas > 0
         dt_anns.append({"id": k, "image_id": vid, "category_id": int(r["category_id"]), "iscrowd": 0,
-                        "score": score, "rles": rles,
-                        "area": float(areas[present].mean()) if present.any() else 0.0})
+                        "score": score, "rles": rles, "area": mean_present_area(track_areas(rles))})
 
     images = [{"id": vid} for vid in videos]
     cats = [{"id": int(c["id"]), "name": c.get("name", str(c["id"]))} for c in gt["categories"]]
     coco_gt = _quiet_coco({"images": images, "categories": cats, "annotations": gt_anns})
     coco_dt = _quiet_coco({"images": images, "categories": cats, "annotations": dt_anns})
     ev = _VideoCOCOeval(coco_gt, coco_dt, iouType="bbox")  # "bbox": no mask conversion in _prepare
+    if area_ranges is not None and (len(area_ranges) != 4 or any(len(r) != 2 or r[0] > r[1] for r in area_ranges)):
+        raise ValueError("area_ranges must be 4 [lo, hi] pairs (all, small, medium, large), e.g. YTVIS_AREA_RANGES")
     ev.params.areaRng = area_ranges or YTVIS_AREA_RANGES
     ev.params.areaRngLbl = ["all", "small", "medium", "large"]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -195,4 +218,8 @@ def summarize(ev: COCOeval) -> dict[str, float]:
     }
     for m, md in enumerate(p.maxDets):
         out[f"AR{md}"] = mean(rec[:, :, 0, m])
+    # AR per area range at the largest maxDets, as COCOeval.summarize reports them.
+    out["ARs"] = mean(rec[:, :, 1, m_last])
+    out["ARm"] = mean(rec[:, :, 2, m_last])
+    out["ARl"] = mean(rec[:, :, 3, m_last])
     return out
