@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from patchprune.metrics.pkr import pkr as pkr_of
 from patchprune.policies.base import Decision, Merge, Policy, PolicyContext, check_ratio, make_policy
 from patchprune.tokens import TokenState, check_grid, gather_tokens, mask_to_slots
+from patchprune.validate import check_finite
 
 ScheduleEntry = Policy | tuple | str
 Schedule = Mapping[int, ScheduleEntry] | str
@@ -124,25 +125,51 @@ def check_policy_eps(eps: float) -> float:
     return float(eps)
 
 
+SUPPORTED_FAMILIES = ("timm VisionTransformer models with global attention: vit_*, deit_*, deit3_*, "
+                      "and others built on timm.models.vision_transformer.VisionTransformer")
+
+
 def check_vit(model: nn.Module) -> None:
-    """Raise a clear error unless `model` is a timm-style ViT with global attention blocks."""
+    """One check for every model `sparse_vit` cannot prune, with one message listing what it can.
+
+    Needs timm's VisionTransformer interface (patch_embed, _pos_embed, blocks, norm, prefix tokens)
+    and global timm `Attention` in every block; windowed (SAM), relative-position (BEiT), rotary
+    (EVA) and non-ViT models fail here instead of with an AttributeError later."""
     from timm.layers import Attention
 
-    for attr in ("patch_embed", "blocks", "norm", "_pos_embed", "num_prefix_tokens"):
-        if not hasattr(model, attr):
-            raise ValueError(f"sparse_vit needs a timm VisionTransformer; the model has no {attr!r}")
-    for i, blk in enumerate(model.blocks):
-        if not isinstance(getattr(blk, "attn", None), Attention):
-            raise ValueError(
-                f"block {i} has no global timm Attention (got {type(getattr(blk, 'attn', None)).__name__}); "
-                "only ViTs with global attention can be pruned token-wise"
-            )
+    reason = None
+    missing = [a for a in ("patch_embed", "blocks", "norm", "_pos_embed", "patch_drop", "norm_pre",
+                           "num_prefix_tokens") if not hasattr(model, a)]
+    if missing:
+        reason = f"it has no {', '.join(repr(a) for a in missing)}"
+    elif not hasattr(getattr(model.patch_embed, "proj", None), "in_channels"):
+        reason = "its patch embedding has no convolution 'proj'"
+    else:
+        for i, blk in enumerate(model.blocks):
+            if not isinstance(getattr(blk, "attn", None), Attention):
+                reason = f"block {i} has {type(getattr(blk, 'attn', None)).__name__} instead of global timm Attention"
+                break
+    if reason is not None:
+        raise ValueError(f"model: sparse_vit cannot prune {type(model).__name__} ({reason}); "
+                         f"supported: {SUPPORTED_FAMILIES}")
 
 
 def image_grid(model: nn.Module, images: Tensor) -> tuple[int, int]:
+    """Patch grid (H, W) of an image batch, after checking it is one the model can run: a
+    non-empty [B, C, H, W] tensor of the model's dtype and device, finite, of a size it takes."""
     pe = model.patch_embed
-    if images.dim() != 4:
-        raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        raise ValueError(f"images must be a [B, 3, H, W] tensor, got {_describe(images)}")
+    if images.shape[0] == 0:
+        raise ValueError("images: the batch is empty (B = 0); pass at least one image")
+    weight = pe.proj.weight
+    if images.dtype != weight.dtype:
+        raise ValueError(f"images are {images.dtype} but the model is {weight.dtype}; "
+                         f"convert with images.to({weight.dtype}) (or the model with model.to(dtype))")
+    if images.device != weight.device:
+        raise ValueError(f"images are on {images.device} but the model is on {weight.device}; "
+                         f"move them with images.to({str(weight.device)!r})")
+    check_finite("images", images)
     in_ch = pe.proj.in_channels
     if images.shape[1] != in_ch:
         raise ValueError(f"images have {images.shape[1]} channels, the model expects {in_ch}")
@@ -157,6 +184,10 @@ def image_grid(model: nn.Module, images: Tensor) -> tuple[int, int]:
             f"{pe.grid_size[0]}x{pe.grid_size[1]}; create it with img_size=({H}, {W}) or dynamic_img_size=True"
         )
     return grid
+
+
+def _describe(x: Any) -> str:
+    return f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
 
 
 def embed(model: nn.Module, images: Tensor) -> Tensor:

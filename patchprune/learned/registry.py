@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from patchprune.learned.losses import sparsity_loss
 from patchprune.registry import Registry
-from patchprune.vit import SparseViT, SparseViTOutput, check_policy_eps, sparse_vit
+from patchprune.vit import SparseViT, SparseViTOutput, check_policy_eps, check_vit, sparse_vit
 
 LOSS_KEY = "sparsity_loss"
 
@@ -91,6 +91,7 @@ def build(method: str, model: nn.Module, target: float = 0.55, policy_eps: float
     `patchprune.vit.POLICY_ATTENTION_EPS`, see `patchprune.vit.policy_attention_bias`).
     """
     _load()
+    check_vit(model)  # the runner's one supported-model check, before a builder reads the model
     pruner = _METHODS.get(method)(model, target, **options)
     if policy_eps is not None:
         pruner.runner.policy_eps = check_policy_eps(policy_eps)

@@ -15,6 +15,7 @@ Learned and training-free families plug in here without touching the runner.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -114,8 +115,14 @@ def make_policy(name: str, ratio: float | None = None, **options: Any) -> Policy
     factory = _POLICIES.get(name)
     if ratio is not None:
         check_ratio(ratio)
-        return factory(ratio, **options)
-    return factory(**options)
+    args = () if ratio is None else (ratio,)
+    try:  # options are checked against the factory's signature, so a bad one is a clear error
+        inspect.signature(factory).bind(*args, **options)
+    except TypeError as err:
+        needs_ratio = ratio is None and "ratio" in str(err)
+        fix = f"give a keep ratio, e.g. ({name!r}, 0.5)" if needs_ratio else f"check the options of {name!r}"
+        raise ValueError(f"policy {name!r}: {err}; {fix}") from None
+    return factory(*args, **options)
 
 
 def check_ratio(ratio: float) -> None:

@@ -1,0 +1,103 @@
+"""One validation helper per kind of input, so every entry point refuses bad input the same way.
+
+Rule (issue 13): a bad argument raises `ValueError` (a missing file `FileNotFoundError`) whose
+message names the argument and says how to fix it, before any work starts; the command line turns
+it into one line `patchprune: error: ...` and exit status 2 (`patchprune.cli.main`). Callers pass
+the name the user knows: `--frames` on the command line, `frames` in Python.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """`value` as an int >= `minimum`, or a ValueError naming `name`."""
+    integral = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not integral:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}")
+    return int(value)
+
+
+def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """`value` as a finite float inside the given bounds, or a ValueError naming `name`."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    lo_bad = low is not None and (v <= low if low_open else v < low)
+    hi_bad = high is not None and (v >= high if high_open else v > high)
+    if not math.isfinite(v) or lo_bad or hi_bad:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+        rule = " and ".join(x for x in (lo, hi) if x) or "finite"
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    return v
+
+
+def check_finite(name: str, x: Tensor) -> Tensor:
+    """Refuse NaN / Inf in a floating tensor (one reduction, no copy)."""
+    if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} contains {bad} NaN / Inf values; clean or clamp them before the call")
+    return x
+
+
+def check_device(name: str, device: str | torch.device | None) -> torch.device:
+    """A usable torch device ("cpu", "cuda", "cuda:1", "mps"); None -> cuda when available, else cpu."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} {device!r} is not a torch device; use cpu or cuda (cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {device!r}: CUDA is not available on this machine; use {name} cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name} {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"{name} {device!r}: MPS is not available on this machine; use {name} cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"{name} {device!r} is not supported; use cpu or cuda (cuda:N)")
+    return dev
+
+
+def check_threads(name: str, threads: int | None) -> int | None:
+    """None (torch's default) or a thread count >= 1."""
+    return None if threads is None else check_int(name, threads, 1)
+
+
+def check_output_folder(name: str, path: str | Path) -> Path:
+    """An output folder (created when missing): neither it nor a parent may be an existing file."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"{name} {path}: {p} is an existing file; give a folder path")
+            break
+    return path
+
+
+def check_timm_model(name: str, model_name: str) -> str:
+    """A model name timm can create (checked before anything is built)."""
+    import timm
+
+    if not timm.is_model(model_name):
+        hint = timm.list_models(f"*{model_name.split('_')[0]}*")[:3] if model_name else []
+        extra = f" (close: {', '.join(hint)})" if hint else " (e.g. vit_small_patch16_224)"
+        raise ValueError(f"{name} {model_name!r} is not a timm model{extra}")
+    return model_name
+
+
+__all__ = ["check_int", "check_number", "check_finite", "check_device", "check_threads", "check_output_folder",
+           "check_timm_model"]

@@ -1,0 +1,110 @@
+"""Bad input, everywhere one rule (issue 13 item 3): a clear ValueError (FileNotFoundError for a
+missing file) naming the argument, no raw torch error; at the command line one line
+`patchprune: error: ...`, exit status 2, no traceback; nothing half-written.
+
+One class per entry point. Each case asserts the error type and a word of its message.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from patchprune.cli import main as cli_main
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    """Run the command line in-process; return (exit status, stderr)."""
+    capsys.readouterr()
+    code = cli_main(argv)
+    return code, capsys.readouterr().err
+
+
+def assert_cli_error(argv: list[str], capsys, *words: str) -> str:
+    """The command fails with exit 2 and one stderr line `patchprune: error: ...` holding `words`."""
+    code, err = run_cli(argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("patchprune: error: "), err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# Runner: sparse_vit / SparseViT.forward / learned.build
+
+
+@pytest.fixture(scope="module")
+def tiny_vit():
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=64,
+                             depth=2).eval()
+
+
+class TestRunner:
+    def runner(self, model):
+        from patchprune.vit import sparse_vit
+
+        return sparse_vit(model, "1:0.5").eval()
+
+    @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+    def test_non_finite_images_refused(self, tiny_vit, bad):
+        x = torch.randn(2, 3, 64, 64)
+        x[1, 0, 5, 7] = bad
+        with pytest.raises(ValueError, match="images contains 1 NaN / Inf"):
+            self.runner(tiny_vit)(x)
+
+    @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.uint8])
+    def test_image_dtype_must_match_model(self, tiny_vit, dtype):
+        with pytest.raises(ValueError, match=r"images are torch\.\w+ but the model is torch.float32"):
+            self.runner(tiny_vit)(torch.zeros(1, 3, 64, 64, dtype=dtype))
+
+    def test_empty_batch(self, tiny_vit):
+        with pytest.raises(ValueError, match="images: the batch is empty"):
+            self.runner(tiny_vit)(torch.zeros(0, 3, 64, 64))
+
+    def test_not_a_tensor(self, tiny_vit):
+        with pytest.raises(ValueError, match="images must be a"):
+            self.runner(tiny_vit)([[0.0]])
+
+    @pytest.mark.parametrize("name", ["random", "topk-norm", "evtp"])
+    def test_schedule_entry_without_ratio(self, tiny_vit, name):
+        from patchprune.vit import sparse_vit
+
+        with pytest.raises(ValueError, match=rf"policy '{name}'.*give a keep ratio"):
+            sparse_vit(tiny_vit, {1: (name, None)})
+
+    def test_unknown_policy_option(self, tiny_vit):
+        from patchprune.vit import sparse_vit
+
+        with pytest.raises(ValueError, match="policy 'random'.*colour"):
+            sparse_vit(tiny_vit, {1: ("random", 0.5, {"colour": 1})})
+
+    @staticmethod
+    def unsupported_models():
+        from timm.models.beit import Beit
+        from timm.models.eva import Eva
+        from timm.models.vision_transformer_sam import VisionTransformerSAM
+
+        small = dict(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2)
+        return {
+            "VisionTransformerSAM": VisionTransformerSAM(**small, window_size=2, global_attn_indexes=(),
+                                                         neck_chans=16),
+            "Beit": Beit(**small, num_classes=0),
+            "Eva": Eva(**small, num_classes=0),
+            "Linear": torch.nn.Linear(3, 3),
+        }
+
+    def test_unsupported_models_one_message(self):
+        from patchprune import learned
+        from patchprune.vit import SUPPORTED_FAMILIES, sparse_vit
+
+        for cls, model in self.unsupported_models().items():
+            for build in (lambda: sparse_vit(model, "1:0.5"), lambda: learned.build("vpp", model)):
+                with pytest.raises(ValueError) as err:
+                    build()
+                msg = str(err.value)
+                assert msg.startswith(f"model: sparse_vit cannot prune {cls} (") and SUPPORTED_FAMILIES in msg
