@@ -3,14 +3,36 @@
 Entry points: `sparse_vit(model, schedule)` wraps a timm ViT with a pruning schedule;
 `patchprune.select` (training-free selectors), `patchprune.learned` (VPP and learned baselines),
 `patchprune.metrics` (PKR, IoI, FGS, FLOPs, coverage radius, segmentation metrics).
+
+The names below are resolved on first use (PEP 562), so `import patchprune` and the command line's
+`--help` do not import torch.
 """
-from patchprune.policies.base import Decision, Merge, Policy, PolicyContext, available_policies, make_policy, register_policy
-from patchprune.tokens import TokenState
-from patchprune.vit import SparseViT, SparseViTOutput, sparse_vit
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "sparse_vit", "SparseViT", "SparseViTOutput", "TokenState", "Policy", "PolicyContext", "Decision", "Merge",
-    "register_policy", "make_policy", "available_policies", "__version__",
-]
+_EXPORTS = {
+    "sparse_vit": "patchprune.vit", "SparseViT": "patchprune.vit", "SparseViTOutput": "patchprune.vit",
+    "TokenState": "patchprune.tokens",
+    "Policy": "patchprune.policies.base", "PolicyContext": "patchprune.policies.base",
+    "Decision": "patchprune.policies.base", "Merge": "patchprune.policies.base",
+    "register_policy": "patchprune.policies.base", "make_policy": "patchprune.policies.base",
+    "available_policies": "patchprune.policies.base",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'patchprune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -3,6 +3,15 @@
 Each command family lives in its own module and registers its sub-commands here through
 `register(groups)`, so adding a command never means editing a central switch. A sub-command sets
 `func=callable(args) -> int | None` with `parser.set_defaults`.
+
+Rule for a command module (keeps `patchprune --help` under a second; tests/test_cli_startup.py checks
+it): building the parser imports every module in `COMMAND_MODULES`, so such a module imports at its
+top only the standard library and torch-free patchprune modules -- never torch, timm, transformers,
+matplotlib, av, pycocotools (nor a patchprune module that imports them). Two easy ways:
+- name the handler lazily: `p.set_defaults(func=handler("patchprune.bench.speed:_run"))` imports
+  `patchprune.bench.speed` only when the command runs (registration in a small `commands.py`);
+- or import the heavy modules inside the handler function of the command module itself.
+Validate options in the handler (or an argparse `type=`) before any heavy work starts.
 """
 from __future__ import annotations
 
@@ -10,17 +19,29 @@ import argparse
 import importlib
 import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
-# Modules that contribute commands; each exposes `register(groups: CommandGroups) -> None`.
+# Modules that contribute commands; each exposes `register(groups: CommandGroups) -> None` and follows
+# the lazy-import rule above.
 COMMAND_MODULES: tuple[str, ...] = (
-    "patchprune.demo",
-    "patchprune.bench.speed",
-    "patchprune.bench.select",
+    "patchprune.bench.commands",
     "patchprune.fgseg.commands",
     "patchprune.data.commands",
     "patchprune.metrics.commands",
 )
+
+
+def handler(target: str) -> Callable[[argparse.Namespace], int | None]:
+    """A command handler given as "module:function", imported only when the command runs."""
+    module, _, name = target.partition(":")
+    if not module or not name:
+        raise ValueError(f"handler target must be 'module:function', got {target!r}")
+
+    def run(args: argparse.Namespace) -> int | None:
+        return getattr(importlib.import_module(module), name)(args)
+
+    run.__qualname__ = run.__name__ = f"handler({target})"
+    return run
 
 
 @dataclass
@@ -34,6 +55,7 @@ class CommandGroups:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The full parser: root groups, then every `COMMAND_MODULES` entry's `register(groups)`."""
     parser = argparse.ArgumentParser(
         prog="patchprune",
         description="Patch-token pruning for vision transformers on dense prediction.",

@@ -86,16 +86,3 @@ def _run(args) -> int:
     print(format_table(result))
     print(f"picture of the kept patches: {result['picture']}")
     return 0
-
-
-def register(groups) -> None:
-    p = groups.root.add_parser("demo", help="speed-up on a generated video + picture of the kept patches")
-    p.add_argument("--out", default="patchprune_demo", help="output folder")
-    p.add_argument("--model", default="vit_small_patch16_224")
-    p.add_argument("--img-size", type=int, default=384)
-    p.add_argument("--keep", default="1:0.6,3:0.8,6:0.8,9:0.8")
-    p.add_argument("--policy", default="evtp", help="any registered policy (evtp, random, topk-norm, ...)")
-    p.add_argument("--frames", type=int, default=4, help="frames of the synthetic video (the batch)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_run)

@@ -203,20 +203,3 @@ def _run(args) -> int:
     else:
         _print_table(res)
     return 0
-
-
-def register(groups) -> None:
-    """Add `patchprune bench select` to the command line."""
-    p = groups.bench.add_parser("select", help="speed and coverage radius of the training-free selectors")
-    p.add_argument("--frames", type=int, default=4)
-    p.add_argument("--side", type=int, default=27, help="grid side (N = side^2)")
-    p.add_argument("--dim", type=int, default=1152)
-    p.add_argument("--ratios", default=None, help="comma-separated keep ratios (default 0.05,0.1,0.2)")
-    p.add_argument("--methods", default=None, help="comma-separated methods (default: all registered)")
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--texture", default="0.03,0.5", help="LOW,HIGH range of the per-region texture level")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_run)

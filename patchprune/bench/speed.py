@@ -9,7 +9,6 @@ of efficiency instead of being hidden.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import torch
@@ -112,21 +111,3 @@ def _run(args) -> int:
                              threads=args.threads, seed=args.seed, progress=not args.json)
     print(json.dumps(result) if args.json else format_table(result))
     return 0
-
-
-def register(groups) -> None:
-    p = groups.bench.add_parser("speed", help="dense vs pruned latency of a timm ViT, with the FLOP ratio")
-    p.add_argument("--model", default="vit_small_patch16_224", help="timm model name (random weights)")
-    p.add_argument("--img-size", type=int, default=512)
-    p.add_argument("--keep", default="1:0.6,3:0.8,6:0.8,9:0.8",
-                   help="POSITION:RATIO list; each ratio keeps that fraction of the live tokens")
-    p.add_argument("--policy", default="random",
-                   help="registered policy for every position (random, random-bernoulli, topk-norm, evtp, ...)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=int(os.environ.get("PATCHPRUNE_THREADS", 0)) or None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_run)

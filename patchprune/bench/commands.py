@@ -1,0 +1,77 @@
+"""Command-line registration of `patchprune demo`, `bench speed`, `bench select` and `bench soak`.
+
+Registration only (argparse, no torch): each handler is named as "module:function" through
+`patchprune.cli.handler` and imported when its command runs, so `patchprune --help` stays fast.
+"""
+from __future__ import annotations
+
+import os
+
+from patchprune.cli import CommandGroups, handler
+
+
+def _add_demo(groups: CommandGroups) -> None:
+    p = groups.root.add_parser("demo", help="speed-up on a generated video + picture of the kept patches")
+    p.add_argument("--out", default="patchprune_demo", help="output folder")
+    p.add_argument("--model", default="vit_small_patch16_224")
+    p.add_argument("--img-size", type=int, default=384)
+    p.add_argument("--keep", default="1:0.6,3:0.8,6:0.8,9:0.8")
+    p.add_argument("--policy", default="evtp", help="any registered policy (evtp, random, topk-norm, ...)")
+    p.add_argument("--frames", type=int, default=4, help="frames of the synthetic video (the batch)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=handler("patchprune.demo:_run"))
+
+
+def _add_speed(groups: CommandGroups) -> None:
+    p = groups.bench.add_parser("speed", help="dense vs pruned latency of a timm ViT, with the FLOP ratio")
+    p.add_argument("--model", default="vit_small_patch16_224", help="timm model name (random weights)")
+    p.add_argument("--img-size", type=int, default=512)
+    p.add_argument("--keep", default="1:0.6,3:0.8,6:0.8,9:0.8",
+                   help="POSITION:RATIO list; each ratio keeps that fraction of the live tokens")
+    p.add_argument("--policy", default="random",
+                   help="registered policy for every position (random, random-bernoulli, topk-norm, evtp, ...)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("PATCHPRUNE_THREADS", 0)) or None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=handler("patchprune.bench.speed:_run"))
+
+
+def _add_select(groups: CommandGroups) -> None:
+    p = groups.bench.add_parser("select", help="speed and coverage radius of the training-free selectors")
+    p.add_argument("--frames", type=int, default=4)
+    p.add_argument("--side", type=int, default=27, help="grid side (N = side^2)")
+    p.add_argument("--dim", type=int, default=1152)
+    p.add_argument("--ratios", default=None, help="comma-separated keep ratios (default 0.05,0.1,0.2)")
+    p.add_argument("--methods", default=None, help="comma-separated methods (default: all registered)")
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--texture", default="0.03,0.5", help="LOW,HIGH range of the per-region texture level")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=handler("patchprune.bench.select:_run"))
+
+
+def _add_soak(groups: CommandGroups) -> None:
+    p = groups.bench.add_parser("soak", help="stream a long generated video through VPP and print the memory (RSS)")
+    p.add_argument("--frames", type=int, default=10000, help="frames to stream (default 10000)")
+    p.add_argument("--every", type=int, default=500, help="print RSS every this many frames (default 500)")
+    p.add_argument("--size", type=int, default=96, help="frame side in pixels before the resolution change")
+    p.add_argument("--grad", action="store_true",
+                   help="record gradients (model in training mode, no training chain): the case that used to leak")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=handler("patchprune.bench.soak:_run"))
+
+
+def register(groups: CommandGroups) -> None:
+    """Add the demo and the speed / selection / soak benchmarks."""
+    _add_demo(groups)
+    _add_speed(groups)
+    _add_select(groups)
+    _add_soak(groups)
