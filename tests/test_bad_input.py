@@ -108,3 +108,44 @@ class TestRunner:
                     build()
                 msg = str(err.value)
                 assert msg.startswith(f"model: sparse_vit cannot prune {cls} (") and SUPPORTED_FAMILIES in msg
+
+
+# ------------------------------------------------------------------------------------------------
+# Selection: select() with extreme but finite token magnitudes
+
+
+class TestSelectRange:
+    @staticmethod
+    def tokens():
+        g = torch.Generator().manual_seed(3)
+        return torch.randn(2, 196, 48, generator=g)
+
+    @pytest.mark.parametrize("method", ["evtp", "kcenter", "divprune"])
+    @pytest.mark.parametrize("scale", [1e19, 1e30, 1e-30, 1e-38])
+    def test_no_duplicate_picks_at_extreme_scale(self, method, scale):
+        from patchprune.select import select
+
+        res = select(self.tokens() * scale, 60, method=method, grid=(14, 14))
+        for row in res.index:
+            assert row.unique().numel() == 60
+        assert torch.isfinite(res.tokens).all()
+
+    @pytest.mark.parametrize("method", ["evtp", "kcenter", "divprune"])
+    @pytest.mark.parametrize("exponent", [64, 120, -100, -120])
+    def test_power_of_two_scale_changes_no_pick(self, method, exponent):
+        # a power of two rescales every distance exactly, so the picks must be those of scale 1
+        from patchprune.select import select
+
+        x = self.tokens()
+        ref = select(x, 60, method=method, grid=(14, 14)).order
+        assert torch.equal(select(x * 2.0 ** exponent, 60, method=method, grid=(14, 14)).order, ref)
+
+    def test_only_out_of_range_frames_are_rescaled(self):
+        from patchprune.select.farthest import safe_scale
+
+        x = self.tokens()
+        x[1] *= 1e19
+        sq = torch.linalg.vector_norm(x, dim=-1).square()
+        factor = safe_scale(x, sq)
+        assert factor[0] == 1 and 1 <= float((x[1] * factor[1]).abs().max()) < 2
+        assert safe_scale(self.tokens(), torch.linalg.vector_norm(self.tokens(), dim=-1).square()) is None

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from patchprune.select.base import SelectInput, grid_coordinates, masked_mean, register_method, resolve_start
-from patchprune.select.farthest import farthest_first, squared_norms
+from patchprune.select.farthest import farthest_first, safe_scale, squared_norms
 
 # Table 4 of the paper: k-center -> + spatial coordinates -> + adaptive lambda -> + initialisation.
 ABLATION_LADDER: dict[str, dict[str, Any]] = {
@@ -68,7 +68,23 @@ def joint_space(x: Tensor, inp: SelectInput, *, normalize: str = "l2", spatial: 
 
     reuse: write x~ into this thread's scratch buffer (no fresh 10+ MB allocation, whose page
     faults cost about a millisecond per call); the result is then only valid until the next reusing
-    call in the same thread, which is how the selectors use it."""
+    call in the same thread, which is how the selectors use it.
+
+    Any finite input works: when a frame's squared norms overflow fp32 (features ~1e19) or
+    underflow (~1e-30), that frame is rebuilt from x times a power of two (`safe_scale`), which
+    changes no pick (every distance scales by the same power of four, exactly); frames in range
+    are computed as they are."""
+    opts = dict(normalize=normalize, spatial=spatial, lam=lam, variance=variance, scale=scale, per=per, eps=eps,
+                reuse=reuse)
+    js, feature_sq = _joint_space(x, inp, **opts)
+    factor = safe_scale(x, feature_sq)
+    return js if factor is None else _joint_space(x * factor[:, None, None], inp, **opts)[0]
+
+
+def _joint_space(x: Tensor, inp: SelectInput, *, normalize: str, spatial: bool, lam: float | Tensor | None,
+                 variance: str, scale: str, per: str, eps: float, reuse: bool) -> tuple[JointSpace, Tensor]:
+    """`joint_space` on x as given, and [B, N] squared norms of the features the distances are
+    built from (raw for "l2", normalised otherwise): what `safe_scale` checks."""
     if per not in ("frame", "batch"):
         raise ValueError(f"per must be 'frame' or 'batch', got {per!r}")
     if normalize not in ("l2", "zscore", "none"):
@@ -87,6 +103,7 @@ def joint_space(x: Tensor, inp: SelectInput, *, normalize: str = "l2", spatial: 
         mean_f = torch.bmm((w * inv)[:, None], x).squeeze(1)  # mean of x^ without materialising x^
         torch.addcmul(-mean_f[:, None], x, inv[..., None], out=z[..., :C])
         mean_sq = (w * (norms * inv).square()).sum(1)  # E||x^||^2 (1 unless tokens are all-zero)
+        feature_sq = norms.square()
     else:
         xs = x
         if normalize == "zscore":  # per channel over the frame's tokens
@@ -96,11 +113,12 @@ def joint_space(x: Tensor, inp: SelectInput, *, normalize: str = "l2", spatial: 
         mean_f = torch.bmm(w[:, None], xs).squeeze(1)
         torch.sub(xs, mean_f[:, None], out=z[..., :C])
         mean_sq = None
+        feature_sq = squared_norms(z) if not use_coords else squared_norms(z[..., :C])
     if not use_coords:
-        return JointSpace(z=z, sq=squared_norms(z), lam=x.new_zeros(B))
+        return JointSpace(z=z, sq=feature_sq if normalize != "l2" else squared_norms(z), lam=x.new_zeros(B)), feature_sq
     if lam is None:
         # total variance E||x^ - mean||^2, from the centred features
-        var = (w * squared_norms(z[..., :C])).sum(1) if mean_sq is None else (mean_sq - mean_f.square().sum(-1))
+        var = (w * feature_sq).sum(1) if mean_sq is None else (mean_sq - mean_f.square().sum(-1))
         var = var.clamp_min(0)
         if per == "batch":  # pooled over all tokens of the batch: within-frame + between-frame spread
             cnt = x.new_full((B,), N) if valid is None else valid.sum(1).to(x.dtype)
@@ -113,7 +131,7 @@ def joint_space(x: Tensor, inp: SelectInput, *, normalize: str = "l2", spatial: 
     p = grid_coordinates(inp.index, inp.grid)  # [B, N, 2]
     mean_p = torch.bmm(w[:, None], p).squeeze(1)
     torch.mul(p - mean_p[:, None], lam_b[:, None, None], out=z[..., C:width])
-    return JointSpace(z=z, sq=squared_norms(z), lam=lam_b)
+    return JointSpace(z=z, sq=squared_norms(z), lam=lam_b), feature_sq
 
 
 _SCRATCH = threading.local()

@@ -40,6 +40,31 @@ def squared_norms(z: Tensor) -> Tensor:
     return torch.linalg.vector_norm(z, dim=-1).square_()
 
 
+# Squared norms a frame's points may have for |x|^2 + |y|^2 - 2 x.y to stay finite and precise in
+# fp32: below 2^100 no sum of distances overflows (fp32 max ~2^128); above 2^-100 nothing that
+# matters underflows (fp32 normal min ~2^-126).
+SAFE_SQ_RANGE = (2.0 ** -100, 2.0 ** 100)
+
+
+def safe_scale(x: Tensor, feature_sq: Tensor) -> Tensor | None:
+    """None when, in every frame, the largest squared feature norm (feature_sq [B, N], of the
+    features distances are built from) is finite and inside SAFE_SQ_RANGE; else [B] powers of two
+    that bring each other frame's largest |x| into [1, 2) (1 for frames in range and all-zero
+    frames). Powers of two rescale exactly, so the picks made on x * factor are those x would give
+    with unlimited range."""
+    top = feature_sq.amax(1)
+    lo, hi = SAFE_SQ_RANGE
+    bad = ~torch.isfinite(top) | (top > hi) | (top < lo)  # top == 0: all-zero, or underflowed
+    if not bool(bad.any()):
+        return None
+    peak = x.detach().abs().amax(dim=tuple(range(1, x.dim())))
+    exponent = torch.frexp(peak).exponent - 1  # peak = mantissa * 2^(exponent + 1), mantissa in [0.5, 1)
+    bad &= (peak > 0) & (exponent != 0)
+    if not bool(bad.any()):
+        return None
+    return torch.where(bad, torch.ldexp(torch.ones_like(peak), -exponent), torch.ones_like(peak))
+
+
 def sq_distances(a: Tensor, sq_a: Tensor, b: Tensor, sq_b: Tensor) -> Tensor:
     """[B, Na, Nb] squared distances |a|^2 + |b|^2 - 2 a.b of points a [B, Na, E] and b [B, Nb, E]
     with squared norms sq_a [B, Na], sq_b [B, Nb] (one batched GEMM)."""
