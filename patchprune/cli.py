@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "patchprune.fgseg.commands",
     "patchprune.data.commands",
     "patchprune.metrics.commands",
+    "patchprune.vis.commands",
 )
 
 
@@ -52,6 +53,7 @@ class CommandGroups:
     bench: argparse._SubParsersAction
     data: argparse._SubParsersAction
     eval: argparse._SubParsersAction
+    train: argparse._SubParsersAction | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = root.add_parser("eval", help="evaluate predictions").add_subparsers(
         dest="eval_command", metavar="EVAL", required=True
     )
-    groups = CommandGroups(root=root, bench=bench, data=data, eval=evaluate)
+    train = root.add_parser("train", help="train models").add_subparsers(
+        dest="train_command", metavar="TRAIN", required=True
+    )
+    groups = CommandGroups(root=root, bench=bench, data=data, eval=evaluate, train=train)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(groups)
     return parser

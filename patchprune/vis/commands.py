@@ -1,0 +1,125 @@
+"""`patchprune train vis`, `patchprune eval vis` and `patchprune segment` (torch imported lazily)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from patchprune.train.distributed import init_distributed
+    from patchprune.vis.train import TrainSettings, run_training
+
+    s = TrainSettings(data=str(args.data), out=str(args.out), config=args.config, method=args.method,
+                      target=args.target, init=args.init, steps=args.steps, batch=args.batch, lr=args.lr,
+                      warmup=args.warmup, clip=args.clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                      snapshot_every=args.snapshot_every, threads=args.threads, max_videos=args.max_videos,
+                      timm_model=args.timm_model, weights=args.weights, progress=not args.no_progress)
+    dist_info = init_distributed("gloo")
+    summary = run_training(s, dist_info)
+    if dist_info.is_main:
+        print(json.dumps(summary))
+    return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from patchprune.data.io import write_json
+    from patchprune.train.distributed import init_distributed
+    from patchprune.vis.evaluate import evaluate_folder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dist_info = init_distributed("gloo")
+    m = evaluate_folder(args.run, args.data, tracker=args.tracker, split=args.split, max_videos=args.max_videos,
+                        timing_frames=args.timing_frames, random_init=args.random_init, method=args.method,
+                        target=args.target, dist_info=dist_info)
+    if not dist_info.is_main:
+        return 0
+    results = m.pop("results")
+    if args.results:
+        write_json(args.results, results)
+    elif args.run:
+        write_json(Path(args.run) / f"results_{args.split}.json", results)
+    if args.json:
+        print(json.dumps(m))
+    else:
+        keys = ("AP", "AP50", "AP75", "AR1", "AR10", "AP_bbox", "AP_segm", "pkr")
+        print("  ".join(f"{k} {m[k]:.4f}" for k in keys))
+        print(f"GMACs {m['gmacs']}  FPS {m.get('fps')}")
+    return 0
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from patchprune.vis.segment import segment_video
+
+    summary = segment_video(args.video, args.run, args.out, tracker=args.tracker, threshold=args.threshold,
+                            max_frames=args.max_frames, fps=args.fps, progress=not args.no_progress,
+                            threads=args.threads)
+    print(json.dumps(summary))
+    return 0
+
+
+def register(groups) -> None:
+    """Add `train vis`, `eval vis` and the top-level `segment`."""
+    train = getattr(groups, "train", None)
+    if train is None:
+        train = groups.root.add_parser("train", help="train models").add_subparsers(
+            dest="train_command", metavar="TRAIN", required=True)
+    p = train.add_parser("vis", help="train a video instance segmentation model (stage 1 dense, stage 2 pruned)")
+    p.add_argument("--data", required=True, type=Path, help="YouTube-VIS-layout folder (train.json + train/JPEGImages)")
+    p.add_argument("--out", required=True, type=Path, help="run folder (config.json, checkpoint.safetensors)")
+    p.add_argument("--config", default="tiny", choices=("tiny", "small", "from-timm"))
+    p.add_argument("--timm-model", default=None, help="timm model name for --config from-timm")
+    p.add_argument("--weights", default=None, help="local safetensors backbone weights for --config from-timm")
+    p.add_argument("--method", default="dense", help="dense (stage 1) or a learned method: vpp, svit, dynamicvit, tps")
+    p.add_argument("--target", type=float, default=0.55, help="PKR target of the pruning method (0.55 or 0.40)")
+    p.add_argument("--init", default=None, help="stage 1: backbone / model checkpoint; stage 2: dense VIS run")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--clip", type=float, default=0.01, help="max gradient L2 norm (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--snapshot-every", type=int, default=0, help="keep weights every N steps (learning curves)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--max-videos", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_train)
+
+    p = groups.eval.add_parser("vis", help="evaluate a VIS run: YTVIS AP, COCO AP, PKR, IoI, GMACs, FPS")
+    p.add_argument("--run", default=None, type=Path)
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--split", default="valid")
+    p.add_argument("--tracker", default="minvis", choices=("minvis", "rovis"))
+    p.add_argument("--random-init", default=None, choices=("tiny", "small"),
+                   help="evaluate a randomly initialised named config instead of a run (speed checks)")
+    p.add_argument("--method", default=None, help="pruning method (default: the run's)")
+    p.add_argument("--target", type=float, default=None)
+    p.add_argument("--max-videos", type=int, default=None)
+    p.add_argument("--timing-frames", type=int, default=20, help="frames timed for FPS (0: no timing)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--results", default=None, type=Path, help="results JSON path (default RUN/results_<split>.json)")
+    p.add_argument("--json", action="store_true", help="print all metrics as one JSON line")
+    p.set_defaults(func=_run_eval)
+
+    p = groups.root.add_parser("segment", help="segment and track instances in a video with a trained VIS run")
+    p.add_argument("video", type=Path, help="mp4 / avi / mkv file or a folder of frames")
+    p.add_argument("--run", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--tracker", default="minvis", choices=("minvis", "rovis"))
+    p.add_argument("--threshold", type=float, default=0.5, help="score above which a track is drawn")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--fps", type=float, default=10.0, help="frame rate of the overlay video")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_segment)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from patchprune.cli import main
+
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Per-frame set loss: HF `Mask2FormerLoss` on every decoder layer, weighted as Mask2Former does
+(class 2, mask 5, dice 5; no-object class weight 0.1 inside the cross-entropy)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from transformers.models.mask2former.modeling_mask2former import Mask2FormerLoss
+
+from patchprune.vis.config import VISConfig
+from patchprune.vis.head import HeadOutput, mask2former_config
+
+LOSS_WEIGHTS = {"loss_cross_entropy": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
+
+
+@dataclass
+class FrameTargets:
+    """Ground truth of one frame at model resolution: masks float [J, H, W], labels long [J]."""
+
+    masks: Tensor
+    labels: Tensor
+
+
+class SetLoss(nn.Module):
+    """`forward(head_out, targets) -> {"loss", "ce", "mask", "dice"}` (last-layer terms for logs)."""
+
+    def __init__(self, cfg: VISConfig) -> None:
+        super().__init__()
+        self.criterion = Mask2FormerLoss(mask2former_config(cfg), LOSS_WEIGHTS)
+
+    def forward(self, out: HeadOutput, targets: list[FrameTargets]) -> dict[str, Tensor]:
+        masks = [t.masks.float() for t in targets]
+        labels = [t.labels.long() for t in targets]
+        aux = [{"masks_queries_logits": m, "class_queries_logits": c}
+               for m, c in zip(out.mask_logits[:-1], out.class_logits[:-1])]
+        terms = self.criterion(out.mask_logits[-1], out.class_logits[-1], masks, labels, aux)
+        total = torch.zeros((), device=out.mask_logits[-1].device)
+        for key, value in terms.items():
+            weight = next(w for name, w in LOSS_WEIGHTS.items() if key.startswith(name))
+            total = total + weight * value
+        return {"loss": total, "ce": terms["loss_cross_entropy"].detach(), "mask": terms["loss_mask"].detach(),
+                "dice": terms["loss_dice"].detach()}

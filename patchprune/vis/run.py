@@ -1,0 +1,101 @@
+"""A run folder: what `train vis` writes and `eval vis` / `segment` read.
+
+    RUN/config.json            the model's VISConfig (rebuilds the exact model)
+    RUN/train.json             training settings (method, target, stage, steps, lr, seed, data)
+    RUN/checkpoint.safetensors modules "model" (+ "policies" in stage 2) and the optimiser; resumable
+    RUN/snapshots/step_*.safetensors   weights at regular steps (learning curves), optional
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+from torch import nn
+
+from patchprune.data.io import read_json, write_json
+from patchprune.vis.config import CONFIG_FILE, VISConfig
+from patchprune.vis.model import VISModel
+
+CHECKPOINT = "checkpoint.safetensors"
+SETTINGS = "train.json"
+SNAPSHOTS = "snapshots"
+
+
+def checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The `meta` JSON of a checkpoint written by `train.checkpoint.save_checkpoint` (no tensors read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = (fh.metadata() or {}).get("meta", "{}")
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{path} is not a readable safetensors checkpoint: {err}") from err
+    return json.loads(meta)
+
+
+def check_compatible(path: str | Path, config: VISConfig) -> None:
+    """ValueError when the checkpoint was written for a model of another shape."""
+    meta = checkpoint_meta(path)
+    theirs = meta.get("vis_config")
+    if theirs is None:
+        raise ValueError(f"{path} is not a VIS checkpoint (no vis_config in its metadata)")
+    other = VISConfig.from_json(theirs)
+    if other.fingerprint() != config.fingerprint():
+        diff = sorted(k for k, v in config.to_json().items() if other.to_json().get(k) != v and k not in ("name", "weights"))
+        raise ValueError(f"{path} holds a model of another config ({other.name}; differs in {diff}); "
+                         f"pass a checkpoint of config {config.name} or rebuild with its config.json")
+
+
+@dataclass
+class LoadedRun:
+    """A trained model, the pruner its stage-2 training attached (None when dense) and settings."""
+
+    model: VISModel
+    encoder: nn.Module | None
+    settings: dict[str, Any]
+    step: int
+
+
+def build_encoder(model: VISModel, method: str, target: float) -> nn.Module | None:
+    """The learned pruner of `method` on `model.backbone` (None for "dense")."""
+    if method == "dense":
+        return None
+    from patchprune.learned import build
+
+    return build(method, model.backbone, target)
+
+
+def load_run(run: str | Path, method: str | None = None, target: float | None = None) -> LoadedRun:
+    """Rebuild the model (and pruner) of a run folder and load its last checkpoint (eval mode)."""
+    from patchprune.train.checkpoint import load_checkpoint
+
+    run = Path(run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder {run} not found")
+    config = VISConfig.load(run)
+    settings = read_json(run / SETTINGS, "training settings") if (run / SETTINGS).is_file() else {}
+    method = method or settings.get("method", "dense")
+    target = float(target if target is not None else settings.get("target", 0.55))
+    ckpt = run / CHECKPOINT
+    check_compatible(ckpt, config)
+    model = VISModel(config)
+    encoder = build_encoder(model, method, target)
+    modules: dict[str, nn.Module] = {"model": model}
+    if encoder is not None and settings.get("method") == method:
+        modules["policies"] = encoder.runner.policies
+    info = load_checkpoint(ckpt, modules)
+    model.eval()
+    if encoder is not None:
+        encoder.eval()
+    return LoadedRun(model, encoder, {**settings, "method": method, "target": target}, int(info["step"]))
+
+
+def write_settings(run: str | Path, settings: dict[str, Any]) -> Path:
+    return write_json(Path(run) / SETTINGS, settings, indent=2)
+
+
+__all__ = ["CONFIG_FILE", "CHECKPOINT", "LoadedRun", "load_run", "check_compatible", "checkpoint_meta"]

@@ -1,0 +1,239 @@
+"""`train vis`: stage 1 (dense, per-frame set loss) and stage 2 (sparse, VPP protocol).
+
+Stage 1: random single frames, set loss on every decoder layer, AdamW; when the backbone is
+initialised (`init`), backbone lr x0.1. Stage 2: from a dense VIS checkpoint, new pruning modules
+(`patchprune.learned.build`), 3-frame chains ref-ref -> ref -> key through one `VideoStream`;
+loss = set loss on the key + 0.5 x set loss on the reference frame (the pair / tracking loss
+weight of vpp.md; MinVIS needs no tracking head, so the reference frame's own set loss stands in
+for it) + the method's sparsity loss of all three passes; pruning modules lr x1, model x0.1.
+Both: gradient clipping, warm-up then a x0.1 drop at 2/3 of the steps, checkpoints through
+`Trainer` (atomic safetensors, periodic, exact resume: every batch and every random draw of a
+step is seeded by (seed, step)), torchrun ranks split each global batch.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from patchprune.vis.config import VISConfig, named_config
+from patchprune.vis.data import VISData, load_split, rank_share, sample_chains, sample_frames, square_size, step_generator
+from patchprune.vis.loss import SetLoss
+from patchprune.vis.model import VISModel, normalise
+from patchprune.vis.run import CHECKPOINT, SNAPSHOTS, build_encoder, check_compatible, checkpoint_meta, write_settings
+
+PAIR_WEIGHT = 0.5
+
+
+@dataclass
+class TrainSettings:
+    """What `train vis` was asked to do (written to RUN/train.json)."""
+
+    data: str
+    out: str
+    config: str = "tiny"
+    method: str = "dense"
+    target: float = 0.55
+    init: str | None = None
+    steps: int = 2000
+    batch: int = 8
+    lr: float = 1e-3
+    warmup: int = 100
+    clip: float = 0.01
+    seed: int = 0
+    checkpoint_every: int = 200
+    snapshot_every: int = 0
+    threads: int | None = None
+    max_videos: int | None = None
+    timm_model: str | None = None
+    weights: str | None = None
+    progress: bool = True
+
+    @property
+    def stage(self) -> int:
+        return 1 if self.method == "dense" else 2
+
+
+def _validate(s: TrainSettings) -> None:
+    from patchprune.learned import available_methods
+
+    methods = ["dense"] + available_methods()
+    if s.method not in methods:
+        raise ValueError(f"--method {s.method!r} is unknown; expected one of {methods}")
+    if s.stage == 2 and not s.init:
+        raise ValueError(f"--method {s.method} is stage 2: pass --init with a dense VIS run or checkpoint")
+    if not 0 < s.target <= 1:
+        raise ValueError(f"--target must be in (0, 1], got {s.target}")
+    for name in ("steps", "batch"):
+        if getattr(s, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(s, name)}")
+    if s.lr <= 0:
+        raise ValueError(f"--lr must be > 0, got {s.lr}")
+
+
+def _init_path(init: str) -> Path:
+    p = Path(init)
+    if p.is_dir():
+        p = p / CHECKPOINT
+    if not p.is_file():
+        raise FileNotFoundError(f"--init {init}: no checkpoint found (a run folder or a .safetensors file)")
+    return p
+
+
+def initialise(model: VISModel, init: str) -> str:
+    """Load `init` into the model: a VIS checkpoint (whole model) or a checkpoint whose module
+    holds a timm ViT under `backbone.` (e.g. the fgseg study's dense model). Returns what was loaded."""
+    from safetensors import safe_open
+
+    path = _init_path(init)
+    meta = checkpoint_meta(path)
+    if "vis_config" in meta:
+        check_compatible(path, model.config)
+        from patchprune.train.checkpoint import load_checkpoint
+
+        load_checkpoint(path, {"model": model})
+        return "model"
+    prefix = None
+    with safe_open(str(path), framework="pt") as fh:
+        keys = list(fh.keys())
+        for k in keys:
+            if k.startswith("module/") and k.split("/", 2)[2].startswith("backbone."):
+                prefix = k[: k.index("backbone.") + len("backbone.")]
+                break
+        if prefix is None:
+            raise ValueError(f"--init {path}: neither a VIS checkpoint nor one with a `backbone.` ViT")
+        state = {k[len(prefix):]: fh.get_tensor(k) for k in keys if k.startswith(prefix)}
+    try:
+        model.backbone.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"--init {path}: its ViT does not fit config {model.config.name}: {str(err)[:200]}") from err
+    return "backbone"
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (seed * 7919 + step * 104_729) % (2 ** 31)
+
+
+def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
+    """Train as `s` says; returns a summary (steps, minutes, last losses, run folder)."""
+    from patchprune.train.distributed import DistInfo, broadcast_parameters
+    from patchprune.train.loop import LoopConfig, Trainer, param_groups
+
+    _validate(s)
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    dist_info = dist_info or DistInfo()
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(s.seed)
+    if s.stage == 2:
+        config = VISConfig.load(Path(s.init)) if Path(s.init).is_dir() else \
+            VISConfig.from_json(checkpoint_meta(_init_path(s.init)).get("vis_config") or _no_config(s.init))
+    else:
+        probe = named_config(s.config, timm_model=s.timm_model, weights=s.weights)
+        data_cats = _categories(s.data)
+        config = named_config(s.config, categories=sorted(data_cats), category_names=[data_cats[c] for c in sorted(data_cats)],
+                              timm_model=s.timm_model, weights=s.weights, img_size=probe.img_size)
+    existing = out / "config.json"
+    if existing.is_file() and VISConfig.load(out).fingerprint() != config.fingerprint():
+        raise ValueError(f"{out} holds a run of another config; pick a new --out")
+    data = load_split(s.data, "train", square_size(config.img_size), config.categories, s.max_videos)
+    model = VISModel(config)
+    loaded = initialise(model, s.init) if s.init else None
+    encoder = build_encoder(model, s.method, s.target)
+    broadcast_parameters(model, dist_info)
+    if encoder is not None:
+        broadcast_parameters(encoder.runner.policies, dist_info)
+    criterion = SetLoss(config)
+
+    if s.stage == 1:
+        bb_mult = 0.1 if loaded else 1.0
+        groups = param_groups({"backbone": (model.backbone.named_parameters(), bb_mult),
+                               "head": (list(model.pyramid.named_parameters()) + list(model.head.named_parameters()), 1.0)})
+        modules: dict[str, nn.Module] = {"model": model}
+    else:
+        groups = param_groups({"policies": (encoder.runner.policies.named_parameters(), 1.0),
+                               "model": (model.named_parameters(), 0.1)})
+        modules = {"model": model, "policies": encoder.runner.policies}
+    optimizer = torch.optim.AdamW(groups, lr=s.lr, weight_decay=0.05)
+    if dist_info.is_main:
+        config.save(out)
+        write_settings(out, {**asdict(s), "stage": s.stage, "world_size": dist_info.world_size})
+    meta = {"vis_config": config.to_json(), "settings": asdict(s)}
+    loop = LoopConfig(steps=s.steps, lr=s.lr, warmup=s.warmup, clip=s.clip, checkpoint=str(out / CHECKPOINT),
+                      checkpoint_every=s.checkpoint_every, desc=f"vis stage {s.stage}", progress=s.progress)
+    trainer = Trainer(modules, optimizer, loop, dist_info, meta)
+    start = trainer.maybe_resume()
+    clock = {"t0": time.perf_counter(), "base": trainer.history[-1].get("minutes", 0.0) if trainer.history else 0.0}
+
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(step_seed(s.seed, step))
+        gen = step_generator(s.seed, step)
+        if s.stage == 1:
+            frames, targets = rank_share(*sample_frames(data, s.batch, gen), dist_info.rank, dist_info.world_size)
+            o = model(normalise(frames))
+            logs = criterion(o.head, targets)
+        else:
+            logs = _sparse_step(model, encoder, criterion, data, s, gen, dist_info)
+        logs["minutes"] = torch.tensor(clock["base"] + (time.perf_counter() - clock["t0"]) / 60)
+        if s.snapshot_every and dist_info.is_main and step % s.snapshot_every == 0:
+            _snapshot(out, modules, step, logs, meta)
+        return logs
+
+    history = trainer.fit(step_fn)
+    if s.snapshot_every and dist_info.is_main:
+        _snapshot(out, modules, s.steps, history[-1] if history else {}, meta)
+    last = history[-1] if history else {}
+    return {"run": str(out), "steps": s.steps, "resumed_from": start, "stage": s.stage,
+            "minutes": float(last.get("minutes", 0.0)), "loss": float(last.get("loss", float("nan")))}
+
+
+def _no_config(init: str) -> dict:
+    raise ValueError(f"--init {init}: stage 2 needs a dense VIS checkpoint (with its config)")
+
+
+def _categories(root: str, split: str = "train") -> dict[int, str]:
+    """Category id -> name of a split of a YouTube-VIS folder (annotations only)."""
+    from patchprune.data.ytvis import read_ytvis
+    from patchprune.vis.data import find_split
+
+    ann, images = find_split(root, split)
+    ds = read_ytvis(ann, image_root=images, load_frames=False)
+    if not ds.categories:
+        raise ValueError(f"{ann}: no categories")
+    return ds.categories
+
+
+def _snapshot(out: Path, modules: dict[str, nn.Module], step: int, logs: dict[str, Any], meta: dict[str, Any]) -> None:
+    from patchprune.train.checkpoint import save_checkpoint
+
+    minutes = float(logs.get("minutes", 0.0))
+    save_checkpoint(out / SNAPSHOTS / f"step_{step:06d}.safetensors", modules, None, step, {**meta, "minutes": minutes})
+
+
+def _sparse_step(model: VISModel, encoder: nn.Module, criterion: SetLoss, data: VISData, s: TrainSettings,
+                 gen: torch.Generator, dist_info: Any) -> dict[str, torch.Tensor]:
+    from patchprune.learned.registry import LOSS_KEY
+    from patchprune.video import VideoStream
+
+    chain = sample_chains(data, s.batch, gen)
+    chain = [rank_share(f, t, dist_info.rank, dist_info.world_size) for f, t in chain]
+    stream = VideoStream()
+    sparsity = torch.zeros(())
+    losses, pkrs = [], []
+    for i, (frames, targets) in enumerate(chain):
+        stream.start_frame()
+        o = model(normalise(frames), encoder=encoder, stream=stream)
+        if LOSS_KEY in o.backbone.aux:
+            sparsity = sparsity + o.backbone.aux[LOSS_KEY]
+        pkrs.append(float(o.backbone.pkr))
+        if i >= 1:
+            losses.append(criterion(o.head, targets))
+    key, ref = losses[-1], losses[0]
+    total = key["loss"] + PAIR_WEIGHT * ref["loss"] + sparsity
+    return {"loss": total, "set": key["loss"].detach(), "sparsity": sparsity.detach(),
+            "pkr": torch.tensor(sum(pkrs) / len(pkrs))}
