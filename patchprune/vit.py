@@ -3,14 +3,18 @@
 `sparse_vit(model, schedule)` returns a module that runs the user's own timm blocks (never swapped,
 never patched) under a schedule of policies. Two execution modes:
 
-- mask (training): every token stays; a policy's keep mask gates each block's residual update
-  (x <- m * block(x) + (1 - m) * x) and hides pruned keys through "policy attention"
-  (see `policy_attention_bias`). Differentiable w.r.t. soft or straight-through masks.
+- mask (training): every token stays; a policy's keep mask hides pruned keys with a hard boolean
+  key-padding mask and gates each block's residual update (x <- m * block(x) + (1 - m) * x), so the
+  mask's gradient flows through the gate only (VPP, SViT: the spec's and the authors' form). A policy
+  may instead declare DynamicViT's policy softmax and no gate (`Policy.training_attention`,
+  `Policy.training_gate`; see `patchprune.blocks`).
 - gather (inference): only the kept tokens run; they are gathered, processed, and written back into
   a full-grid buffer where pruned positions keep their last feature. Samples that keep different
   counts are padded to the batch maximum and hidden by a key-padding mask (SDPA stays in use).
 
 Prefix tokens (CLS, registers) always run and are never seen as candidates for pruning.
+A policy with `acts_after_attention` acts between its block's attention and MLP (EViT, ToMe's
+per-block merge): the runner calls that block's branches itself (`patchprune.blocks`).
 """
 from __future__ import annotations
 
@@ -24,17 +28,15 @@ from patchprune.metrics.pkr import pkr as pkr_of
 from patchprune.policies.base import Decision, Merge, Policy, PolicyContext, check_ratio, make_policy
 from patchprune.tokens import TokenState, check_grid, gather_tokens, mask_to_slots
 from patchprune.validate import check_finite
+from patchprune.blocks import (POLICY_SOFTMAX_EPS, attention_part, check_block_parts, key_padding_mask, mlp_part,
+                               policy_attention, policy_vector)
 
 ScheduleEntry = Policy | tuple | str
 Schedule = Mapping[int, ScheduleEntry] | str
 
-# Policy attention (masking execution) adds log(P + eps) to the attention logits. eps bounds the
-# gradient that reaches a pruning decision m_j through a pruned key by 1/eps (times the size of a kept
-# key's gradient) and lets a pruned key leak at most eps * n_pruned * exp(gap) / n_kept of a query's
-# attention mass in the forward pass (gap: how far the pruned keys' logits exceed the kept ones).
-# 1e-9 (the old value) let single chains reach gradient norms of 2e5 and broke VPP's training; see
-# `policy_attention_bias` and docs/learned/vpp.md for the measurements behind this value.
-POLICY_ATTENTION_EPS = 1e-3
+# eps of DynamicViT's policy softmax, used in masking execution by policies that declare
+# training_attention = "policy" (DynamicViT, TPS): the authors' 1e-6 (see `patchprune.blocks`).
+POLICY_ATTENTION_EPS = POLICY_SOFTMAX_EPS
 
 
 @dataclass
@@ -62,9 +64,9 @@ def sparse_vit(model: nn.Module, schedule: Schedule | None = None, execution: st
     "1:0.6,3:0.8" using `default_policy`. A policy at position i acts on the input of block i; a
     ratio is the fraction of the *live* tokens kept, so ratios compound along the depth.
     execution: "auto" (mask when the module is in training mode, gather in eval), "mask", "gather".
-    policy_eps: eps of the policy attention in masking execution (see `policy_attention_bias`):
-    larger bounds the gradients to the masks more tightly, smaller makes masking match gather
-    more closely. Gather execution does not use it.
+    policy_eps: eps of DynamicViT's policy softmax in masking execution, for policies that train
+    with it (`training_attention = "policy"`; default the authors' 1e-6). Hard-masked policies
+    (VPP, SViT) and gather execution do not use it.
     """
     return SparseViT(model, schedule or {}, execution=execution, default_policy=default_policy,
                      policy_eps=policy_eps)
@@ -88,6 +90,8 @@ class SparseViT(nn.Module):
         self.policies = nn.ModuleDict(
             {str(pos): pol for pos, pol in parse_schedule(schedule, self.depth, default_policy).items()}
         )
+        for pos, pol in self.schedule.items():
+            check_policy_execution(pol, pos, list(model.blocks))
 
     # -- schedule access --------------------------------------------------------------------------
     def policy_at(self, position: int) -> Policy | None:
@@ -119,10 +123,22 @@ class SparseViT(nn.Module):
 
 
 def check_policy_eps(eps: float) -> float:
-    """eps of the policy attention (see `policy_attention_bias`) as a float in (0, 1), or a ValueError."""
+    """eps of the policy softmax (see `patchprune.blocks.policy_softmax`) as a float in (0, 1), or a ValueError."""
     if not 0.0 < float(eps) < 1.0:
         raise ValueError(f"policy_eps must be in (0, 1), got {eps!r}")
     return float(eps)
+
+
+def check_policy_execution(policy: Policy, pos: int, blocks: Sequence[nn.Module]) -> None:
+    """ValueError unless the runner can execute `policy` as it declares (training attention, mid-block)."""
+    if policy.training_attention not in ("hard", "policy"):
+        raise ValueError(f"policy at {pos} declares training_attention={policy.training_attention!r}; "
+                         "use 'hard' or 'policy'")
+    if policy.acts_after_attention:
+        check_block_parts(blocks[pos], f"the policy at {pos} (acting between attention and MLP)")
+    if policy.training_attention == "policy":
+        for i, later in enumerate(blocks[pos:], start=pos):
+            check_block_parts(later, f"block {i} (training under the policy softmax of the policy at {pos})")
 
 
 SUPPORTED_FAMILIES = ("timm VisionTransformer models with global attention: vit_*, deit_*, deit3_*, "
@@ -238,35 +254,13 @@ def parse_keep_string(text: str, policy: str = "random") -> dict[int, tuple]:
     return out
 
 
-def policy_attention_bias(alive: Tensor, num_prefix: int, dtype: torch.dtype,
-                          eps: float = POLICY_ATTENTION_EPS) -> Tensor:
-    """Additive attention bias [B, 1, P+N, P+N] for masking execution (SDPA's attn_mask).
-
-    Query i sees key j with weight P_ij = m_j + (1 - m_j) * [i == j] (prefix keys: 1), as DynamicViT's
-    policy attention; b_ij = log(P_ij + eps) added to the logits s_ij gives
-    a_ij = e^{s_ij} (P_ij + eps) / S_i with S_i = sum_k e^{s_ik} (P_ik + eps).
-
-    Why eps matters. The loss reaches a mask through every query that sees the key:
-    dL/dm_j = sum_{i != j} (e^{s_ij} / S_i) (g_ij - gbar_i), with g_ij = dL/do_i . v_j and gbar_i its
-    mean under a_i. For a kept key e^{s_ij} / S_i <= a_ij / (1 + eps) <= 1. For a pruned key (m_j = 0,
-    which is where straight-through masks are evaluated) S_i counts the pruned keys only with weight
-    eps, so e^{s_ij} / S_i can reach 1/eps when key j's logit dominates the kept ones. With eps = 1e-9
-    that factor made single training chains' gradient norms jump to 1e5; eps bounds it by 1/eps.
-    The price is a forward leak: a kept query gives the pruned keys the attention mass
-    L_i = eps sum_{k pruned} e^{s_ik} / S_i <= eps n_p e^{gap_i} / (n_k + eps n_p e^{gap_i}), where
-    gap_i is the largest pruned logit minus the log-mean-exp of the kept ones (n_p / n_k: pruned /
-    kept keys), so each attention output moves by at most L_i * max_{j,k} |v_j - v_k| from hard key
-    padding (gather execution). At the default eps = 1e-3 and flat logits that is 4e-3 of the
-    attention output with 80 % of the keys pruned; pruned queries' own updates are discarded by the
-    runner, so they add nothing. This is the additive-bias counterpart of DynamicViT's
-    (e^{s} P + eps / N) / (sum + eps), which SDPA cannot take without materialising the logits.
-    """
-    B, N = alive.shape
-    m = torch.cat([alive.new_ones(B, num_prefix), alive], dim=1) if num_prefix else alive
-    n = m.shape[1]
-    eye = torch.eye(n, dtype=m.dtype, device=m.device)
-    weight = m[:, None, :] + (1 - m[:, None, :]) * eye
-    return torch.log(weight + eps).to(dtype).unsqueeze(1)
+def block_keys(block: nn.Module, x: Tensor) -> Tensor:
+    """Attention keys [B, heads, n, head_dim] of a timm Block on input x (the block's own modules)."""
+    attn = block.attn
+    h = block.norm1(x)
+    B, n, _ = h.shape
+    k = attn.qkv(h).reshape(B, n, 3, attn.num_heads, attn.head_dim)[:, :, 1].transpose(1, 2)
+    return attn.k_norm(k)
 
 
 def block_attention(block: nn.Module, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
@@ -338,13 +332,20 @@ class _Run:
 
 
 class _MaskRun(_Run):
-    """Masking execution: all tokens flow; masks gate the residual updates."""
+    """Masking execution: all tokens flow; the mask in force hides pruned keys and gates updates.
+
+    The form comes from the policy that acted last: "hard" (boolean key padding, gated residual:
+    the mask's gradient flows through the gate only) or "policy" (DynamicViT's policy softmax,
+    differentiable w.r.t. the mask; no gate when the policy declares `training_gate = False`).
+    """
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.alive = self.x.new_ones(self.x.shape[0], self.N)
-        self.dense = True  # no policy has acted yet: plain SDPA, no bias
-        self.bias: Tensor | None = None  # policy attention bias of `alive`, rebuilt when a policy acts
+        self.dense = True  # no policy has acted yet: plain SDPA, no mask
+        self.gate = True
+        self.attn_mask: Tensor | None = None  # hard key mask of `alive` ("hard" form)
+        self.attend = None  # policy-softmax attention of `alive` ("policy" form)
 
     def grid_features(self) -> Tensor:
         return self.x[:, self.P:]
@@ -361,24 +362,43 @@ class _MaskRun(_Run):
         for pos, block in enumerate(self.model.blocks):
             self.visit(pos)
             policy = self.owner.policy_at(pos)
-            if policy is not None:
+            mid = policy is not None and policy.acts_after_attention
+            if policy is not None and not mid:
                 self.apply(pos, policy, index, block)
-            if self.dense:
-                self.x = block(self.x)
-            else:
-                y = block(self.x, attn_mask=self.bias)
-                m = self.alive.unsqueeze(-1).to(y.dtype)
-                patches = m * y[:, self.P:] + (1 - m) * self.x[:, self.P:]
-                self.x = torch.cat([y[:, : self.P], patches], dim=1)
             self.keep_masks[pos] = (self.alive > 0.5).detach()
+            if self.dense and not mid:
+                self.x = block(self.x)
+                continue
+            if not mid:
+                y = block(self.x, attn_mask=self.attn_mask) if self.attend is None else \
+                    mlp_part(block, attention_part(block, self.x, attend=self.attend))
+                self.x = self.gated(y)
+                continue
+            attn, keys = self.scores(policy, block)
+            self.x = self.gated(attention_part(block, self.x, self.attn_mask, self.attend))
+            self.apply(pos, policy, index, block, attn, keys)
+            self.x = self.gated(mlp_part(block, self.x))
         return self.finish()
 
-    def apply(self, pos: int, policy: Policy, index: Tensor, block: nn.Module) -> None:
-        attn = None
-        if policy.needs_attention:
-            attn = block_attention(block, self.x, self.bias)
+    def gated(self, y: Tensor) -> Tensor:
+        """x <- m * y + (1 - m) * x on the patch tokens (prefix takes y); y itself without a gate."""
+        if self.dense or not self.gate:
+            return y
+        m = self.alive.unsqueeze(-1).to(y.dtype)
+        return torch.cat([y[:, : self.P], m * y[:, self.P:] + (1 - m) * self.x[:, self.P:]], dim=1)
+
+    def scores(self, policy: Policy, block: nn.Module) -> tuple[Tensor | None, Tensor | None]:
+        """The attention weights / keys a policy asked for, of `block` on the current input."""
+        attn = block_attention(block, self.x, self.attn_mask) if policy.needs_attention else None
+        keys = block_keys(block, self.x) if policy.needs_keys else None
+        return attn, keys
+
+    def apply(self, pos: int, policy: Policy, index: Tensor, block: nn.Module,
+              attn: Tensor | None = None, keys: Tensor | None = None) -> None:
+        if not policy.acts_after_attention:
+            attn, keys = self.scores(policy, block)
         ctx = self.context(pos, policy, tokens=self.x[:, self.P:], index=index, prefix=self.x[:, : self.P],
-                           training=True, alive=self.alive, attn=attn)
+                           training=True, alive=self.alive, attn=attn, keys=keys)
         decision = policy(ctx)
         if isinstance(decision, Merge):
             raise ValueError(f"policy at {pos} merges tokens; merging runs in gather (inference) execution only")
@@ -389,7 +409,13 @@ class _MaskRun(_Run):
             self.x = torch.cat([self.x[:, : self.P], decision.tokens], dim=1)
         self.alive = keep.to(self.x.dtype)
         self.dense = False
-        self.bias = policy_attention_bias(self.alive, self.P, self.x.dtype, self.owner.policy_eps)
+        self.gate = policy.training_gate
+        if policy.training_attention == "policy":
+            self.attn_mask = None
+            self.attend = policy_attention(policy_vector(self.alive, self.P), self.owner.policy_eps)
+        else:
+            self.attn_mask = key_padding_mask(self.alive, self.P)
+            self.attend = None
 
 
 class _GatherRun(_Run):
@@ -435,6 +461,15 @@ class _GatherRun(_Run):
         for pos, block in enumerate(self.model.blocks):
             self.visit(pos)
             policy = self.owner.policy_at(pos)
+            if policy is not None and policy.acts_after_attention:
+                self.keep_masks[pos] = self.processed  # the block's attention ran on these tokens
+                attn, keys = self.scores(policy, block)
+                self.x = attention_part(block, self.x, self.attn_mask)
+                self.flushed = False
+                self.apply(pos, policy, block, attn, keys)
+                self.x = mlp_part(block, self.x)
+                self.flushed = False
+                continue
             if policy is not None:
                 self.apply(pos, policy, block)
             self.x = block(self.x) if self.attn_mask is None else block(self.x, attn_mask=self.attn_mask)
@@ -442,12 +477,20 @@ class _GatherRun(_Run):
             self.keep_masks[pos] = self.processed
         return self.finish()
 
-    def apply(self, pos: int, policy: Policy, block: nn.Module) -> None:
+    def scores(self, policy: Policy, block: nn.Module) -> tuple[Tensor | None, Tensor | None]:
+        """The attention weights / keys a policy asked for, of `block` on the current live tokens."""
+        attn = block_attention(block, self.x, self.attn_mask) if policy.needs_attention else None
+        keys = block_keys(block, self.x) if policy.needs_keys else None
+        return attn, keys
+
+    def apply(self, pos: int, policy: Policy, block: nn.Module,
+              attn: Tensor | None = None, keys: Tensor | None = None) -> None:
         st = self.state
         alive = st.valid if st.valid is not None else torch.ones_like(st.index, dtype=torch.bool)
-        attn = block_attention(block, self.x, self.attn_mask) if policy.needs_attention else None
+        if not policy.acts_after_attention:
+            attn, keys = self.scores(policy, block)
         ctx = self.context(pos, policy, tokens=self.live_tokens(), index=st.index, prefix=self.prefix_tokens(),
-                           training=False, alive=alive, valid=st.valid, size=st.size, attn=attn)
+                           training=False, alive=alive, valid=st.valid, size=st.size, attn=attn, keys=keys)
         decision = policy(ctx)
         self.grid_features()  # pruned positions must keep the feature they have now
         if isinstance(decision, Merge):
@@ -549,4 +592,4 @@ def _compose_owner(owner: Tensor, new_of_old: Tensor) -> Tensor:
 
 
 __all__ = ["sparse_vit", "SparseViT", "SparseViTOutput", "parse_schedule", "parse_keep_string",
-           "policy_attention_bias", "block_attention", "check_vit", "image_grid", "embed"]
+           "block_attention", "block_keys", "check_vit", "image_grid", "embed"]

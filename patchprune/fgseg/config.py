@@ -9,9 +9,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# Same value as `patchprune.vit.POLICY_ATTENTION_EPS` (checked by tests/test_train_fgseg.py); a literal
+# Same value as `patchprune.vit.POLICY_ATTENTION_EPS` (DynamicViT / TPS policy softmax, the authors' 1e-6;
+# checked by tests/test_train_fgseg.py); a literal
 # here so that reading the configuration does not import torch.
-POLICY_ATTENTION_EPS = 1e-3
+POLICY_ATTENTION_EPS = 1e-6
 
 METHODS = ("vpp", "svit", "dynamicvit", "tps")
 DENSE_FT = "dense-ft"  # dense model fine-tuned like the pruned ones (reference for fine-tuning gains)

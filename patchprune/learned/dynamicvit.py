@@ -2,9 +2,11 @@
 
 h = GELU(Linear_{C->C}(LN(x))); the second half of h is replaced by its mean over the currently
 kept tokens (global context); MLP C -> C/2 -> C/4 -> 2 with GELU; LogSoftmax (241,250 parameters
-per stage at C = 384). Training: hard Gumbel-softmax (standard convention, tau = 1) times the
-previous decision; the runner's policy attention hides pruned keys. Inference: deterministic top-k,
-k_s = int(N * rho^s) of the N grid tokens.
+per stage at C = 384; the authors' init: Linear weights trunc-normal 0.02, zero biases).
+Training, as the authors': hard Gumbel-softmax (standard convention, tau = 1) times the previous
+decision; later blocks use DynamicViT's policy softmax (`patchprune.blocks.policy_softmax`, eps
+1e-6) and update every token, pruned ones included (no residual gate; `freeze_pruned=True` gates
+them as VPP does). Inference: deterministic top-k, k_s = int(N * rho^s) of the N grid tokens.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from torch import Tensor, nn
 
 from patchprune.learned.common import ensure_one, record_keep, rescue_empty, target_default
 from patchprune.learned.gumbel import KEEP, keep_decision
-from patchprune.learned.heads import init_keep_rate
+from patchprune.learned.heads import init_keep_rate, init_trunc_normal
 from patchprune.policies.base import Decision, Policy, PolicyContext, keep_count, register_policy
 from patchprune.policies.common import eligible_tokens, topk_mask
 
@@ -41,6 +43,7 @@ class DynamicViTPredictor(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(dim, dim // 2), nn.GELU(), nn.Linear(dim // 2, dim // 4), nn.GELU(), nn.Linear(dim // 4, 2)
         )
+        init_trunc_normal(self)  # the authors' init (timm's ViT init over the whole model)
 
     def forward(self, x: Tensor, weight: Tensor) -> Tensor:
         """x [B, n, C], weight [B, n] (current keep mask, float) -> log-probs [B, n, 2]."""
@@ -55,8 +58,13 @@ class DynamicViTPredictor(nn.Module):
 class DynamicViTStage(Policy):
     """One DynamicViT pruning stage with a fixed keep ratio relative to the full grid."""
 
-    def __init__(self, dim: int, keep_ratio: float, tau: float = 1.0, init_keep: float | None = None) -> None:
+    training_attention = "policy"  # DynamicViT's policy softmax in masking execution
+    training_gate = False  # pruned tokens keep being updated in training (the authors' code)
+
+    def __init__(self, dim: int, keep_ratio: float, tau: float = 1.0, init_keep: float | None = None,
+                 freeze_pruned: bool = False) -> None:
         super().__init__()
+        self.training_gate = bool(freeze_pruned)
         if not 0.0 < keep_ratio <= 1.0:
             raise ValueError(f"keep ratio must be in (0, 1], got {keep_ratio}")
         self.predictor = DynamicViTPredictor(dim)
@@ -86,5 +94,6 @@ class DynamicViTStage(Policy):
 
 
 @register_policy("dynamicvit")
-def _make(ratio: float, dim: int = 384, tau: float = 1.0, init_keep: float | None = None) -> DynamicViTStage:
-    return DynamicViTStage(dim, ratio, tau=tau, init_keep=init_keep)
+def _make(ratio: float, dim: int = 384, tau: float = 1.0, init_keep: float | None = None,
+          freeze_pruned: bool = False) -> DynamicViTStage:
+    return DynamicViTStage(dim, ratio, tau=tau, init_keep=init_keep, freeze_pruned=freeze_pruned)

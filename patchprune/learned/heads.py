@@ -50,6 +50,19 @@ def init_keep_rate(layer: nn.Linear, rate: float, noise_scale: float = 1.0) -> N
         layer.bias.copy_(torch.tensor([margin, 0.0], dtype=layer.bias.dtype))
 
 
+def init_trunc_normal(module: nn.Module, std: float = 0.02) -> None:
+    """Every Linear of `module`: weights trunc_normal_(std) (cut at +-2 absolute, as timm's), bias zero; LayerNorms
+    weight 1, bias 0. The authors' init of Map-SM and of DynamicViT's predictor (timm's ViT init)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

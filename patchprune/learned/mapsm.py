@@ -9,7 +9,8 @@ top k = floor(kappa * N) patches (spec: shared/spec/vpp.md, "Map-SM"):
 3. Phi = S + P, -inf on previous-frame tokens that block 5 did not process.
 4. A = hard Gumbel-softmax over the previous tokens (tau = 10, VPP convention), straight-through.
 5. Xm = A V (V = x_6 of frame t-1).
-6. z = LogSoftmax(FC2(GELU(FC1(LN(Xm))))), FC1: C -> C/2 (75,074 parameters at C = 384).
+6. z = LogSoftmax(FC2(GELU(FC1(LN(Xm))))), FC1: C -> C/2 (75,074 parameters at C = 384); the
+   authors' init: Linear weights trunc-normal 0.02, zero biases.
 7. Optional smoothing (default on): replicate-pad + 9x9 mean pool of z on the grid.
 8. p = softmax(z + g / tau_s)[keep], noise kept at inference (sparse background activation).
 9. M1 = onehot(top-k of p) + p - p.detach().
@@ -28,7 +29,7 @@ from torch import Tensor
 
 from patchprune.learned.common import SparsityRecord, ensure_one, grid_tokens, record, record_keep, target_default
 from patchprune.learned.gumbel import KEEP, gumbel_softmax, perturb, straight_through
-from patchprune.learned.heads import SelectorMLP
+from patchprune.learned.heads import SelectorMLP, init_trunc_normal
 from patchprune.policies.base import Decision, Policy, PolicyContext, keep_count, register_policy
 from patchprune.policies.common import eligible_tokens
 
@@ -91,6 +92,7 @@ class MapSM(Policy):
         if not 0.0 < kappa <= 1.0:
             raise ValueError(f"kappa must be in (0, 1], got {kappa}")
         self.head = SelectorMLP(dim, hidden_div=2)
+        init_trunc_normal(self.head)  # the authors' init: trunc-normal 0.02, zero bias
         self.kappa, self.tau, self.tau_s = float(kappa), float(tau), float(tau_s)
         self.smoothing, self.smooth_kernel, self.noise = bool(smoothing), int(smooth_kernel), bool(noise)
         self.observe_positions = (int(reference_position),)
@@ -122,7 +124,7 @@ class MapSM(Policy):
         x = grid_tokens(ctx)  # x_1 on the full grid
         B, N, _ = x.shape
         stream = ctx.stream
-        cache = stream.read(self.cache_name, ctx.grid, B) if stream is not None else None
+        cache = stream.read(self.cache_name, ctx.grid, B, width=x.shape[-1]) if stream is not None else None
         if stream is not None:
             stream.stage(self.cache_name, keys=x.clone(), grid=tuple(ctx.grid))
         if cache is None:

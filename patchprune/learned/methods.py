@@ -16,11 +16,12 @@ from patchprune.learned.tps import TPSStage
 
 @register_method("svit")
 def build_svit(model: nn.Module, target: float = 0.55, positions: tuple[int, ...] | None = None,
-               targets: list[float] | None = None, tau: float = 1.0, weight: float = 4.0, init_keep: bool = True,
+               targets: list[float] | None = None, tau: float = 1.0, weight: float = 4.0, init_keep: bool = False,
                execution: str = "auto") -> LearnedPruner:
     """SViT: a selector at every position 3..depth-1, targets scaled to the PKR target.
 
-    init_keep: start each selector at its layer's target keep rate (zero output weights)."""
+    init_keep: our option (docs/learned/baselines.md): start each selector at its layer's target
+    keep rate (zero output weights) instead of PyTorch's default init."""
     positions = tuple(positions or range(3, depth(model)))
     check_positions(model, positions, "svit")
     targets = list(targets) if targets is not None else svit_targets(target, depth(model), positions)
@@ -34,32 +35,39 @@ def build_svit(model: nn.Module, target: float = 0.55, positions: tuple[int, ...
 
 def _build_stages(method: str, cls: type, model: nn.Module, target: float, rho: float | None,
                   positions: tuple[int, ...], tau: float, weight: float, execution: str,
-                  init_keep: bool = True) -> LearnedPruner:
+                  init_keep: bool = False, freeze_pruned: bool = False) -> LearnedPruner:
     rho = dynamicvit_rho(target) if rho is None else rho
     check_positions(model, positions, method)
     dim = embed_dim(model)
     ratios = [rho ** (s + 1) for s in range(len(positions))]
     # init_keep: every stage starts keeping rho of its live tokens (zero output weights)
-    schedule = {p: cls(dim, r, tau=tau, init_keep=rho if init_keep else None) for p, r in zip(positions, ratios)}
-    config = MethodConfig(method, target, ratios, {"weight": weight}, {"rho": rho, "tau": tau})
+    schedule = {p: cls(dim, r, tau=tau, init_keep=rho if init_keep else None, freeze_pruned=freeze_pruned)
+                for p, r in zip(positions, ratios)}
+    config = MethodConfig(method, target, ratios, {"weight": weight},
+                          {"rho": rho, "tau": tau, "init_keep": init_keep, "freeze_pruned": freeze_pruned})
     return LearnedPruner(model, schedule, config, execution=execution)
 
 
 @register_method("dynamicvit")
 def build_dynamicvit(model: nn.Module, target: float = 0.55, rho: float | None = None,
                      positions: tuple[int, ...] = DYNAMICVIT_POSITIONS, tau: float = 1.0, weight: float = 2.0,
-                     init_keep: bool = True, execution: str = "auto") -> LearnedPruner:
-    """DynamicViT: three stages keeping rho, rho^2, rho^3 of the grid (rho 0.6 / 0.4)."""
+                     init_keep: bool = False, freeze_pruned: bool = False, execution: str = "auto") -> LearnedPruner:
+    """DynamicViT: three stages keeping rho, rho^2, rho^3 of the grid (rho 0.6 / 0.4).
+
+    init_keep: our option, start every stage at rho (zero output weights) instead of the authors'
+    trunc-normal init. freeze_pruned: our option, gate pruned tokens' updates in training as VPP
+    does (the authors update every token; docs/learned/baselines.md)."""
     return _build_stages("dynamicvit", DynamicViTStage, model, target, rho, positions, tau, weight, execution,
-                         init_keep)
+                         init_keep, freeze_pruned)
 
 
 @register_method("tps")
 def build_tps(model: nn.Module, target: float = 0.55, rho: float | None = None,
               positions: tuple[int, ...] = DYNAMICVIT_POSITIONS, tau: float = 1.0, weight: float = 2.0,
-              init_keep: bool = True, execution: str = "auto") -> LearnedPruner:
-    """TPS: DynamicViT's stages with squeezing of the pruned tokens into their hosts."""
-    return _build_stages("tps", TPSStage, model, target, rho, positions, tau, weight, execution, init_keep)
+              init_keep: bool = False, freeze_pruned: bool = False, execution: str = "auto") -> LearnedPruner:
+    """TPS: DynamicViT's stages with squeezing of the pruned tokens into their hosts (options as DynamicViT)."""
+    return _build_stages("tps", TPSStage, model, target, rho, positions, tau, weight, execution, init_keep,
+                         freeze_pruned)
 
 
 @register_method("evit")

@@ -3,8 +3,10 @@ tokens are squeezed into their most similar kept token before the stage's block:
 
 host(p) = argmax_k cos(x_p, x_k) over kept k;  x_k <- (e x_k + sum_{p->k} e^{cos} x_p) / (e + sum_{p->k} e^{cos}).
 
-Works in both execution modes (in training the weights carry the straight-through mask gradient).
-Pruned tokens keep their own feature on the grid; only hosts change.
+Works in both execution modes. In training the squeeze weights of the pruned tokens carry the
+straight-through mask gradient; which tokens are hosts is a hard choice with no gradient (no
+straight-through gate on hosts, as the authors). Pruned tokens keep their own feature on the grid;
+only hosts change. Training attention and updates are DynamicViT's (policy softmax, no gate).
 """
 from __future__ import annotations
 
@@ -32,13 +34,12 @@ def squeeze(x: Tensor, keep: Tensor, pruned: Tensor) -> Tensor:
     cand = cos.masked_fill(~hosts[:, None, :], float("-inf"))
     host = cand.argmax(dim=-1, keepdim=True)  # [B, p, 1]
     sim = cos.gather(-1, host).squeeze(-1)  # cos(x_p, x_host(p))
-    w = torch.exp(sim) * pruned  # [B, p]
+    w = torch.exp(sim) * pruned * (~hosts).to(pruned.dtype)  # [B, p]: hosts squeeze nothing into themselves
     route = torch.zeros_like(cos).scatter_(-1, host, 1.0) * w.unsqueeze(-1)  # [B, p, k]
     num = math.e * x + route.transpose(1, 2) @ x
     den = math.e + route.sum(1)  # [B, k]
     fused = num / den.unsqueeze(-1)
-    gate = (keep * hosts.to(keep.dtype)).unsqueeze(-1)  # 1 on hosts (straight-through in training)
-    return gate * fused + (1 - gate) * x
+    return torch.where(hosts.unsqueeze(-1), fused, x)  # hosts take the fused feature (hard, no gradient)
 
 
 class TPSStage(DynamicViTStage):
@@ -55,5 +56,6 @@ class TPSStage(DynamicViTStage):
 
 
 @register_policy("tps")
-def _make(ratio: float, dim: int = 384, tau: float = 1.0, init_keep: float | None = None) -> TPSStage:
-    return TPSStage(dim, ratio, tau=tau, init_keep=init_keep)
+def _make(ratio: float, dim: int = 384, tau: float = 1.0, init_keep: float | None = None,
+          freeze_pruned: bool = False) -> TPSStage:
+    return TPSStage(dim, ratio, tau=tau, init_keep=init_keep, freeze_pruned=freeze_pruned)

@@ -47,15 +47,15 @@ def build_vpp(
     lambda_map: float = 10.0,
     theta: float = 0.5,
     first_frame_loss: str = "spec",
-    init_keep: bool = True,
+    init_keep: bool = False,
     execution: str = "auto",
     **unknown: Any,
 ) -> LearnedPruner:
     """VPP with the paper's configuration for `target` (0.55 or 0.40); every knob can be overridden.
 
-    init_keep: start every SM at its stage's keep rate (rho of the live tokens: zero output
-    weights, bias margin logit(rho) / tau) instead of PyTorch's random init, which with VPP's
-    small noise keeps nearly all or nearly none of the tokens at first. The paper does not say.
+    init_keep: our option (docs/learned/vpp.md): start every SM at its stage's keep rate (rho of
+    the live tokens: zero output weights, bias margin logit(rho) / tau). Default: the authors'
+    init (SM: PyTorch's default; Map-SM: trunc-normal 0.02, zero bias).
     first_frame_loss: sparsity loss of a pass without the Map-SM prior: "spec" (default), "none"
     or "live" (see `patchprune.learned.losses.vpp_loss`; "spec" settles below the PKR target).
     """

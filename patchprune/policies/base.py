@@ -40,6 +40,7 @@ class PolicyContext:
     valid: Tensor | None = None  # [B, n] bool, padding slots False (inference only)
     size: Tensor | None = None  # [B, n] patches per token after merges; None = ones
     attn: Tensor | None = None  # [B, heads, P+n, P+n] softmax attention of this block (if asked for)
+    keys: Tensor | None = None  # [B, heads, P+n, head_dim] attention keys of this block (if asked for)
     stream: Any = None  # per-video streaming state (see patchprune.video), or None
     scratch: dict = field(default_factory=dict)  # shared by the policies of one forward call
     aux: dict = field(default_factory=dict)  # returned to the caller as output.aux (losses, scores)
@@ -81,9 +82,21 @@ class Policy(nn.Module):
       this block; every other block keeps SDPA).
     - observe_positions: block positions whose input features (full grid) the runner hands to
       `observe` (e.g. a temporal cache that stores x_6 for the next frame).
+    - needs_keys: the runner puts this block's attention keys [B, heads, P+n, head_dim] into ctx.keys.
+    - acts_after_attention: the policy acts between its block's attention and MLP (EViT, ToMe's
+      per-block merge) instead of on the block's input; ctx.tokens are then the post-attention tokens.
+    - training_attention: how later blocks hide pruned tokens in masking execution: "hard" (boolean
+      key-padding mask; the mask's gradient flows only through the residual gate) or "policy"
+      (DynamicViT's policy softmax, differentiable w.r.t. the mask).
+    - training_gate: masking execution freezes pruned tokens (x <- m * block(x) + (1 - m) * x);
+      False lets every token be updated by every block (DynamicViT's and TPS's training).
     """
 
     needs_attention: bool = False
+    needs_keys: bool = False
+    acts_after_attention: bool = False
+    training_attention: str = "hard"
+    training_gate: bool = True
     observe_positions: tuple[int, ...] = ()
 
     def observe(self, position: int, features: Tensor, alive: Tensor, stream: Any) -> None:

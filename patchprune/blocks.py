@@ -1,0 +1,105 @@
+"""Running one timm ViT block in parts, and the attention forms training under a mask uses.
+
+The sparse ViT runner calls the user's own block modules, never a copy or a patched class:
+
+- `attention_part` / `mlp_part`: the block's two residual branches, called separately so a policy
+  can act between a block's attention and its MLP (EViT and ToMe prune / merge there, as published).
+  `attention_part` can take a replacement for the softmax step (DynamicViT's policy softmax).
+- `key_padding_mask`: the hard boolean key mask of masking execution (VPP, SViT): pruned keys are
+  hidden from every query, pruned queries included, and no gradient reaches the mask through it.
+- `policy_softmax` / `policy_attention`: DynamicViT's training attention,
+  A = (e^{s - max} P + eps / n) / (sum_j e^{s - max} P + eps), P_ij = m_j + (1 - m_j) [i == j].
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
+POLICY_SOFTMAX_EPS = 1e-6  # DynamicViT's softmax_with_policy default
+
+Attend = Callable[[nn.Module, Tensor], Tensor]  # (attention module, normed x) -> attention output
+
+
+def check_block_parts(block: nn.Module, why: str) -> None:
+    """ValueError unless `block` is a pre-norm timm Block whose branches can be called one by one."""
+    missing = [name for name in BLOCK_PARTS if not hasattr(block, name)]
+    if missing:
+        raise ValueError(f"{why} needs a timm Block with {', '.join(BLOCK_PARTS)}; "
+                         f"{type(block).__name__} has no {', '.join(missing)}")
+
+
+def attention_part(block: nn.Module, x: Tensor, attn_mask: Tensor | None = None,
+                   attend: Attend | None = None) -> Tensor:
+    """x + drop_path1(ls1(attn(norm1(x)))): the block's attention branch (SDPA unless `attend` is given)."""
+    h = block.norm1(x)
+    a = block.attn(h, attn_mask=attn_mask) if attend is None else attend(block.attn, h)
+    return x + block.drop_path1(block.ls1(a))
+
+
+def mlp_part(block: nn.Module, x: Tensor) -> Tensor:
+    """x + drop_path2(ls2(mlp(norm2(x)))): the block's MLP branch."""
+    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+
+
+def key_padding_mask(alive: Tensor, num_prefix: int) -> Tensor:
+    """Bool key mask [B, 1, 1, P+N] (True = the key takes part) of a keep mask [B, N] (> 0.5 = kept).
+
+    Prefix keys always take part. A sample with no key at all (no prefix and nothing kept; the
+    learned policies never produce one) attends to every key instead of giving an all-masked,
+    NaN row: its patch updates are discarded by the runner's gate anyway.
+    """
+    keys = alive.detach() > 0.5
+    if num_prefix:
+        keys = torch.cat([keys.new_ones(keys.shape[0], num_prefix), keys], dim=1)
+    else:
+        keys = keys | ~keys.any(dim=1, keepdim=True)
+    return keys[:, None, None, :]
+
+
+def policy_vector(alive: Tensor, num_prefix: int) -> Tensor:
+    """[B, P+N] policy of DynamicViT's attention: 1 for prefix tokens, the keep mask for patches."""
+    if not num_prefix:
+        return alive
+    return torch.cat([alive.new_ones(alive.shape[0], num_prefix), alive], dim=1)
+
+
+def policy_softmax(logits: Tensor, policy: Tensor, eps: float = POLICY_SOFTMAX_EPS) -> Tensor:
+    """DynamicViT's softmax_with_policy: logits [B, H, n, n], policy [B, n] (prefix included).
+
+    P_ij = m_j + (1 - m_j) [i == j]; A = (e^{s - max} P + eps / n) / (sum_j e^{s - max} P + eps).
+    The max is taken over all keys (pruned ones included), as in the authors' code.
+    """
+    n = logits.shape[-1]
+    m = policy.to(logits.dtype)[:, None, None, :]
+    eye = torch.eye(n, dtype=logits.dtype, device=logits.device)
+    weight = m + (1.0 - m) * eye
+    e = (logits - logits.max(dim=-1, keepdim=True).values).exp() * weight
+    return (e + eps / n) / (e.sum(dim=-1, keepdim=True) + eps)
+
+
+def policy_attention(policy: Tensor, eps: float = POLICY_SOFTMAX_EPS) -> Attend:
+    """An `attend` for `attention_part` computing a timm Attention with `policy_softmax` (explicit logits)."""
+
+    def attend(attn: nn.Module, x: Tensor) -> Tensor:
+        B, n, _ = x.shape
+        gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
+        qkv = attn.qkv(x).reshape(B, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        a = policy_softmax((q * attn.scale) @ k.transpose(-2, -1), policy, eps)
+        out = (attn.attn_drop(a) @ v).transpose(1, 2).reshape(B, n, -1)
+        norm = getattr(attn, "norm", None)
+        if norm is not None:
+            out = norm(out)
+        if gate is not None:
+            out = out * gate
+        return attn.proj_drop(attn.proj(out))
+
+    return attend
+
+
+__all__ = ["attention_part", "mlp_part", "key_padding_mask", "policy_vector", "policy_softmax",
+           "policy_attention", "check_block_parts", "BLOCK_PARTS", "POLICY_SOFTMAX_EPS"]
