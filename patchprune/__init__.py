@@ -26,7 +26,14 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 
+# Subpackages reachable as attributes (`pp.metrics.flops`, `pp.select.select`) without an explicit import.
+_SUBMODULES = frozenset({"bench", "data", "fgseg", "learned", "metrics", "policies", "select", "tokens", "train",
+                         "video", "vit"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"patchprune.{name}")
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
@@ -35,4 +42,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)

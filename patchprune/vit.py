@@ -64,6 +64,8 @@ def sparse_vit(model: nn.Module, schedule: Schedule | None = None, execution: st
     "1:0.6,3:0.8" using `default_policy`. A policy at position i acts on the input of block i; a
     ratio is the fraction of the *live* tokens kept, so ratios compound along the depth.
     execution: "auto" (mask when the module is in training mode, gather in eval), "mask", "gather".
+    The runner starts in the mode of `model` (`model.eval()` first -> an eval runner, gather
+    execution); `.train()` / `.eval()` on the runner switch it afterwards.
     policy_eps: eps of DynamicViT's policy softmax in masking execution, for policies that train
     with it (`training_attention = "policy"`; default the authors' 1e-6). Hard-masked policies
     (VPP, SViT) and gather execution do not use it.
@@ -90,6 +92,10 @@ class SparseViT(nn.Module):
         self.policies = nn.ModuleDict(
             {str(pos): pol for pos, pol in parse_schedule(schedule, self.depth, default_policy).items()}
         )
+        # Mode follows the wrapped model: an eval model gives an eval runner (gather execution). Only the
+        # runner's own flag and its policies change; the user's model keeps its submodules' modes.
+        self.training = model.training
+        self.policies.train(model.training)
         for pos, pol in self.schedule.items():
             check_policy_execution(pol, pos, list(model.blocks))
 
@@ -100,6 +106,13 @@ class SparseViT(nn.Module):
     @property
     def schedule(self) -> dict[int, Policy]:
         return {int(k): v for k, v in self.policies.items()}
+
+    @property
+    def execution_in_force(self) -> str:
+        """"mask" or "gather": `execution`, or for "auto" the runner's mode (training -> mask, eval -> gather)."""
+        if self.execution != "auto":
+            return self.execution
+        return "mask" if self.training else "gather"
 
     def grid_for(self, images: Tensor) -> tuple[int, int]:
         """Patch grid (H, W) for an image batch, with clear errors for sizes the model cannot take."""
@@ -113,8 +126,7 @@ class SparseViT(nn.Module):
             if not 0 <= p <= self.depth:
                 raise ValueError(f"return_layers position {p} is outside 0..{self.depth}")
         x = embed(self.model, images)
-        mode = self.execution if self.execution != "auto" else ("mask" if self.training else "gather")
-        run = _MaskRun if mode == "mask" else _GatherRun
+        run = _MaskRun if self.execution_in_force == "mask" else _GatherRun
         return run(self, x, grid, stream, return_layers).run()
 
 

@@ -38,6 +38,7 @@ class LearnedPruner(nn.Module):
         super().__init__()
         self.runner: SparseViT = sparse_vit(model, schedule, execution=execution)
         self.config = config
+        self.training = self.runner.training  # mode follows the wrapped model (see `sparse_vit`)
 
     @property
     def model(self) -> nn.Module:
