@@ -86,6 +86,8 @@ VOID_LABEL = 255
 
 def first_frame_objects(gt: np.ndarray) -> list[int]:
     """Semi-supervised object ids of a ground-truth label map [T, H, W]: 1..max of frame 0 (void excluded)."""
+    if gt.ndim != 3 or gt.shape[0] == 0:
+        raise ValueError(f"ground truth must be a label map [T, H, W] with T >= 1, got shape {gt.shape}")
     first = np.where(gt[0] == VOID_LABEL, 0, gt[0])
     return list(range(1, int(first.max()) + 1)) if first.size else []
 
