@@ -1,0 +1,88 @@
+"""Rebuild input ids and attention mask with K_i image placeholders per image.
+
+The model scatters image features into its placeholder tokens in row-major order: image i owns the
+placeholders with running number g in [i N, (i + 1) N). Keeping the first K_i of them (they are all
+the same token) and dropping padding, then re-padding on the caller's side, gives the compacted
+prompt (positions have no gaps). Vectorised over the batch: no Python loop over tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Prompt:
+    input_ids: Tensor  # [B, S'] with K_i placeholders per image
+    attention_mask: Tensor  # [B, S'] 1 on real tokens
+
+
+def check_prompt(input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Validate ids [B, S] (integer) and the mask; returns the mask as bool [B, S]."""
+    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
+        raise ValueError(f"input_ids must be an integer tensor [batch, sequence], got "
+                         f"{getattr(input_ids, 'shape', type(input_ids))}")
+    if attention_mask is None:
+        return torch.ones_like(input_ids, dtype=torch.bool)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
+                         f"got {tuple(attention_mask.shape)}")
+    return attention_mask.bool()
+
+
+def infer_padding_side(mask: Tensor) -> str:
+    """'left' when some row starts with padding and every row ends with a real token, else 'right'."""
+    if bool((~mask[:, 0]).any()) and bool(mask[:, -1].all()):
+        return "left"
+    return "right"
+
+
+def images_per_sample(input_ids: Tensor, mask: Tensor, image_token_id: int, tokens_per_image: int,
+                      n_images: int) -> Tensor:
+    """[B] images each sample's placeholders stand for; ValueError when counts and images disagree."""
+    counts = ((input_ids == image_token_id) & mask).sum(1)
+    bad = (counts % tokens_per_image).nonzero().flatten()
+    if bad.numel():
+        b = int(bad[0])
+        raise ValueError(f"sample {b} has {int(counts[b])} image placeholders, not a multiple of the "
+                         f"{tokens_per_image} features per image; build the prompt with the model's processor")
+    per_sample = counts // tokens_per_image
+    needed = torch.cumsum(per_sample, 0)
+    if int(needed[-1]) > n_images:
+        b = int((needed > n_images).nonzero()[0])
+        raise ValueError(f"images missing: sample {b} has image placeholders for images up to #{int(needed[b])} "
+                         f"but pixel_values holds {n_images} image(s); pass one image (frame) per placeholder run")
+    if int(needed[-1]) < n_images:
+        raise ValueError(f"pixel_values holds {n_images} images but the prompts have placeholders for "
+                         f"{int(needed[-1])}; pass exactly one image (frame) per placeholder run")
+    return per_sample
+
+
+def rebuild_prompt(input_ids: Tensor, mask: Tensor, image_token_id: int, tokens_per_image: int,
+                   keep_counts: Tensor, pad_token_id: int, padding_side: str) -> Prompt:
+    """Keep the first keep_counts[i] placeholders of image i, drop padding, re-pad on `padding_side`."""
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    is_img = (input_ids == image_token_id) & mask
+    running = torch.cumsum(is_img.reshape(-1).long(), 0).view_as(input_ids) - 1  # placeholder number
+    image = torch.div(running.clamp_min(0), tokens_per_image, rounding_mode="floor")
+    slot = running.clamp_min(0) % tokens_per_image
+    if keep_counts.numel():
+        limit = keep_counts.to(input_ids.device)[image.clamp_max(keep_counts.numel() - 1)]
+    else:
+        limit = torch.zeros_like(input_ids)
+    keep = mask & (~is_img | (slot < limit))
+    lengths = keep.sum(1)
+    width = int(lengths.max())
+    pos = torch.cumsum(keep.long(), 1) - 1
+    if padding_side == "left":
+        pos = pos + (width - lengths)[:, None]
+    B = input_ids.shape[0]
+    rows = torch.arange(B, device=input_ids.device)[:, None].expand_as(input_ids)
+    ids = input_ids.new_full((B, width), int(pad_token_id))
+    ids[rows[keep], pos[keep]] = input_ids[keep]
+    new_mask = torch.zeros((B, width), dtype=torch.long, device=input_ids.device)
+    new_mask[rows[keep], pos[keep]] = 1
+    return Prompt(input_ids=ids, attention_mask=new_mask)

@@ -1,0 +1,192 @@
+"""VisualTokenPruner on tiny random LLaVA models: equality at ratio 1, pruned batches, generate, bad input."""
+import copy
+
+import pytest
+import torch
+
+from patchprune.hf import VisualTokenPruner, llava_prompt, tiny_llava
+from patchprune.select import available_methods, budget, select
+
+N = 16  # 32 px images, 8 px patches
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {"siglip-llama": tiny_llava("llama", "siglip"), "clip-qwen2": tiny_llava("qwen2", "clip", seed=1)}
+
+
+def _images(n, seed=0):
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", ["siglip-llama", "clip-qwen2"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_ratio_one_gives_exactly_the_unwrapped_logits(models, name, side):
+    model = models[name]
+    ids, mask = llava_prompt([1, 2], N, model.config.image_token_id, [5, 9], padding_side=side)
+    px = _images(3)
+    with torch.no_grad():
+        ref = model(input_ids=ids, attention_mask=mask, pixel_values=px).logits
+        out = VisualTokenPruner(model, "evtp", 1.0)(ids, px, mask).logits
+    assert torch.equal(ref, out)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_batch_with_per_sample_ratios_matches_each_sample_alone(models, side):
+    model = models["siglip-llama"]
+    tok = model.config.image_token_id
+    ids, mask = llava_prompt([1, 2, 1], N, tok, [4, 7, 11], padding_side=side, seed=3)
+    px = _images(4, seed=1)
+    ratios = [0.25, 0.5, 0.1]
+    pruner = VisualTokenPruner(model, "evtp", 0.2, padding_side=side)
+    with torch.no_grad():
+        inp = pruner.prepare(ids, px, mask, ratio=ratios)
+        out = model(**inp.model_kwargs()).logits
+    ks = [budget(N, r) for r in ratios]
+    assert inp.keep_counts.tolist() == [ks[0], ks[1], ks[1], ks[2]]
+    assert ((inp.input_ids == tok) & inp.attention_mask.bool()).sum(1).tolist() == [ks[0], 2 * ks[1], ks[2]]
+    assert out.shape[1] < ids.shape[1]
+    first_image = [0, 1, 3]
+    for b, n_img in enumerate([1, 2, 1]):
+        alone_ids = ids[b][mask[b].bool()][None]
+        with torch.no_grad():
+            alone = pruner(alone_ids, px[first_image[b]: first_image[b] + n_img], ratio=ratios[b]).logits[0]
+        real = inp.attention_mask[b].bool()
+        assert real.sum() == alone.shape[0]
+        assert torch.allclose(out[b][real], alone, atol=1e-5)
+
+
+def test_kept_features_are_the_selected_rows_of_the_projected_features(models):
+    model = models["siglip-llama"]
+    ids, mask = llava_prompt([2], N, model.config.image_token_id, [6])
+    px = _images(2, seed=2)
+    pruner = VisualTokenPruner(model, "evtp", 0.25)
+    with torch.no_grad():
+        feats = pruner.encode(px)
+        full = model.get_image_features(pixel_values=px).pooler_output
+        inp = pruner.prepare(ids, px, mask, features=feats)
+    k = budget(N, 0.25)
+    expected = select(feats.vision, k, "evtp", (4, 4))
+    for i in range(2):
+        assert torch.equal(inp.index[i], expected.index[i])
+        assert torch.equal(inp.features[i], full[i][expected.index[i]])  # gathered after the projector
+    assert not torch.equal(inp.features[0], full[0][:k])  # something other than the first k rows
+
+
+def test_video_frames_are_selected_per_frame(models):
+    model = models["siglip-llama"]
+    frames = 4
+    ids, mask = llava_prompt([frames], N, model.config.image_token_id, [5])
+    px = _images(frames, seed=5)
+    pruner = VisualTokenPruner(model, "kcenter", 0.25)
+    with torch.no_grad():
+        inp = pruner.prepare(ids, px, mask)
+        for f in range(frames):
+            alone = pruner.prepare(llava_prompt([1], N, model.config.image_token_id, [5])[0], px[f:f + 1])
+            assert torch.equal(inp.index[f], alone.index[0])
+    assert len({tuple(i.tolist()) for i in inp.index}) > 1  # frames differ, so do their picks
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_every_method_prunes_a_padded_batch(models, method):
+    model = models["clip-qwen2"]
+    ids, mask = llava_prompt([2, 1], N, model.config.image_token_id, [3, 8], padding_side="left")
+    with torch.no_grad():
+        out = VisualTokenPruner(model, method, 0.25)(ids, _images(3), mask, ratio=[0.25, 0.5])
+    width = max(3 + 2 + 2 * budget(N, 0.25), 8 + 1 + budget(N, 0.5))  # text + separators + kept tokens
+    assert out.logits.shape == (2, width, model.config.text_config.vocab_size)
+    assert torch.isfinite(out.logits).all()
+
+
+def test_generate_with_pruning_matches_each_sample_alone(models):
+    model = models["siglip-llama"]
+    ids, mask = llava_prompt([1, 2], N, model.config.image_token_id, [4, 9], padding_side="left", seed=7)
+    px = _images(3, seed=4)
+    pruner = VisualTokenPruner(model, "evtp", 0.25, padding_side="left")
+    with torch.no_grad():
+        inp = pruner.prepare(ids, px, mask)
+        gen = pruner.generate(ids, px, mask, max_new_tokens=3, do_sample=False)
+        alone = [pruner.generate(ids[b][mask[b].bool()][None], px[sl], max_new_tokens=3, do_sample=False)
+                 for b, sl in ((0, slice(0, 1)), (1, slice(1, 3)))]
+        prompts = [pruner.prepare(ids[b][mask[b].bool()][None], px[sl]).input_ids.shape[1]
+                   for b, sl in ((0, slice(0, 1)), (1, slice(1, 3)))]
+    width = inp.input_ids.shape[1]
+    assert gen.shape[1] <= width + 3 and torch.equal(gen[:, :width], inp.input_ids)
+    for b in range(2):  # same new tokens as the sample alone (generation may stop early at EOS)
+        new = alone[b][0, prompts[b]:]
+        assert new.numel() >= 1 and torch.equal(gen[b, width:width + new.numel()], new)
+
+
+def _hooks(model):
+    return sorted((n, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+                  for n, m in model.named_modules())
+
+
+def test_the_users_model_is_unchanged():
+    model = tiny_llava("llama", "siglip", seed=3)
+    twin = copy.deepcopy(model)
+    ids, mask = llava_prompt([1, 1], N, model.config.image_token_id, [4, 6])
+    px = _images(2)
+    with torch.no_grad():
+        twin(input_ids=ids, attention_mask=mask, pixel_values=px)  # transformers' own lazy output hooks
+        for method in ("evtp", "visionzip", "tome"):
+            VisualTokenPruner(model, method, 0.25)(ids, px, mask)
+        VisualTokenPruner(model, "vispruner", 0.5).generate(ids, px, mask, max_new_tokens=2)
+    assert [type(m) for m in model.modules()] == [type(m) for m in twin.modules()]
+    assert _hooks(model) == _hooks(twin)
+    sd, sd_twin = model.state_dict(), twin.state_dict()
+    assert sd.keys() == sd_twin.keys() and all(torch.equal(sd[k], sd_twin[k]) for k in sd)
+    assert model.config.to_dict() == twin.config.to_dict()
+    for (name, m), (_, t) in zip(model.named_modules(), twin.named_modules()):
+        assert set(vars(m)) == set(vars(t)), name
+        assert type(m).forward is type(t).forward and "forward" not in vars(m), name
+
+
+def test_bad_input_gives_clear_errors(models):
+    model = models["siglip-llama"]
+    ids, mask = llava_prompt([1, 2], N, model.config.image_token_id, [4, 6])
+    px = _images(3)
+    for ratio in (0, 1.5, -0.1, float("nan"), True):
+        with pytest.raises(ValueError, match="ratio"):
+            VisualTokenPruner(model, "evtp", ratio)
+    pruner = VisualTokenPruner(model, "evtp", 0.5)
+    with pytest.raises(ValueError, match="ratio must be in"):
+        pruner(ids, px, mask, ratio=[0.5, 0.0])
+    with pytest.raises(ValueError, match="one per sample"):
+        pruner(ids, px, mask, ratio=[0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match="images missing: sample 1"):
+        pruner(ids, px[:2], mask)
+    with pytest.raises(ValueError, match="placeholders for 3"):
+        pruner(ids, _images(4), mask)
+    with pytest.raises(ValueError, match="not a multiple"):
+        pruner(ids[:, 1:], px, mask[:, 1:]) if ids[0, 0] == model.config.image_token_id else pruner(
+            torch.cat([ids, torch.full((2, 1), model.config.image_token_id)], 1), px,
+            torch.cat([mask, torch.ones(2, 1, dtype=mask.dtype)], 1))
+    with pytest.raises(ValueError, match="unknown selection method|selection method"):
+        VisualTokenPruner(model, "nope", 0.5)
+    with pytest.raises(ValueError, match="no option"):
+        VisualTokenPruner(model, "evtp", 0.5, bogus=1)
+    with pytest.raises(ValueError, match="padding_side"):
+        VisualTokenPruner(model, "evtp", 0.5, padding_side="middle")
+    with pytest.raises(ValueError, match="pixel_values must be"):
+        pruner(ids, px[0], mask)
+
+
+def test_unsupported_family_names_the_supported_ones():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    text_only = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, vocab_size=20))
+    with pytest.raises(ValueError, match="LlamaForCausalLM is not supported.*LlavaForConditionalGeneration"):
+        VisualTokenPruner(text_only)
+
+
+def test_not_covered_family_says_why():
+    from transformers import LlamaConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    cfg = Qwen2VLConfig(text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, vocab_size=64,
+                                         rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}),
+                        vision_config=dict(depth=1, embed_dim=16, hidden_size=32, num_heads=2))
+    with pytest.raises(ValueError, match="image_grid_thw.*supported: LlavaForConditionalGeneration"):
+        VisualTokenPruner(Qwen2VLForConditionalGeneration(cfg))
