@@ -84,12 +84,21 @@ class VideoStream:
             cache.valid = valid
 
     # ---- cache access ------------------------------------------------------------------------
-    def read(self, owner: str, grid: tuple[int, int], batch_size: int) -> TemporalCache | None:
+    def read(self, owner: str, grid: tuple[int, int], batch_size: int, width: int | None = None
+             ) -> TemporalCache | None:
         """The committed cache of `owner`, or None when there is none usable for this frame
-        (never written, reset, different grid size or batch size, or no valid sample)."""
+        (never written, reset, different grid size or batch size, or no valid sample).
+
+        Raises ValueError when this frame's video ids (`start_frame`) do not give one id per
+        sample, or when the cache holds features of another width than the reader's (`width`):
+        one stream shared by two models."""
+        self.check_batch(batch_size)
         cache = self.caches.get(owner)
         if cache is None:
             return None
+        if width is not None and cache.keys.shape[-1] != width:
+            raise ValueError(f"stream: the cache of {owner!r} holds {cache.keys.shape[-1]}-wide features but this "
+                             f"model's are {width}-wide; use one VideoStream per model")
         if tuple(cache.grid) != tuple(grid) or cache.batch_size != batch_size:
             del self.caches[owner]  # resolution or batch change: the old prior is meaningless
             self.resets += 1
@@ -97,6 +106,12 @@ class VideoStream:
         if not bool(cache.valid.any()):
             return None
         return cache
+
+    def check_batch(self, batch_size: int) -> None:
+        """ValueError unless the ids given to `start_frame` (if any) are one per sample."""
+        if self.video_ids is not None and len(self.video_ids) != batch_size:
+            raise ValueError(f"video_ids: start_frame got {len(self.video_ids)} ids but the batch has {batch_size} "
+                             "samples; pass one id per sample")
 
     def stage(self, owner: str, **entries: Any) -> None:
         """Stage entries written during this frame (keys, values, mask, grid); not readable until `commit`."""

@@ -149,3 +149,40 @@ class TestSelectRange:
         factor = safe_scale(x, sq)
         assert factor[0] == 1 and 1 <= float((x[1] * factor[1]).abs().max()) < 2
         assert safe_scale(self.tokens(), torch.linalg.vector_norm(self.tokens(), dim=-1).square()) is None
+
+
+# ------------------------------------------------------------------------------------------------
+# Video state: VideoStream with the VPP runner
+
+
+class TestVideoStream:
+    @staticmethod
+    def vpp(dim: int):
+        import timm
+
+        from patchprune import learned
+
+        torch.manual_seed(0)
+        vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=48, patch_size=8,
+                                embed_dim=dim, depth=12, num_heads=2)
+        return learned.build("vpp", vit, 0.55).eval()
+
+    def test_video_ids_must_match_the_batch(self):
+        from patchprune.video import VideoStream
+
+        pruner, stream = self.vpp(32), VideoStream()
+        stream.start_frame(["a", "b", "c"])
+        with pytest.raises(ValueError, match="video_ids: start_frame got 3 ids but the batch has 2"), torch.no_grad():
+            pruner(torch.randn(2, 3, 48, 48), stream=stream)
+
+    def test_one_stream_shared_by_models_of_different_width(self):
+        from patchprune.video import VideoStream
+
+        a, b, stream = self.vpp(32), self.vpp(48), VideoStream()
+        x = torch.randn(1, 3, 48, 48)
+        with torch.no_grad():
+            stream.start_frame()
+            a(x, stream=stream)
+            stream.start_frame()
+            with pytest.raises(ValueError, match="one VideoStream per model"):
+                b(x, stream=stream)

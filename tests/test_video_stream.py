@@ -36,7 +36,10 @@ def test_resets_by_sample_by_video_id_and_all():
     assert s.read("m", (2, 2), 2) is None  # no valid sample left
     _commit(s)
     s.start_frame(["a", "z", "q"])  # batch layout changed: everything is reset
-    assert s.read("m", (2, 2), 2) is None
+    assert not s.caches and s.read("m", (2, 2), 3) is None
+    with pytest.raises(ValueError, match="3 ids but the batch has 2"):  # ids must be one per sample
+        s.read("m", (2, 2), 2)
+    s.start_frame(["a", "z"])
     _commit(s)
     s.reset()
     assert s.read("m", (2, 2), 2) is None and s.resets >= 3
