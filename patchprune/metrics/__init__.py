@@ -13,6 +13,8 @@ from typing import Any
 
 _EXPORTS = {
     "patchprune.metrics.flops": ("FlopCount", "flops", "flops_with_output", "vit_block_macs", "vit_macs"),
+    "patchprune.metrics.mllm_flops": ("MLLMCost", "MLLMSpec", "TransformerSpec", "mllm_macs", "paper_totals",
+                                      "spec_from_llava_config"),
     "patchprune.metrics.pkr": ("keep_ratio_per_block", "pkr"),
     "patchprune.metrics.coco": ("coco_instance_eval",),
     "patchprune.select.coverage": ("coverage_radius",),
