@@ -186,3 +186,54 @@ class TestVideoStream:
             stream.start_frame()
             with pytest.raises(ValueError, match="one VideoStream per model"):
                 b(x, stream=stream)
+
+
+# ------------------------------------------------------------------------------------------------
+# Video files: patchprune.data.video
+
+
+def _frames(n: int = 60, size: int = 32):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return (rng.random((n, size, size, 3)) * 255).astype(np.uint8)
+
+
+class TestVideoFiles:
+    @pytest.mark.parametrize("suffix", [".avi", ".mkv", ".webm", ".mp4"])
+    @pytest.mark.parametrize("keep", [0.3, 0.6, 0.9])
+    def test_truncated_video_raises(self, tmp_path, suffix, keep):
+        from patchprune.data.video import read_video, write_video
+
+        full = write_video(tmp_path / f"v{suffix}", _frames(), fps=10)
+        assert len(read_video(full)) == 60  # the intact file reads whole
+        data = full.read_bytes()
+        cut = tmp_path / f"cut{suffix}"
+        cut.write_bytes(data[: int(len(data) * keep)])
+        with pytest.raises(ValueError, match="corrupt|truncated") as err:
+            read_video(cut)
+        assert str(cut) in str(err.value)
+
+    @pytest.mark.parametrize("suffix", [".mkv", ".webm", ".avi"])
+    def test_fractional_frame_rate_reads_whole(self, tmp_path, suffix):
+        from patchprune.data.video import read_video, write_video
+
+        path = write_video(tmp_path / f"v{suffix}", _frames(45), fps=30000 / 1001)
+        assert len(read_video(path)) == 45
+
+    def test_max_frames_zero(self, tmp_path):
+        from patchprune.data.video import read_video, write_video
+
+        path = write_video(tmp_path / "v.avi", _frames(4), fps=10)
+        with pytest.raises(ValueError, match="max_frames must be >= 1"):
+            read_video(path, max_frames=0)
+        with pytest.raises(ValueError, match="stride must be >= 1"):
+            read_video(path, stride=0)
+
+    @pytest.mark.parametrize("fps", [0, -5, float("nan"), float("inf")])
+    def test_write_video_bad_fps_writes_nothing(self, tmp_path, fps):
+        from patchprune.data.video import write_video
+
+        with pytest.raises(ValueError, match="fps must be > 0"):
+            write_video(tmp_path / "v.mp4", _frames(4), fps=fps)
+        assert list(tmp_path.iterdir()) == []

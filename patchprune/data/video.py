@@ -1,8 +1,9 @@
 """Video files (mp4 / avi / webm / mkv / mov) with PyAV: stream frames for inference, write test videos.
 
 Frames come out as uint8 [H, W, 3] RGB, one at a time, so a long video never has to fit in memory.
-Missing files raise FileNotFoundError; unreadable, corrupt or empty videos, and a decoded frame count
-that differs from the expected one, raise ValueError naming the file.
+Missing files raise FileNotFoundError; unreadable, corrupt, empty or truncated videos (fewer decoded
+frames than the container lists, or frames covering less than its duration), and a decoded frame
+count that differs from the expected one, raise ValueError naming the file.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from patchprune.data.io import atomic_path
 from patchprune.data.types import VideoSample
+from patchprune.validate import check_int, check_number
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
 _CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264", ".avi": "mpeg4",
@@ -59,23 +61,64 @@ def probe_video(path: str | Path) -> VideoInfo:
                          int(s.frames or 0), s.codec_context.name)
 
 
+def _expected_length(container: av.container.InputContainer, stream: av.video.stream.VideoStream
+                     ) -> tuple[int | None, float | None]:
+    """What the container promises: (frame count or None, duration in seconds or None).
+
+    The duration comes from the video stream, or from the container when the video is its only
+    stream (a container duration also covers audio, which may outlast the video)."""
+    frames = int(stream.frames or 0) or None
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None and len(container.streams) == 1:
+        duration = container.duration / av.time_base
+    return frames, duration if duration and duration > 0 else None
+
+
+def _check_complete(path: str | Path, decoded: int, span: float | None, fps: float,
+                    promised: tuple[int | None, float | None]) -> None:
+    """ValueError when fewer frames were decoded than the container promises (truncated file).
+
+    span: seconds from the first decoded frame to the end of the last one (None: no timestamps)."""
+    frames, duration = promised
+    if frames is not None and decoded < frames:
+        raise ValueError(f"truncated or corrupt video {path}: decoded {decoded} of the {frames} frames "
+                         "its container lists")
+    if frames is None and duration is not None and span is not None and fps > 0 and span < duration - 1.5 / fps:
+        raise ValueError(f"truncated or corrupt video {path}: decoded frames cover {span:.2f} s of the "
+                         f"{duration:.2f} s its container lists ({decoded} frames)")
+
+
 def iter_video_frames(path: str | Path, stride: int = 1, max_frames: int | None = None,
                       expected_frames: int | None = None) -> Iterator[np.ndarray]:
     """Yield uint8 [H, W, 3] RGB frames (every `stride`-th, at most `max_frames`).
 
+    A video read to its end must deliver the frames its container lists (count, or duration when
+    the container has no count): a truncated file raises ValueError instead of yielding a prefix.
     expected_frames: when given, the number of decoded frames (before stride / max_frames) must
     match it, checked once the stream ends (a ValueError otherwise).
     """
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
+    check_int("stride", stride, 1)
+    if max_frames is not None:
+        check_int("max_frames", max_frames, 1)
+    if expected_frames is not None:
+        check_int("expected_frames", expected_frames, 1)
     container = _open(path)
     n = 0
     out = 0
+    first = last = None
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        promised = _expected_length(container, stream)
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
         try:
             for frame in container.decode(stream):
+                if frame.time is not None:
+                    first = frame.time if first is None else first
+                    last = frame.time
                 if n % stride == 0:
                     if max_frames is not None and out >= max_frames:
                         return
@@ -88,6 +131,8 @@ def iter_video_frames(path: str | Path, stride: int = 1, max_frames: int | None 
             raise ValueError(f"empty video {path}: no frame could be decoded")
         if expected_frames is not None and n != expected_frames:
             raise ValueError(f"{path}: decoded {n} frames, expected {expected_frames} (mismatched frame counts)")
+        span = None if first is None or fps <= 0 else last - first + 1.0 / fps
+        _check_complete(path, n, span, fps, promised)
     finally:
         container.close()
 
@@ -109,6 +154,7 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps
                 codec: str | None = None) -> Path:
     """Encode uint8 [T, H, W, 3] frames into a video file, atomically (codec from the suffix)."""
     path = Path(path)
+    check_number("fps", fps, low=0, low_open=True)
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[0] == 0:
         raise ValueError(f"frames must be a non-empty uint8 [T, H, W, 3] array, got {frames.dtype} {frames.shape}")
