@@ -237,3 +237,79 @@ class TestVideoFiles:
         with pytest.raises(ValueError, match="fps must be > 0"):
             write_video(tmp_path / "v.mp4", _frames(4), fps=fps)
         assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints: patchprune.train.checkpoint / Trainer
+
+
+class TestCheckpoints:
+    @staticmethod
+    def saved(tmp_path):
+        from patchprune.train.checkpoint import save_checkpoint
+
+        net = torch.nn.Linear(4, 3)
+        return net, save_checkpoint(tmp_path / "c.safetensors", {"net": net}, step=7)
+
+    def test_pickle_is_refused(self, tmp_path):
+        from patchprune.train.checkpoint import load_checkpoint
+
+        net = torch.nn.Linear(4, 3)
+        torch.save(net.state_dict(), tmp_path / "c.pt")
+        with pytest.raises(ValueError, match=r"is a pickle .*pickles are\s+refused"):
+            load_checkpoint(tmp_path / "c.pt", {"net": net})
+
+    @pytest.mark.parametrize("keep", [0.5, 0.9, 8 / 1e9, 0])
+    def test_truncated_file(self, tmp_path, keep):
+        from patchprune.train.checkpoint import load_checkpoint
+
+        net, path = self.saved(tmp_path)
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * keep)])
+        with pytest.raises(ValueError, match="is not a safetensors file"):
+            load_checkpoint(path, {"net": net})
+
+    def test_missing_file(self, tmp_path):
+        from patchprune.train.checkpoint import load_checkpoint
+
+        with pytest.raises(FileNotFoundError, match="no checkpoint"):
+            load_checkpoint(tmp_path / "none.safetensors", {})
+
+    def test_checkpoint_of_another_model(self, tmp_path):
+        from patchprune.train.checkpoint import load_checkpoint
+
+        _, path = self.saved(tmp_path)
+        with pytest.raises(ValueError, match="does not fit module 'net'"):
+            load_checkpoint(path, {"net": torch.nn.Linear(5, 3)})
+
+    def test_stale_temp_files_are_removed_on_the_next_run(self, tmp_path):
+        from patchprune.train.loop import LoopConfig, Trainer
+
+        ckpt = tmp_path / "run.safetensors"
+        stale = [tmp_path / ".run.safetensors.abc123.tmp", tmp_path / ".run.safetensors.x9.tmp"]
+        other = tmp_path / ".other.safetensors.abc.tmp"  # another file's temp: not ours to remove
+        for p in stale + [other]:
+            p.write_bytes(b"half-written")
+        net = torch.nn.Linear(2, 1)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        Trainer({"net": net}, opt, LoopConfig(steps=1, lr=0.1, checkpoint=str(ckpt), progress=False)).maybe_resume()
+        assert not any(p.exists() for p in stale) and other.exists()
+
+    def test_every_stage_saves_periodically_by_default(self, tmp_path):
+        # a run killed after 150 of 300 steps resumes from step 100 (default period), not from 0
+        from patchprune.train.checkpoint import load_checkpoint
+        from patchprune.train.loop import LoopConfig, Trainer
+
+        ckpt = tmp_path / "ft.safetensors"
+        net = torch.nn.Linear(2, 1)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+
+        def step(i):
+            if i == 150:
+                raise KeyboardInterrupt
+            return {"loss": net(torch.ones(1, 2)).square().sum()}
+
+        with pytest.raises(KeyboardInterrupt):
+            Trainer({"net": net}, opt, LoopConfig(steps=300, lr=0.01, checkpoint=str(ckpt), progress=False)).fit(step)
+        assert LoopConfig(steps=1, lr=0.1).checkpoint_every == 100
+        assert load_checkpoint(ckpt, {"net": net})["step"] == 100

@@ -119,7 +119,7 @@ def test_finetune_resumes_a_partial_checkpoint_at_its_step(tmp_path, monkeypatch
     ref, _, ref_hist = finetune(cfg, 0, dense, data, DENSE_FT, 1.0, tmp_path / "ref", False)
     assert [h["step"] for h in ref_hist] == list(range(6))
 
-    # an interrupted fine-tune that left a checkpoint at step 2 (the bench itself keeps only final ones)
+    # an interrupted fine-tune that left a checkpoint at step 2 (period shortened from LoopConfig's 100)
     real_step, real_config, calls, crash_at = fgseg_mod.sparse_step, loop_mod.LoopConfig, [], [3]
 
     def counting_step(*args, **kwargs):

@@ -183,7 +183,7 @@ def train_dense(cfg: FgSegBenchConfig, seed: int, data, workdir: Path, progress:
     opt = torch.optim.AdamW(param_groups({"model": (model.named_parameters(), 1.0)}), lr=cfg.dense_lr)
     gen = torch.Generator().manual_seed(seed)
     loop = LoopConfig(steps=cfg.dense_steps, lr=cfg.dense_lr, warmup=max(1, cfg.dense_steps // 15), clip=1.0,
-                      checkpoint=str(workdir / "dense.safetensors"), checkpoint_every=100, desc=f"dense s{seed}",
+                      checkpoint=str(workdir / "dense.safetensors"), desc=f"dense s{seed}",
                       progress=progress)
     trainer = Trainer({"model": model}, opt, loop, meta={"stage": "dense", "model": model.config_dict()})
     for _ in range(trainer.maybe_resume()):  # the data stream continues where the checkpoint left it
@@ -218,7 +218,7 @@ def finetune(cfg: FgSegBenchConfig, seed: int, dense, data, method: str, target:
     gen = torch.Generator().manual_seed(seed * 7919 + int(target * 100))
     path = workdir / f"{method}_{int(round(target * 100))}.safetensors"
     loop = LoopConfig(steps=cfg.finetune_steps, lr=cfg.finetune_lr, clip=cfg.finetune_clip, checkpoint=str(path),
-                      checkpoint_every=0, desc=f"{method}@{target:.2f} s{seed}", progress=progress)
+                      desc=f"{method}@{target:.2f} s{seed}", progress=progress)
     modules = {"model": model, "policies": policies}
     trainer = Trainer(modules, opt, loop, meta={"stage": "finetune", "method": method, "target": target})
     start = trainer.maybe_resume()

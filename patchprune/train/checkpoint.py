@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -38,6 +38,7 @@ def save_checkpoint(path: str | Path, modules: Mapping[str, nn.Module], optimize
                     step: int = 0, meta: Mapping[str, Any] | None = None) -> Path:
     """Atomically write modules (and optimiser state) to `path` (.safetensors)."""
     path = Path(path)
+    remove_stale_temps(path)
     tensors: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
         if "/" in name:
@@ -57,6 +58,33 @@ def save_checkpoint(path: str | Path, modules: Mapping[str, nn.Module], optimize
     return path
 
 
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete the temporary files a killed run left next to checkpoint `path` (`atomic_path` names
+    them `.<name>.<random>.tmp`); returns what was removed. Called before every save and on resume."""
+    path = Path(path)
+    removed = []
+    if path.parent.is_dir():
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def _not_safetensors(path: Path, err: Exception) -> ValueError:
+    """The error for a file safetensors cannot read: say what it is and that pickles are refused."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        what = "is a pickle (torch.save / .pt) file"
+    else:
+        what = "is not a safetensors file (truncated or corrupt)"
+    return ValueError(f"checkpoint {path} {what}; checkpoints are read as safetensors only and pickles are "
+                      f"refused (they can run code): convert it with safetensors.torch.save_file ({err})")
+
+
 def load_checkpoint(path: str | Path, modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer | None = None,
                     strict: bool = True) -> dict[str, Any]:
     """Load modules (and optimiser state) from `path`; returns {"step", "meta"}.
@@ -65,25 +93,33 @@ def load_checkpoint(path: str | Path, modules: Mapping[str, nn.Module], optimize
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    with safe_open(str(path), framework="pt") as fh:
-        metadata = fh.metadata() or {}
-        keys = list(fh.keys())
-        per_module: dict[str, dict[str, torch.Tensor]] = {}
-        optim_tensors: dict[str, torch.Tensor] = {}
-        for key in keys:
-            if key.startswith("module/"):
-                _, name, sub = key.split("/", 2)
-                per_module.setdefault(name, {})[sub] = fh.get_tensor(key)
-            elif key.startswith("optim/"):
-                optim_tensors[key] = fh.get_tensor(key)
+    per_module: dict[str, dict[str, torch.Tensor]] = {}
+    optim_tensors: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            for key in list(fh.keys()):
+                if key.startswith("module/"):
+                    _, name, sub = key.split("/", 2)
+                    per_module.setdefault(name, {})[sub] = fh.get_tensor(key)
+                elif key.startswith("optim/"):
+                    optim_tensors[key] = fh.get_tensor(key)
+        meta = {k: json.loads(metadata.get(k, d)) for k, d in (("step", "0"), ("meta", "{}"), ("optim", "null"))}
+    except (SafetensorError, json.JSONDecodeError, ValueError) as err:
+        raise _not_safetensors(path, err) from None
     for name, module in modules.items():
         # a module without state (e.g. an empty ModuleDict of pruning modules) writes no tensors
         if name not in per_module and strict and module.state_dict():
             raise ValueError(f"checkpoint {path} has no module {name!r} (has {sorted(per_module)})")
         if name in per_module:
-            module.load_state_dict(per_module[name], strict=strict)
+            try:
+                module.load_state_dict(per_module[name], strict=strict)
+            except RuntimeError as err:  # other keys or shapes: a checkpoint of another model
+                detail = " ".join(str(err).split())
+                raise ValueError(f"checkpoint {path} does not fit module {name!r} (a checkpoint of another "
+                                 f"model or configuration?): {detail}") from None
     if optimizer is not None:
-        optim_meta = json.loads(metadata.get("optim", "null"))
+        optim_meta = meta["optim"]
         if optim_meta is None:
             raise ValueError(f"checkpoint {path} has no optimiser state")
         state: dict[int, dict[str, Any]] = {}
@@ -93,4 +129,4 @@ def load_checkpoint(path: str | Path, modules: Mapping[str, nn.Module], optimize
         for pid, extra in optim_meta["scalars"].items():
             state.setdefault(int(pid), {}).update(extra)
         optimizer.load_state_dict({"state": state, "param_groups": optim_meta["param_groups"]})
-    return {"step": json.loads(metadata.get("step", "0")), "meta": json.loads(metadata.get("meta", "{}"))}
+    return {"step": meta["step"], "meta": meta["meta"]}

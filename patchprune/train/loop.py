@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from patchprune.train.checkpoint import load_checkpoint, save_checkpoint
+from patchprune.train.checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint
 from patchprune.train.distributed import DistInfo, average_gradients
 
 NO_DECAY_KEYS = ("norm", "bias", "pos_embed", "cls_token", "reg_token", "query_embed", "query_feat")
@@ -62,8 +62,9 @@ class LoopConfig:
 
     steps: total optimiser steps; lr: base lr (scaled per group by "lr_mult", see `step_lr` for
     warm-up and the drop at `drop_at` of the steps by x0.1); clip: max L2 gradient norm (None / 0:
-    no clipping); checkpoint: safetensors path written every `checkpoint_every` steps (0: never)
-    and at the end; resume: continue from `checkpoint` when it exists; desc / progress: the tqdm bar.
+    no clipping); checkpoint: safetensors path written every `checkpoint_every` steps (0: only at
+    the end; default 100, for every stage, so a killed run loses at most that many steps) and at
+    the end; resume: continue from `checkpoint` when it exists; desc / progress: the tqdm bar.
     """
 
     steps: int
@@ -72,7 +73,7 @@ class LoopConfig:
     clip: float | None = 0.01
     drop_at: float = 2 / 3
     checkpoint: str | None = None  # path; written every `checkpoint_every` steps and at the end
-    checkpoint_every: int = 0
+    checkpoint_every: int = 100
     resume: bool = True
     desc: str = "train"
     progress: bool = True
@@ -107,6 +108,8 @@ class Trainer:
             return self.start_step
         self._resume_checked = True
         c = self.config
+        if c.checkpoint and self.dist.is_main:
+            remove_stale_temps(c.checkpoint)  # half-written files of a killed run
         if c.resume and c.checkpoint and Path(c.checkpoint).is_file():
             info = load_checkpoint(c.checkpoint, self.modules, self.optimizer)
             self.start_step = int(info["step"])
