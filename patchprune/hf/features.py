@@ -25,16 +25,17 @@ class ImageFeatures:
     vision: Tensor  # [n_images, N, Dv] vision-tower features the model projects (scoring space)
     projected: Tensor  # [n_images, N, D] projector output (what the language model receives)
     attn: Tensor | None = None  # [n_images, heads, P+N, P+N] softmax attention of the scoring layer
+    hidden: tuple[Tensor, ...] | None = None  # every vision hidden state (kept for the attention)
+    feature_layer: int = -1  # index into `hidden` of the selected features
 
     @property
     def tokens_per_image(self) -> int:
         return self.projected.shape[1]
 
 
-def encode_images(model: nn.Module, family: Family, pixel_values: Tensor, *, attention: bool = False,
-                  attention_layer: int | None = None) -> ImageFeatures:
-    """Run the model's `get_image_features` once; optionally recompute one layer's attention."""
-    extra = {"output_hidden_states": True} if attention else {}  # the scoring layer's input is needed too
+def encode_images(model: nn.Module, family: Family, pixel_values: Tensor, *, keep_hidden: bool = False) -> ImageFeatures:
+    """Run the model's `get_image_features` once (all hidden states kept when `keep_hidden`)."""
+    extra = {"output_hidden_states": True} if keep_hidden else {}  # the scoring layer's input is needed too
     out = model.get_image_features(pixel_values=pixel_values, return_dict=True, **extra)
     projected = torch.stack(list(out.pooler_output))
     hidden = out.hidden_states
@@ -44,11 +45,17 @@ def encode_images(model: nn.Module, family: Family, pixel_values: Tensor, *, att
     if vision.shape[1] != projected.shape[1]:
         raise ValueError(f"vision features hold {vision.shape[1]} tokens per image but the projector returned "
                          f"{projected.shape[1]}; the pruner needs one feature per placeholder")
-    attn = None
-    if attention:
-        index = layer - 1 if attention_layer is None else attention_layer
-        attn = layer_attention(family.base(model).vision_tower, hidden, index)
-    return ImageFeatures(vision=vision, projected=projected, attn=attn)
+    return ImageFeatures(vision=vision, projected=projected, hidden=tuple(hidden) if keep_hidden else None,
+                         feature_layer=layer)
+
+
+def scoring_attention(model: nn.Module, family: Family, feats: ImageFeatures,
+                      attention_layer: int | None = None) -> Tensor:
+    """Attention of the scoring layer: by default the layer producing the selected features."""
+    if feats.hidden is None:
+        raise ValueError("the features were encoded without hidden states: encode with keep_hidden=True")
+    index = feats.feature_layer - 1 if attention_layer is None else attention_layer
+    return layer_attention(family.base(model).vision_tower, feats.hidden, index)
 
 
 def encoder_layers(tower: nn.Module) -> nn.ModuleList:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from patchprune.hf.families import Family, resolve_family
-from patchprune.hf.features import ImageFeatures, encode_images
+from patchprune.hf.features import ImageFeatures, encode_images, scoring_attention
 from patchprune.hf.prompts import Prompt, check_prompt, images_per_sample, infer_padding_side, rebuild_prompt
 from patchprune.select.base import SelectResult, budget, method_spec, select, take_rows
 
@@ -84,8 +84,15 @@ class VisualTokenPruner:
         if not isinstance(pixel_values, Tensor) or pixel_values.dim() != 4:
             raise ValueError(f"pixel_values must be [images, channels, height, width] (video frames as images), "
                              f"got {getattr(pixel_values, 'shape', type(pixel_values))}")
-        return encode_images(self.model, self.family, pixel_values, attention=self.spec.needs_attention,
-                             attention_layer=self.attention_layer)
+        feats = encode_images(self.model, self.family, pixel_values, keep_hidden=self.spec.needs_attention)
+        return self.with_attention(feats)
+
+    def with_attention(self, feats: ImageFeatures) -> ImageFeatures:
+        """feats with the scoring layer's attention attached when the method needs it (else unchanged)."""
+        if not self.spec.needs_attention or feats.attn is not None:
+            return feats
+        attn = scoring_attention(self.model, self.family, feats, self.attention_layer)
+        return ImageFeatures(feats.vision, feats.projected, attn, feats.hidden, feats.feature_layer)
 
     def keep_counts(self, per_sample: Tensor, tokens_per_image: int, ratio: Any = None) -> Tensor:
         """[n_images] K_i = budget(N, ratio of the image's sample)."""
@@ -129,7 +136,7 @@ class VisualTokenPruner:
                 ratio: float | Sequence[float] | None = None, features: ImageFeatures | None = None) -> PrunedInputs:
         """Encode, select and rebuild the prompt. `features` reuses an earlier `encode(pixel_values)`."""
         mask = check_prompt(input_ids, attention_mask)
-        feats = self.encode(pixel_values) if features is None else features
+        feats = self.encode(pixel_values) if features is None else self.with_attention(features)
         N = feats.tokens_per_image
         per_sample = images_per_sample(input_ids, mask, self.family.image_token_id(self.model), N,
                                        feats.projected.shape[0])

@@ -1,0 +1,289 @@
+"""`patchprune bench mllm`: prefill latency of a LLaVA-style model, dense vs visual tokens pruned.
+
+Model (`patchprune.hf.bench_llava`, random weights, fp32): SigLIP-so400m-like tower at 384 px
+(729 tokens per frame) + Qwen2-0.5B-like language model; `--tiny` swaps in a seconds-fast model of
+the same structure. Sections: batch 1 / 4 x image (1 frame) / video (4 frames, one placeholder run
+per frame); every sample has `--text` text tokens around its images (different images per sample).
+
+What is timed (ms, median of `--repeats` interleaved rounds after `--warmup`, `bench/timing.py`):
+- vision: the model's `get_image_features` (tower + projector on all N tokens), one call per sample
+  (its frames as the batch), computed once and reused by every method; a section's vision time is
+  the sum over its samples (a single measurement, no repeats).
+- selection: `VisualTokenPruner.select_tokens` for every method and ratio on the section's
+  features (attention-based methods include recomputing the scoring layer's attention).
+- prefill: the model's own forward over the whole prompt given the (pruned) image features
+  (`mm_encoder_outputs`, `logits_to_keep=1`): embeddings, scatter, every decoder layer, the LM head
+  on the last position; no KV cache kept beyond the call. Its cost depends only on K, so the pruned
+  prefill is timed once per ratio (with EVTP's tokens) and shared by every method's row.
+- TTFT (batch-1 sections): vision + EVTP selection + `generate(max_new_tokens=1)` on the prepared
+  inputs; dense: vision + generate.
+FLOP ratios come from `patchprune.metrics.mllm_flops` (MACs) over the same components as the
+latency they sit next to: prefill vs prefill; end to end (vision + selection + prefill) vs vision +
+selector + projector + prefill.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from typing import Any
+
+from patchprune.cli import CommandGroups, handler
+
+RATIOS = (0.05, 0.1, 0.2)
+SECTIONS = {"image-b1": (1, 1), "image-b4": (4, 1), "video-b1": (1, 4), "video-b4": (4, 4)}  # (batch, frames)
+CHECK_METHOD, CHECK_RATIO = "evtp", 0.2
+
+
+def _sections_inputs(model: Any, batch: int, frames: int, text: int, seed: int):
+    """(input_ids, attention_mask, pixel_values) of `batch` samples with `frames` images each."""
+    import torch
+
+    from patchprune.hf import llava_prompt
+
+    vc = model.config.vision_config
+    n = (vc.image_size // vc.patch_size) ** 2
+    ids, mask = llava_prompt([frames] * batch, n, model.config.image_token_id, [text] * batch,
+                             padding_side="left", seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    px = torch.randn(batch * frames, 3, vc.image_size, vc.image_size, generator=g)
+    return ids, mask, px
+
+
+def _encode_per_sample(pruner: Any, px: Any, frames: int, keep_hidden: bool):
+    """Features of all frames (one timed `get_image_features` call per sample) and the per-sample ms."""
+    import time
+
+    import torch
+
+    from patchprune.hf.features import ImageFeatures, encode_images
+
+    parts, times = [], []
+    with torch.inference_mode():
+        for s in range(0, px.shape[0], frames):
+            t0 = time.perf_counter()
+            parts.append(encode_images(pruner.model, pruner.family, px[s:s + frames], keep_hidden=keep_hidden))
+            times.append((time.perf_counter() - t0) * 1e3)
+    hidden = None
+    if keep_hidden:
+        hidden = tuple(torch.cat([p.hidden[i] for p in parts]) for i in range(len(parts[0].hidden)))
+    feats = ImageFeatures(torch.cat([p.vision for p in parts]), torch.cat([p.projected for p in parts]),
+                          hidden=hidden, feature_layer=parts[0].feature_layer)
+    return feats, times
+
+
+def run_section(model: Any, spec: Any, name: str, methods: list[str], ratios: tuple[float, ...], text: int,
+                repeats: int, warmup: int, seed: int, ttft: bool) -> dict[str, Any]:
+    """One section: vision once, selection per method x ratio, prefill dense vs every ratio, TTFT."""
+    import torch
+
+    from patchprune.bench.timing import time_side_by_side
+    from patchprune.hf import VisualTokenPruner
+    from patchprune.metrics.mllm_flops import mllm_macs
+    from patchprune.select import budget, method_spec
+
+    batch, frames = SECTIONS[name]
+    device = torch.device("cpu")
+    ids, mask, px = _sections_inputs(model, batch, frames, text, seed)
+    pruners = {m: VisualTokenPruner(model, m, 1.0, padding_side="left") for m in methods + [CHECK_METHOD]}
+    needs_hidden = any(method_spec(m).needs_attention for m in methods)
+    feats, vision_times = _encode_per_sample(pruners[CHECK_METHOD], px, frames, needs_hidden)
+    vision_ms = sum(vision_times)
+    N = feats.tokens_per_image
+    mask_bool = mask.bool()
+    per_sample = torch.full((batch,), frames, dtype=torch.long)
+    text_tokens = ids.shape[1] - frames * N  # every sample has the same length (no padding)
+
+    def prepared(ratio: float, method: str = CHECK_METHOD):
+        p = pruners[method]
+        ks = p.keep_counts(per_sample, N, ratio)
+        kept, index = p.select_tokens(p.with_attention(feats), ks)
+        prompt = p.rebuild(ids, mask_bool, ks, N)
+        from patchprune.hf.pruner import PrunedInputs
+
+        return PrunedInputs(prompt.input_ids, prompt.attention_mask, kept, ks, index).model_kwargs()
+
+    inputs = {"dense": prepared(1.0), **{f"{r:g}": prepared(r) for r in ratios}}
+
+    def prefill(kw):
+        return lambda: model(**kw, logits_to_keep=1)
+
+    prefill_ms = time_side_by_side({k: prefill(kw) for k, kw in inputs.items()}, device, warmup, repeats)
+    dense_cost = mllm_macs(spec, text_tokens, frames, None, batch=batch)
+    out: dict[str, Any] = {"batch": batch, "frames": frames, "tokens_per_frame": N, "text_tokens": text_tokens,
+                           "vision_ms": vision_ms, "vision_ms_per_sample": vision_times,
+                           "dense": {"prefill_ms": prefill_ms["dense"], "macs": dense_cost.as_dict()},
+                           "ratios": {}}
+    for r in ratios:
+        k = budget(N, r)
+        ks = torch.full((batch * frames,), k, dtype=torch.long)
+        sel_ms = time_side_by_side(
+            {m: (lambda p=pruners[m]: p.select_tokens(p.with_attention(feats), ks)) for m in methods},
+            device, warmup, repeats)
+        pre_ms = prefill_ms[f"{r:g}"]
+        pruned_prefill = mllm_macs(spec, text_tokens, frames, k, batch=batch).prefill
+        row: dict[str, Any] = {
+            "k": k, "prefill_ms": pre_ms, "prefill_macs": pruned_prefill,
+            "prefill_speedup": prefill_ms["dense"] / pre_ms,
+            "prefill_flop_ratio": dense_cost.prefill / pruned_prefill, "methods": {}}
+        row["prefill_efficiency"] = row["prefill_speedup"] / row["prefill_flop_ratio"]
+        saved = prefill_ms["dense"] - pre_ms
+        for m in methods:
+            cost = mllm_macs(spec, text_tokens, frames, k, batch=batch, method=m)
+            e2e_dense = vision_ms + prefill_ms["dense"]
+            e2e = vision_ms + sel_ms[m] + pre_ms
+            row["methods"][m] = {
+                "select_ms": sel_ms[m], "select_macs": cost.selector,
+                "select_share_of_saving": sel_ms[m] / saved if saved > 0 else None,  # None: nothing saved
+                "end_to_end_ms": e2e, "end_to_end_speedup": e2e_dense / e2e,
+                "end_to_end_flop_ratio": dense_cost.total / cost.total}
+        out["ratios"][f"{r:g}"] = row
+    if ttft and batch == 1:
+        out["ttft_ms"] = _ttft(model, inputs, vision_ms, out, ratios, device, warmup, repeats)
+    return out
+
+
+def _ttft(model: Any, inputs: dict, vision_ms: float, section: dict, ratios, device, warmup: int,
+          repeats: int) -> dict[str, float]:
+    """Time to first token: vision + EVTP selection + generate(max_new_tokens=1), dense and per ratio."""
+    from patchprune.bench.timing import time_side_by_side
+
+    def gen(kw):
+        return lambda: model.generate(**kw, max_new_tokens=1, do_sample=False)
+
+    ms = time_side_by_side({k: gen(kw) for k, kw in inputs.items()}, device, warmup, repeats)
+    res = {"dense": vision_ms + ms["dense"]}
+    for r in ratios:
+        sel = section["ratios"][f"{r:g}"]["methods"].get(CHECK_METHOD, {}).get("select_ms", 0.0)
+        res[f"{r:g}"] = vision_ms + sel + ms[f"{r:g}"]
+    return res
+
+
+def must_show(sections: dict[str, Any]) -> list[dict[str, Any]]:
+    """EVTP at 20 %: prefill speed-up >= 0.9 x FLOP ratio; selection <= 1 % of the prefill time saved."""
+    checks = []
+    key = f"{CHECK_RATIO:g}"
+    for name, sec in sections.items():
+        row = sec["ratios"].get(key)
+        if row is None or CHECK_METHOD not in row["methods"]:
+            continue
+        m = row["methods"][CHECK_METHOD]
+        checks.append({"section": name, "check": "prefill speed-up >= 0.9 x FLOP ratio",
+                       "value": row["prefill_speedup"], "bound": 0.9 * row["prefill_flop_ratio"],
+                       "status": "pass" if row["prefill_speedup"] >= 0.9 * row["prefill_flop_ratio"] else "miss"})
+        checks.append({"section": name, "check": "selection <= 1% of the prefill time saved",
+                       "value": m["select_share_of_saving"], "bound": 0.01,
+                       "status": "pass" if (m["select_share_of_saving"] is not None
+                                            and m["select_share_of_saving"] <= 0.01) else "miss"})
+    return checks
+
+
+def run_bench(sections: list[str], methods: list[str] | None = None, ratios: tuple[float, ...] = RATIOS,
+              repeats: int = 3, warmup: int = 1, text: int = 32, tiny: bool = False, seed: int = 0,
+              ttft: bool = True) -> dict[str, Any]:
+    """Build the model, run every section, return the report (see the module docstring)."""
+    import torch
+
+    from patchprune.hf import bench_llava
+    from patchprune.metrics.mllm_flops import spec_from_llava_config
+    from patchprune.select import available_methods
+
+    methods = list(methods) if methods else available_methods()
+    model = bench_llava(tiny=tiny, seed=seed)
+    spec = spec_from_llava_config(model.config)
+    result: dict[str, Any] = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "config": {"tiny": tiny, "sections": sections, "methods": methods, "ratios": list(ratios),
+                   "repeats": repeats, "warmup": warmup, "text_tokens_per_sample": text, "seed": seed,
+                   "dtype": "float32", "model": "tiny LLaVA" if tiny else
+                   "SigLIP-so400m-like 384px (729 tokens) + Qwen2-0.5B-like, random weights"},
+        "units": {"time": "ms (median)", "cost": "MACs (1 MAC = 2 FLOPs)"},
+        "sections": {}}
+    with torch.inference_mode():
+        for i, name in enumerate(sections):
+            result["sections"][name] = run_section(model, spec, name, methods, ratios, text, repeats, warmup,
+                                                   seed + i, ttft)
+    result["must_show"] = must_show(result["sections"])
+    return result
+
+
+def _print_table(res: dict[str, Any]) -> None:
+    cfg, mach = res["config"], res["machine"]
+    print(f"bench mllm: {cfg['model']}; {mach['threads']} threads, fp32, medians of {cfg['repeats']} "
+          f"(warm-up {cfg['warmup']}); costs in MACs")
+    for name, sec in res["sections"].items():
+        print(f"\n[{name}] batch {sec['batch']} x {sec['frames']} frame(s), N={sec['tokens_per_frame']}, "
+              f"text {sec['text_tokens']}: vision {sec['vision_ms']:.0f} ms, dense prefill "
+              f"{sec['dense']['prefill_ms']:.0f} ms")
+        if "ttft_ms" in sec:
+            print("  TTFT ms: " + ", ".join(f"{k} {v:.0f}" for k, v in sec["ttft_ms"].items()))
+        print(f"  {'ratio':>5} {'K':>4} {'prefill ms':>10} {'speed-up':>8} {'FLOP ratio':>10} | {'method':<10} "
+              f"{'select ms':>9} {'sel/saved':>9} {'e2e x':>6} {'e2e FLOP x':>10}")
+        for r, row in sec["ratios"].items():
+            for j, (m, v) in enumerate(row["methods"].items()):
+                head = (f"  {r:>5} {row['k']:>4} {row['prefill_ms']:>10.1f} {row['prefill_speedup']:>8.2f} "
+                        f"{row['prefill_flop_ratio']:>10.2f}") if j == 0 else " " * 43
+                share = "n/a" if v["select_share_of_saving"] is None else f"{v['select_share_of_saving']:.4f}"
+                print(f"{head} | {m:<10} {v['select_ms']:>9.2f} {share:>9} "
+                      f"{v['end_to_end_speedup']:>6.2f} {v['end_to_end_flop_ratio']:>10.2f}")
+    print()
+    for c in res["must_show"]:
+        value = "n/a" if c["value"] is None else f"{c['value']:.4f}"
+        print(f"{c['status'].upper():4} [{c['section']}] {c['check']}: {value} (bound {c['bound']:.4f})")
+
+
+def _csv(text: str | None, cast, name: str) -> list:
+    if text is None:
+        return []
+    try:
+        values = [cast(t.strip()) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--{name} must be a comma-separated list, got {text!r}") from None
+    if not values:
+        raise ValueError(f"--{name} must not be empty")
+    return values
+
+
+def _run(args: Any) -> int:
+    sections = _csv(args.sections, str, "sections") or list(SECTIONS)
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise ValueError(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    ratios = tuple(_csv(args.ratios, float, "ratios")) or RATIOS
+    if any(not 0 < r < 1 for r in ratios):
+        raise ValueError(f"--ratios must lie in (0, 1), got {args.ratios}")
+    if args.repeats < 1 or args.warmup < 0 or args.text < 0:
+        raise ValueError("--repeats must be >= 1, --warmup >= 0 and --text >= 0")
+    import torch
+
+    from patchprune.select import method_spec
+
+    methods = _csv(args.methods, str, "methods") or None
+    for m in methods or []:
+        method_spec(m)  # ValueError listing the available methods
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    res = run_bench(sections, methods, ratios, repeats=args.repeats, warmup=args.warmup, text=args.text,
+                    tiny=args.tiny, seed=args.seed, ttft=not args.no_ttft)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        _print_table(res)
+    return 0
+
+
+def register(groups: CommandGroups) -> None:
+    """Add `patchprune bench mllm` (heavy imports happen in the handler)."""
+    p = groups.bench.add_parser("mllm", help="LLaVA-style prefill latency and TTFT, dense vs visual tokens pruned")
+    p.add_argument("--sections", default=None, help=f"comma-separated, from {','.join(SECTIONS)} (default: all)")
+    p.add_argument("--methods", default=None, help="comma-separated selection methods (default: all registered)")
+    p.add_argument("--ratios", default=None, help="comma-separated keep ratios (default 0.05,0.1,0.2)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--text", type=int, default=32, help="text tokens per sample (default 32)")
+    p.add_argument("--no-ttft", action="store_true", help="skip the time-to-first-token runs")
+    p.add_argument("--tiny", action="store_true", help="a seconds-fast tiny model (tests, smoke runs)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=handler("patchprune.bench.mllm:_run"))
