@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 # the lazy-import rule above.
 COMMAND_MODULES: tuple[str, ...] = (
     "patchprune.bench.commands",
+    "patchprune.bench.mllm",
     "patchprune.fgseg.commands",
     "patchprune.data.commands",
     "patchprune.metrics.commands",
