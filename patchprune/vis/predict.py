@@ -50,7 +50,7 @@ class VideoPredictor:
 
     @torch.inference_mode()
     def frame(self, frame: np.ndarray | Tensor, cut: bool = False) -> FrameResult:
-        f = torch.as_tensor(np.asarray(frame))
+        f = torch.tensor(np.asarray(frame)) if not isinstance(frame, Tensor) else frame
         if f.dim() != 3 or f.shape[-1] != 3 or f.dtype != torch.uint8:
             raise ValueError(f"a frame must be uint8 [H, W, 3], got {tuple(f.shape)} {f.dtype}")
         cut = cut or (self.detect_cuts and is_scene_cut(self.prev, f))

@@ -176,8 +176,9 @@ class ROVISTracker(Tracker):
         return torch.stack([self.live[i]["query"] for i in self.order])
 
     def expire(self, t: int) -> None:
-        """Drop tracks unseen for more than `memory` frames."""
-        for i in [i for i, s in self.live.items() if t - s["last_seen"] > self.memory]:
+        """After frame t: drop tracks whose last `memory` frames (t included) did not show them, so a
+        track last seen on frame s is still queried on frames s+1 .. s+memory."""
+        for i in [i for i, s in self.live.items() if t - s["last_seen"] >= self.memory]:
             del self.live[i]
 
     def update(self, t: int, out: FrameOutput) -> list[Detection]:
@@ -216,7 +217,7 @@ class ROVISTracker(Tracker):
             h["labels"].append(int(label[r]))
             h["masks"][t] = out.mask_logits[r].to(torch.float16)
             dets.append(Detection(tid, int(label[r]), s, out.mask_logits[r]))
-        self.expire(t + 1)
+        self.expire(t)
         return dets
 
     def finish(self, num_frames: int) -> list[VideoTrack]:

@@ -52,6 +52,7 @@ class TrainSettings:
     timm_model: str | None = None
     weights: str | None = None
     progress: bool = True
+    overrides: dict[str, Any] | None = None  # VISConfig fields to change (tests, ablations)
 
     @property
     def stage(self) -> int:
@@ -137,7 +138,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         probe = named_config(s.config, timm_model=s.timm_model, weights=s.weights)
         data_cats = _categories(s.data)
         config = named_config(s.config, categories=sorted(data_cats), category_names=[data_cats[c] for c in sorted(data_cats)],
-                              timm_model=s.timm_model, weights=s.weights, img_size=probe.img_size)
+                              timm_model=s.timm_model, weights=s.weights, **{"img_size": probe.img_size, **(s.overrides or {})})
     existing = out / "config.json"
     if existing.is_file() and VISConfig.load(out).fingerprint() != config.fingerprint():
         raise ValueError(f"{out} holds a run of another config; pick a new --out")
@@ -168,7 +169,9 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
                       checkpoint_every=s.checkpoint_every, desc=f"vis stage {s.stage}", progress=s.progress)
     trainer = Trainer(modules, optimizer, loop, dist_info, meta)
     start = trainer.maybe_resume()
-    clock = {"t0": time.perf_counter(), "base": trainer.history[-1].get("minutes", 0.0) if trainer.history else 0.0}
+    last = trainer.history[-1] if trainer.history else {}
+    clock = {"t0": time.perf_counter(), "c0": time.process_time(), "base": last.get("minutes", 0.0),
+             "cpu_base": last.get("cpu_minutes", 0.0)}
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         torch.manual_seed(step_seed(s.seed, step))
@@ -179,7 +182,9 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
             logs = criterion(o.head, targets)
         else:
             logs = _sparse_step(model, encoder, criterion, data, s, gen, dist_info)
+        # wall minutes, and CPU minutes of this process (= wall minutes on an idle core at 1 thread)
         logs["minutes"] = torch.tensor(clock["base"] + (time.perf_counter() - clock["t0"]) / 60)
+        logs["cpu_minutes"] = torch.tensor(clock["cpu_base"] + (time.process_time() - clock["c0"]) / 60)
         if s.snapshot_every and dist_info.is_main and step % s.snapshot_every == 0:
             _snapshot(out, modules, step, logs, meta)
         return logs
@@ -189,7 +194,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         _snapshot(out, modules, s.steps, history[-1] if history else {}, meta)
     last = history[-1] if history else {}
     return {"run": str(out), "steps": s.steps, "resumed_from": start, "stage": s.stage,
-            "minutes": float(last.get("minutes", 0.0)), "loss": float(last.get("loss", float("nan")))}
+            "minutes": float(last.get("minutes", 0.0)), "cpu_minutes": float(last.get("cpu_minutes", 0.0)), "loss": float(last.get("loss", float("nan")))}
 
 
 def _no_config(init: str) -> dict:
@@ -211,8 +216,8 @@ def _categories(root: str, split: str = "train") -> dict[int, str]:
 def _snapshot(out: Path, modules: dict[str, nn.Module], step: int, logs: dict[str, Any], meta: dict[str, Any]) -> None:
     from patchprune.train.checkpoint import save_checkpoint
 
-    minutes = float(logs.get("minutes", 0.0))
-    save_checkpoint(out / SNAPSHOTS / f"step_{step:06d}.safetensors", modules, None, step, {**meta, "minutes": minutes})
+    save_checkpoint(out / SNAPSHOTS / f"step_{step:06d}.safetensors", modules, None, step,
+                    {**meta, "minutes": float(logs.get("minutes", 0.0)), "cpu_minutes": float(logs.get("cpu_minutes", 0.0))})
 
 
 def _sparse_step(model: VISModel, encoder: nn.Module, criterion: SetLoss, data: VISData, s: TrainSettings,
@@ -222,7 +227,7 @@ def _sparse_step(model: VISModel, encoder: nn.Module, criterion: SetLoss, data: 
 
     chain = sample_chains(data, s.batch, gen)
     chain = [rank_share(f, t, dist_info.rank, dist_info.world_size) for f, t in chain]
-    stream = VideoStream()
+    stream = VideoStream(keep_graph=True)  # a training chain: gradients reach the earlier frames
     sparsity = torch.zeros(())
     losses, pkrs = [], []
     for i, (frames, targets) in enumerate(chain):
