@@ -1,0 +1,59 @@
+"""`patchprune bench mllm --tiny`: the report's shape, its FLOP ratios and the option checks (no timing checks)."""
+import json
+
+import pytest
+
+from patchprune.bench.mllm import must_show
+from patchprune.cli import main
+from patchprune.metrics.mllm_flops import mllm_macs, spec_from_llava_config
+from patchprune.hf import bench_llava
+
+
+def test_tiny_bench_reports_every_section_method_and_ratio(capsys):
+    code = main(["bench", "mllm", "--tiny", "--json", "--sections", "image-b1,video-b4", "--methods",
+                 "evtp,random,visionzip", "--ratios", "0.1,0.2", "--repeats", "1", "--warmup", "0", "--text", "5"])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
+    assert list(res["sections"]) == ["image-b1", "video-b4"]
+    spec = spec_from_llava_config(bench_llava(tiny=True).config)
+    for name, sec in res["sections"].items():
+        N, frames, batch = sec["tokens_per_frame"], sec["frames"], sec["batch"]
+        assert (N, batch, frames) == ((48 // 8) ** 2, *{"image-b1": (1, 1), "video-b4": (4, 4)}[name])
+        assert sec["vision_ms"] > 0 and len(sec["vision_ms_per_sample"]) == batch
+        assert set(sec["ratios"]) == {"0.1", "0.2"}
+        for r, row in sec["ratios"].items():
+            k = max(1, round(float(r) * N))
+            assert row["k"] == k
+            dense = mllm_macs(spec, sec["text_tokens"], frames, None, batch=batch).prefill
+            assert row["prefill_flop_ratio"] == pytest.approx(dense / mllm_macs(spec, sec["text_tokens"], frames, k,
+                                                                                batch=batch).prefill)
+            assert row["prefill_flop_ratio"] > 1 and row["prefill_ms"] > 0
+            assert set(row["methods"]) == {"evtp", "random", "visionzip"}
+            for m, v in row["methods"].items():
+                assert v["select_ms"] > 0 and v["end_to_end_flop_ratio"] > 1
+        assert ("ttft_ms" in sec) == (batch == 1)
+    checks = res["must_show"]
+    assert [c["section"] for c in checks] == ["image-b1", "image-b1", "video-b4", "video-b4"]
+    assert all(c["status"] in ("pass", "miss") for c in checks)
+
+
+def test_must_show_judges_the_evtp_row():
+    row = {"prefill_speedup": 4.0, "prefill_flop_ratio": 4.2,
+           "methods": {"evtp": {"select_share_of_saving": 0.02}}}
+    checks = must_show({"s": {"ratios": {"0.2": row}}})
+    assert [c["status"] for c in checks] == ["pass", "miss"]
+    row["prefill_speedup"], row["methods"]["evtp"]["select_share_of_saving"] = 3.0, None
+    assert [c["status"] for c in must_show({"s": {"ratios": {"0.2": row}}})] == ["miss", "miss"]
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--sections", "image-b9"], "unknown section"),
+    (["--ratios", "0.2,1.5"], "--ratios must lie"),
+    (["--ratios", "a"], "comma-separated"),
+    (["--methods", "evtp,nope"], "selection method"),
+    (["--repeats", "0"], "--repeats"),
+])
+def test_bad_options_are_one_line_errors(capsys, argv, msg):
+    assert main(["bench", "mllm", "--tiny", *argv]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1
