@@ -288,7 +288,7 @@ def block_attention(block: nn.Module, x: Tensor, attn_mask: Tensor | None = None
     logits = (q * attn.scale) @ k.transpose(-2, -1)
     if attn_mask is not None:
         logits = logits.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else logits + attn_mask
-    return logits.float().softmax(-1)
+    return logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32))  # fp32 at least
 
 
 def to_image_layout(x: Tensor, grid: tuple[int, int]) -> Tensor:

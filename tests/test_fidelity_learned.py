@@ -281,3 +281,70 @@ def test_init_keep_is_an_option_and_off_by_default():
         zeroed = build(method, tiny_vit(), 0.55, init_keep=True)
         sel = [m for m in zeroed.runner.policies.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 2]
         assert any(h.weight.abs().sum() == 0 for h in sel)
+
+
+# ---------------------------------------------------------------------------------------------
+# EViT: prune between attention and MLP, fused token = plain sum of a_j x_j (item 4)
+
+
+def ref_attention_weights(blk, x):
+    """(x + attention branch, softmax weights [B, H, n, n]) of a timm Block's weights, no mask."""
+    a = blk.attn
+    h = F.layer_norm(x, x.shape[-1:], blk.norm1.weight, blk.norm1.bias, blk.norm1.eps)
+    B, n, C = h.shape
+    qkv = h @ a.qkv.weight.T + a.qkv.bias
+    q, k, v = qkv.reshape(B, n, 3, a.num_heads, C // a.num_heads).permute(2, 0, 3, 1, 4)
+    w = (q @ k.transpose(-2, -1) / math.sqrt(C // a.num_heads)).softmax(-1)
+    out = (w @ v).transpose(1, 2).reshape(B, n, C)
+    return x + out @ a.proj.weight.T + a.proj.bias, w
+
+
+def ref_evit(vit, images, positions, rate, fuse):
+    """The authors' EViT forward (one sample at a time), tracking the grid positions of every token;
+    returns the final-normed feature of every grid position (pruned ones: their feature when pruned)."""
+    outs = []
+    for b in range(images.shape[0]):
+        x = embed(vit, images[b:b + 1])
+        N = x.shape[1] - 1
+        groups = [[p] for p in range(N)]
+        grid = torch.zeros(N, x.shape[-1], dtype=x.dtype)
+        for i, blk in enumerate(vit.blocks):
+            if i not in positions:
+                x = blk(x)
+                continue
+            x, w = ref_attention_weights(blk, x)
+            cls_attn = w[:, :, 0, 1:].mean(1)[0]
+            left = math.ceil(rate * (x.shape[1] - 1))
+            idx = torch.topk(cls_attn, left, largest=True, sorted=True).indices.tolist()
+            rest = [j for j in range(x.shape[1] - 1) if j not in idx]
+            tokens = x[0, 1:]
+            for j in rest:
+                for p in groups[j]:
+                    grid[p] = tokens[j]
+            new = [tokens[j] for j in idx]
+            new_groups = [groups[j] for j in idx]
+            if fuse and rest:
+                new.append(sum(cls_attn[j] * tokens[j] for j in rest))
+                new_groups.append([p for j in rest for p in groups[j]])
+            x = torch.cat([x[:, :1], torch.stack(new).unsqueeze(0)], dim=1)
+            groups = new_groups
+            x = ref_mlp(blk, x)
+        for j, g in enumerate(groups):
+            for p in g:
+                grid[p] = x[0, 1 + j]
+        outs.append(vit.norm(torch.cat([x[:, :1], grid.unsqueeze(0)], dim=1))[0, 1:])
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_evit_equals_the_authors_forward(fuse, seed):
+    from patchprune.learned import EViT
+
+    vit = small_vit(True, depth=6, seed=seed).eval()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    runner = sparse_vit(vit, {1: EViT(0.7, fuse=fuse), 3: EViT(0.7, fuse=fuse)}, execution="gather")
+    with torch.no_grad():
+        ours = runner(images).features.flatten(2).transpose(1, 2)
+        ref = ref_evit(vit, images, (1, 3), 0.7, fuse)
+    assert torch.allclose(ours, ref, atol=1e-10)

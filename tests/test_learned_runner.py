@@ -43,7 +43,7 @@ def test_gradient_flows_into_previous_frame_pass():
     pruner = build("vpp", tiny_vit(), 0.55).train()
     x1, x2 = frames(2)
     x1.requires_grad_(True)
-    stream = VideoStream()
+    stream = VideoStream(keep_graph=True)  # a training chain keeps the graph one frame back
     pruner(x1, stream=stream)
     out2 = pruner(x2, stream=stream)
     mapsm = out2.aux["sparsity"][1]
@@ -166,21 +166,26 @@ def test_no_empty_sample_and_no_nan_when_modules_drop_everything():
 
 def test_evit_with_cls_token_keeps_ceil_of_live_tokens():
     vit = tiny_vit(cls=True)
-    pruner = build("evit", vit, keep_rate=0.7).eval()
+    pruner = build("evit", vit).eval()  # the authors' keep rate 0.7
+    assert pruner.config.options["keep_rate"] == 0.7
     with torch.no_grad():
         out = pruner(frames(1)[0])
     n = 36
-    for pos in (3, 6, 9):
-        n = math.ceil(0.7 * n)
+    for pos in (3, 6, 9):  # EViT prunes after block pos's attention: block pos + 1 sees the cut
         assert out.keep_masks[pos].sum(1).tolist() == [n, n]
+        n = math.ceil(0.7 * n)
+        assert out.keep_masks[pos + 1].sum(1).tolist() == [n, n]
     fused = build("evit", vit, keep_rate=0.7, fuse=True).eval()
     with torch.no_grad():
         out_f = fused(frames(1)[0])
     assert torch.isfinite(out_f.features).all()
-    assert out_f.keep_masks[3].sum(1).tolist() == [27, 27]  # 26 kept + the fused token (at its anchor)
+    assert out_f.keep_masks[4].sum(1).tolist() == [27, 27]  # 26 kept + the fused token (at its anchor)
     pruner.train()
     out_t = pruner(frames(1)[0])
-    assert out_t.keep_masks[3].sum(1).tolist() == [26, 26]
+    assert out_t.keep_masks[4].sum(1).tolist() == [26, 26]
+    matched = build("evit", vit, 0.55, match_pkr=True).eval()
+    with torch.no_grad():
+        assert matched(frames(1)[0]).pkr == pytest.approx(0.55, abs=0.03)
 
 
 @pytest.mark.parametrize("method,expected", [("vpp", [0.8, 0.8, 0.8]), ("dynamicvit", [0.6, 0.6, 0.6])])

@@ -1,10 +1,14 @@
 """EViT (Liang et al.): keep the tokens the CLS token attends to most (mean over heads).
 
-For ViTs with a CLS token (image-classification style). At each of its positions (3, 6, 9 by
-default) it keeps the top ceil(keep_rate * n_live) live patch tokens; with `fuse=True` (gather
-execution only) the other live tokens are fused into one extra token, weighted by their CLS
-attention; every fused grid position then shows that token's feature on the restored grid.
-No parameters, nothing to train.
+For ViTs with a CLS token (image-classification style). As published, a stage acts inside its block,
+after the attention and before the MLP (`acts_after_attention`): with the block's own CLS attention
+(softmax weights, mean over heads) it keeps the top ceil(keep_rate * n_live) live patch tokens
+(keep rate 0.7 by default at positions 3, 6, 9); only those run the block's MLP and the later
+blocks. With `fuse=True` (gather execution only) the other live tokens become one extra token,
+the plain sum of a_j x_j (a_j: their CLS attention, not renormalised), with no log-size attention
+bias, as the authors' code; every fused grid position shows that token's feature on the restored
+grid. A block's `keep_masks` entry is the set its attention ran on, so the pruning shows from the
+next block on. No parameters, nothing to train.
 """
 from __future__ import annotations
 
@@ -19,14 +23,16 @@ from patchprune.policies.common import as_decision_mask, eligible_tokens, topk_m
 from patchprune.tokens import gather_tokens, mask_to_slots
 
 EVIT_POSITIONS = (3, 6, 9)
+EVIT_KEEP_RATE = 0.7
 
 
 class EViT(Policy):
-    """Attention top-k pruning guided by the CLS token."""
+    """Attention top-k pruning guided by the CLS token, between a block's attention and its MLP."""
 
     needs_attention = True
+    acts_after_attention = True
 
-    def __init__(self, keep_rate: float = 0.7, fuse: bool = False) -> None:
+    def __init__(self, keep_rate: float = EVIT_KEEP_RATE, fuse: bool = False) -> None:
         super().__init__()
         if not 0.0 < keep_rate <= 1.0:
             raise ValueError(f"EViT keep rate must be in (0, 1], got {keep_rate}")
@@ -55,43 +61,38 @@ class EViT(Policy):
         return self.fused(ctx, keep, eligible, score)
 
     def fused(self, ctx: PolicyContext, keep: Tensor, eligible: Tensor, score: Tensor) -> Merge | Decision:
-        """Kept tokens stay, the other live tokens become one attention-weighted token (slot k)."""
+        """Kept tokens stay, the other live tokens become one token sum_j a_j x_j (slot k)."""
         if ctx.valid is not None:
             return Decision(keep=keep)  # merging needs equal counts per sample; fall back to plain pruning
         rest = eligible & ~keep
         if not bool(rest.any(1).all()):
             return Decision(keep=keep)
-        B, n, C = ctx.tokens.shape
         k = int(keep.sum(1)[0])
         # kept tokens in ascending order -> slots 0..k-1; fused token -> slot k
         kept_slot = torch.cumsum(keep.long(), dim=1) - 1
         assign = torch.where(keep, kept_slot, torch.full_like(kept_slot, k))
         kept_idx, _ = mask_to_slots(keep)  # [B, k]: every sample keeps k (no padding)
-        w = (score * rest).unsqueeze(-1)
-        extra = (w * ctx.tokens).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1e-12)
-        kept_tokens = gather_tokens(ctx.tokens, kept_idx)
+        extra = ((score * rest).unsqueeze(-1) * ctx.tokens).sum(1, keepdim=True)
         first_rest = torch.where(rest, ctx.index, torch.full_like(ctx.index, ctx.num_patches)).min(1, keepdim=True).values
-        size = ctx.size if ctx.size is not None else torch.ones_like(ctx.index)
-        kept_size = size.gather(1, kept_idx)
-        rest_size = (size * rest).sum(1, keepdim=True)
         return Merge(
-            tokens=torch.cat([kept_tokens, extra], dim=1),
+            tokens=torch.cat([gather_tokens(ctx.tokens, kept_idx), extra], dim=1),
             index=torch.cat([ctx.index.gather(1, kept_idx), first_rest], dim=1),
-            size=torch.cat([kept_size, rest_size], dim=1),
+            size=None,  # no log-size attention bias for the fused token (the authors' EViT)
             assign=assign,
         )
 
 
 @register_policy("evit")
-def _make(ratio: float = 0.7, fuse: bool = False) -> EViT:
+def _make(ratio: float = EVIT_KEEP_RATE, fuse: bool = False) -> EViT:
     return EViT(ratio, fuse=fuse)
 
 
 def evit_keep_rate(target: float, num_blocks: int = 12, positions: tuple[int, ...] = EVIT_POSITIONS) -> float:
-    """The per-stage keep rate r with PKR == target for stages at `positions` (bisection)."""
+    """The per-stage keep rate r with PKR == target for stages at `positions` (bisection; the PKR-matched
+    option). A stage at p prunes after block p's attention, so the blocks from p + 1 on see the cut."""
     def pkr(r: float) -> float:
         kept, cur = 0.0, 1.0
-        bounds = list(positions) + [num_blocks]
+        bounds = [p + 1 for p in positions] + [num_blocks]
         kept += bounds[0]
         for a, b in zip(bounds[:-1], bounds[1:]):
             cur *= r

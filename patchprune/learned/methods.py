@@ -8,7 +8,7 @@ from torch import nn
 
 import patchprune.learned.vpp  # noqa: F401  (registers "vpp")
 from patchprune.learned.dynamicvit import DYNAMICVIT_POSITIONS, DynamicViTStage, dynamicvit_rho
-from patchprune.learned.evit import EVIT_POSITIONS, EViT, evit_keep_rate
+from patchprune.learned.evit import EVIT_KEEP_RATE, EVIT_POSITIONS, EViT, evit_keep_rate
 from patchprune.learned.registry import LearnedPruner, MethodConfig, check_positions, depth, embed_dim, register_method
 from patchprune.learned.svit import SViTSelector, svit_targets
 from patchprune.learned.tps import TPSStage
@@ -72,15 +72,21 @@ def build_tps(model: nn.Module, target: float = 0.55, rho: float | None = None,
 
 @register_method("evit")
 def build_evit(model: nn.Module, target: float = 0.55, keep_rate: float | None = None,
-               positions: tuple[int, ...] = EVIT_POSITIONS, fuse: bool = False, execution: str = "auto",
-               **unknown: Any) -> LearnedPruner:
-    """EViT (needs a CLS token): CLS-attention top-k at positions 3, 6, 9; no loss, no parameters."""
+               positions: tuple[int, ...] = EVIT_POSITIONS, fuse: bool = False, match_pkr: bool = False,
+               execution: str = "auto", **unknown: Any) -> LearnedPruner:
+    """EViT (needs a CLS token): CLS-attention top-k between attention and MLP of blocks 3, 6, 9.
+
+    keep_rate: the authors' 0.7 by default; match_pkr=True (our option) picks the rate whose PKR
+    equals `target` instead (`evit_keep_rate`). No loss, no parameters."""
     if unknown:
         raise ValueError(f"unknown EViT options: {sorted(unknown)}")
     if getattr(model, "num_prefix_tokens", 0) < 1 or getattr(model, "cls_token", None) is None:
         raise ValueError("EViT needs a ViT with a CLS token (class_token=True)")
     check_positions(model, positions, "evit")
-    rate = evit_keep_rate(target, depth(model), positions) if keep_rate is None else keep_rate
+    if keep_rate is not None and match_pkr:
+        raise ValueError("evit: give keep_rate or match_pkr=True, not both")
+    rate = keep_rate if keep_rate is not None else (
+        evit_keep_rate(target, depth(model), positions) if match_pkr else EVIT_KEEP_RATE)
     schedule = {p: EViT(rate, fuse=fuse) for p in positions}
-    config = MethodConfig("evit", target, [], {}, {"keep_rate": rate, "fuse": fuse})
+    config = MethodConfig("evit", target, [], {}, {"keep_rate": rate, "fuse": fuse, "match_pkr": match_pkr})
     return LearnedPruner(model, schedule, config, execution=execution)

@@ -70,7 +70,7 @@ class Merge:
 
     tokens: Tensor  # [B, k, C]
     index: Tensor  # [B, k] anchor grid position of each merged token
-    size: Tensor  # [B, k] patches per merged token
+    size: Tensor | None  # [B, k] patches per merged token (log-size attention bias); None: no bias (EViT)
     assign: Tensor  # [B, n] long, output slot of each input slot
 
 
