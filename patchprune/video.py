@@ -12,8 +12,12 @@ become readable once committed (at block position 6, after x_6 is known):
 The cache is per sample: a batch of B videos runs in lock-step and each sample has its own
 validity flag. A sample's prior is invalid (Map-SM falls back to a dense mask up to position 3)
 on the first frame, after `reset()`, when `start_frame(video_ids=...)` sees a new video id, when
-the grid size or batch size changes. In training the cached tensors keep their graph (gradients
-flow into the previous frame's pass); create a fresh stream (or `reset()`) per training sample.
+the grid size or batch size changes.
+
+Graph: by default `commit` detaches the cached keys / values, so streaming in a mode that records
+gradients keeps no graph from frame to frame (memory stays flat over any number of frames). A
+training chain that wants gradients to reach the previous frames' passes asks for it explicitly with
+`VideoStream(keep_graph=True)`, and uses a fresh stream per chain (as `patchprune.fgseg.training`).
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ class VideoStream:
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
     video_ids: list[Hashable] | None = None
     resets: int = 0  # how many (full or partial) resets happened: useful in logs and tests
+    keep_graph: bool = False  # True only inside a training chain: cached x_1 / x_6 keep their graph
 
     # ---- frame bookkeeping -------------------------------------------------------------------
     def start_frame(self, video_ids: Sequence[Hashable] | None = None) -> None:
@@ -127,14 +132,17 @@ class VideoStream:
         missing = {"keys", "values", "mask", "grid"} - set(staged)
         if missing:
             raise ValueError(f"cannot commit the temporal cache of {owner!r}: missing {sorted(missing)}")
-        keys = staged["keys"]
+        keys, values = staged["keys"], staged["values"]
+        if not self.keep_graph:  # outside a training chain the next frame must not hold this frame's graph
+            keys, values = keys.detach(), values.detach()
         valid = torch.ones(keys.shape[0], dtype=torch.bool, device=keys.device)
         self.caches[owner] = TemporalCache(
-            keys=keys, values=staged["values"], mask=staged["mask"].bool().detach(), grid=tuple(staged["grid"]), valid=valid
+            keys=keys, values=values, mask=staged["mask"].bool().detach(), grid=tuple(staged["grid"]), valid=valid
         )
 
     def detach_(self) -> "VideoStream":
-        """Cut the cached tensors from their graph (truncated back-propagation through time)."""
+        """Cut the cached tensors from their graph (truncated back-propagation through time in a
+        `keep_graph=True` chain; a default stream detaches at every commit already)."""
         for cache in self.caches.values():
             cache.keys, cache.values = cache.keys.detach(), cache.values.detach()
         return self

@@ -49,7 +49,7 @@ def test_resets_by_sample_by_video_id_and_all():
 
 
 def test_grid_or_batch_change_drops_the_prior_and_detach():
-    s = VideoStream()
+    s = VideoStream(keep_graph=True)  # a training chain's stream: detach_() truncates its graph
     _commit(s)
     assert s.read("m", (4, 1), 2) is None  # same N, other grid
     _commit(s)

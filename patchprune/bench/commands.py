@@ -61,9 +61,10 @@ def _add_soak(groups: CommandGroups) -> None:
     p = groups.bench.add_parser("soak", help="stream a long generated video through VPP and print the memory (RSS)")
     p.add_argument("--frames", type=int, default=10000, help="frames to stream (default 10000)")
     p.add_argument("--every", type=int, default=500, help="print RSS every this many frames (default 500)")
-    p.add_argument("--size", type=int, default=96, help="frame side in pixels before the resolution change")
-    p.add_argument("--grad", action="store_true",
-                   help="record gradients (model in training mode, no training chain): the case that used to leak")
+    p.add_argument("--switch", type=int, default=250, help="frames between resolution changes (96 <-> 128 px)")
+    p.add_argument("--mode", choices=("grad", "eval"), default="grad",
+                   help="grad (default): training mode with autograd, outside a training chain (the case that "
+                        "used to leak); eval: inference")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=handler("patchprune.bench.soak:_run"))

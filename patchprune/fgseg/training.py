@@ -3,8 +3,8 @@
 
 Stage 2 sample: a key frame t and two reference frames at distinct offsets in [-5, 5] \\ {0}
 (clamped to the video). The chain runs ref-ref (farther from t, no prior) -> ref (prior =
-ref-ref) -> key (prior = ref) through one `VideoStream`, without detaching the cache, so the
-gradient reaches the earlier passes. Losses: segmentation on the key frame, 0.5 x segmentation on
+ref-ref) -> key (prior = ref) through one `VideoStream(keep_graph=True)` (the cache keeps its
+graph), so the gradient reaches the earlier passes. Losses: segmentation on the key frame, 0.5 x segmentation on
 the reference frame (our stand-in for VPP's tracking loss: there is no tracker here) and the
 method's sparsity loss on all three passes.
 """
@@ -153,10 +153,10 @@ def sparse_step(model: FgSegModel, pruner: LearnedPruner | None, data: FgSegData
 
 def run_chain(model: FgSegModel, pruner: LearnedPruner | None, images: list[Tensor], labels: list[Tensor],
               ref_weight: float = 0.5, weight: Tensor | None = None) -> tuple[Tensor, list[Tensor], list[float]]:
-    """Run a (ref-ref, ref, key) chain (`sample_chains`) through one fresh `VideoStream`, without
-    detaching the cache; returns (segmentation loss = ref_weight x ref + key, the pruner's sparsity
+    """Run a (ref-ref, ref, key) chain (`sample_chains`) through one fresh `VideoStream` that keeps the
+    graph one frame back (`keep_graph=True`: gradients reach the earlier passes); returns (segmentation loss = ref_weight x ref + key, the pruner's sparsity
     losses of the passes that report one, the PKR of each pass)."""
-    stream = VideoStream()
+    stream = VideoStream(keep_graph=True)
     seg, sparsity, pkr = [], [], []
     for i, (im, lb) in enumerate(zip(images, labels)):
         stream.start_frame()
