@@ -1,0 +1,157 @@
+"""train vis -> resume -> eval vis round trip on a tiny generated set, stage 2 from the dense run,
+results accepted by `eval ytvis`, bad input (missing folders / keys, a checkpoint of another config)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from patchprune.cli import main
+from patchprune.data.synth_vis import write_synth_vis
+from patchprune.vis.train import TrainSettings, run_training
+
+SMALL = dict(img_size=64, dim=32, depth=12, heads=2, fpn_dim=32, hidden_dim=32, decoder_layers=2, decoder_heads=2,
+             decoder_ffn=64, pixel_ffn=64, num_queries=5, points=64)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("vis") / "data"
+    write_synth_vis(root, videos=4, valid_videos=2, frames=4, size=64, seed=3, progress=False,
+                    min_radius=0.2, max_radius=0.3, max_objects=2)
+    return root
+
+
+def settings(data_dir: Path, out: Path, **kw) -> TrainSettings:
+    base = dict(data=str(data_dir), out=str(out), steps=4, batch=2, lr=1e-3, warmup=1, checkpoint_every=2,
+                progress=False, threads=1, overrides=SMALL)
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def tensors(path: Path, prefix: str = "module/") -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as fh:
+        return {k: fh.get_tensor(k) for k in fh.keys() if k.startswith(prefix)}
+
+
+@pytest.fixture(scope="module")
+def dense_run(data_dir: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "dense"
+    run_training(settings(data_dir, out))
+    return out
+
+
+def test_resume_is_exact(data_dir: Path, dense_run: Path, tmp_path: Path, monkeypatch) -> None:
+    import patchprune.vis.train as vis_train
+
+    part = tmp_path / "part"
+    s = settings(data_dir, part)
+    calls = {"n": 0}
+    real = vis_train.sample_frames
+
+    def crash_on_third(*args, **kw):  # the run dies in step 2, after the step-2 checkpoint
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(vis_train, "sample_frames", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(s)
+    monkeypatch.setattr(vis_train, "sample_frames", real)
+    summary = run_training(s)
+    assert summary["resumed_from"] == 2
+    a, b = tensors(dense_run / "checkpoint.safetensors"), tensors(part / "checkpoint.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    saved = json.loads((dense_run / "config.json").read_text())
+    assert saved["dim"] == 32 and saved["categories"] == [1, 2, 3, 4, 5, 6]
+    assert json.loads((dense_run / "train.json").read_text())["stage"] == 1
+
+
+def test_eval_and_ytvis_results(data_dir: Path, dense_run: Path, capsys) -> None:
+    assert main(["eval", "vis", "--run", str(dense_run), "--data", str(data_dir), "--json", "--timing-frames", "2"]) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for k in ("AP", "AP50", "AP75", "AR1", "AR10", "AP_bbox", "AP_segm"):
+        assert 0.0 <= m[k] <= 1.0, k
+    assert m["pkr"] == 1.0 and m["frames"] == 8
+    assert set(m["gmacs"]) == {"backbone", "pyramid_pixel_decoder", "transformer_decoder", "total"}
+    assert m["gmacs"]["backbone"] > 0 and m["fps"]["backbone"] > m["fps"]["model"] > 0
+    results = dense_run / "results_valid.json"
+    assert results.is_file()
+    entries = json.loads(results.read_text())
+    assert entries and all(len(e["segmentations"]) == 4 for e in entries)
+    assert main(["eval", "ytvis", "--gt", str(data_dir / "valid.json"), "--pred", str(results), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["AP"] == pytest.approx(m["AP"])
+
+
+def test_stage2_vpp_from_dense(data_dir: Path, dense_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "vpp"
+    summary = run_training(settings(data_dir, out, method="vpp", target=0.4, init=str(dense_run), steps=2,
+                                    overrides=None))
+    assert summary["stage"] == 2
+    keys = tensors(out / "checkpoint.safetensors")
+    assert any(k.startswith("module/policies/") for k in keys)
+    from patchprune.vis.evaluate import evaluate_folder
+
+    m = evaluate_folder(out, data_dir, timing_frames=0)
+    assert m["method"] == "vpp" and m["pkr"] < 1.0
+    assert m["gmacs"]["backbone"] < json.loads(json.dumps(m))["gmacs"]["total"]
+
+
+def test_bad_inputs(data_dir: Path, dense_run: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(FileNotFoundError, match="train.json"):
+        run_training(settings(tmp_path, tmp_path / "x"))
+    broken = tmp_path / "broken"
+    shutil.copytree(data_dir, broken)
+    shutil.rmtree(broken / "train" / "JPEGImages")
+    with pytest.raises(FileNotFoundError, match="JPEGImages"):
+        run_training(settings(broken, tmp_path / "y"))
+    ann = json.loads((data_dir / "train.json").read_text())
+    del ann["videos"][0]["file_names"]
+    shutil.copytree(data_dir, tmp_path / "nokey")
+    (tmp_path / "nokey" / "train.json").write_text(json.dumps(ann))
+    with pytest.raises(ValueError, match="file_names"):
+        run_training(settings(tmp_path / "nokey", tmp_path / "z"))
+    with pytest.raises(ValueError, match="stage 2"):
+        run_training(settings(data_dir, tmp_path / "w", method="vpp"))
+    with pytest.raises(ValueError, match="--method"):
+        run_training(settings(data_dir, tmp_path / "w", method="nope"))
+    # a checkpoint of another config: a run folder whose config.json differs from its checkpoint
+    other = tmp_path / "other"
+    shutil.copytree(dense_run, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["hidden_dim"] = 64
+    (other / "config.json").write_text(json.dumps(cfg))
+    assert main(["eval", "vis", "--run", str(other), "--data", str(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "another config" in err and "hidden_dim" in err and len(err.strip().splitlines()) == 1
+    assert main(["eval", "vis", "--run", str(tmp_path / "missing"), "--data", str(data_dir)]) == 2
+
+
+def test_segment_video_file_and_errors(data_dir: Path, dense_run: Path, tmp_path: Path, capsys) -> None:
+    from patchprune.data.images import read_image
+    from patchprune.data.video import write_video
+    import numpy as np
+
+    folder = data_dir / "valid" / "JPEGImages" / "valid_00000"
+    frames = np.stack([read_image(p) for p in sorted(folder.iterdir())])
+    write_video(tmp_path / "clip.mp4", frames, fps=5)
+    out = tmp_path / "seg"
+    assert main(["segment", str(tmp_path / "clip.mp4"), "--run", str(dense_run), "--out", str(out),
+                 "--threshold", "0", "--no-progress"]) == 0
+    per_frame = json.loads((out / "frames.json").read_text())
+    assert len(per_frame) == 4 and (out / "overlay.mp4").stat().st_size > 0
+    assert all(f["tracks"] for f in per_frame)  # threshold 0 shows every non-empty track
+    ids = [{t["track_id"] for t in f["tracks"]} for f in per_frame]
+    assert ids[0] & ids[-1]  # the same ids carry over frames
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    assert main(["segment", str(tmp_path / "bad.mp4"), "--run", str(dense_run), "--out", str(out)]) == 2
+    assert "corrupt or unsupported" in capsys.readouterr().err
+    assert main(["segment", str(tmp_path / "none.mkv"), "--run", str(dense_run), "--out", str(out)]) == 2
