@@ -24,7 +24,7 @@ from pycocotools import mask as mask_utils
 from scipy import ndimage
 
 from patchprune.cli import main
-from patchprune.metrics.davis import boundary_f, boundary_map, davis_eval, davis_sequence
+from patchprune.metrics.davis import boundary_f, boundary_map, davis_eval, davis_sequence, decay
 from patchprune.metrics.refer import ReferMeter, refer_iou
 from patchprune.metrics.ytvis import YTVIS_AREA_RANGES, ytvis_eval
 
@@ -436,6 +436,36 @@ def test_semi_supervised_objects_are_first_frame_ids_one_to_max():
     stacked = np.stack([pred == 1, pred == 2])
     short = davis_sequence(stacked, gt)
     assert sorted(short) == [1, 2, 3] and short[3]["J"].max() == 0.0
+
+
+def ref_decay(v) -> float:
+    """Quarters with edges round-half-up(1 + i (n - 1) / 4) - 1, i = 0..4, both ends inclusive."""
+    n = len(v)
+    e = [math.floor(1 + i * (n - 1) / 4 + 0.5) - 1 for i in range(5)]
+    return float(np.mean(v[e[0]:e[1] + 1]) - np.mean(v[e[3]:e[4] + 1]))
+
+
+def test_davis_decay_matches_reference():
+    assert decay(np.array([1.0, 0.9, 0.8, 0.7, 0.6])) == pytest.approx(0.95 - 0.65)
+    rng = np.random.default_rng(2)
+    for n in range(1, 40):
+        v = rng.random(n)
+        assert decay(v) == pytest.approx(ref_decay(v), abs=1e-12), n
+    # davis_eval reports the object mean of the per-object decays.
+    T, shape = 9, (20, 24)
+    gt = np.zeros((T, *shape), dtype=np.uint8)
+    gt[:, 4:14, 4:16] = 1
+    gt[:, 15:19, 2:8] = 2
+    pred = gt.copy()
+    for t in range(T):
+        pred[t][np.roll(gt[t] == 1, t // 2, axis=1)] = 1  # drifts away over time
+    res = davis_eval([(pred, gt)])
+    frames = range(1, T - 1)
+    js = [np.array([_ref_j(pred[t] == o, gt[t] == o) for t in frames]) for o in (1, 2)]
+    fs = [np.array([ref_f(pred[t] == o, gt[t] == o) for t in frames]) for o in (1, 2)]
+    assert res["J_decay"] == pytest.approx(np.mean([ref_decay(j) for j in js]), abs=1e-12)
+    assert res["F_decay"] == pytest.approx(np.mean([ref_decay(f) for f in fs]), abs=1e-12)
+    assert res["J_decay"] > 0
 
 
 # --------------------------------------------------------------------------------------------------

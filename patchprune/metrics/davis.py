@@ -144,24 +144,39 @@ def davis_sequence(pred: np.ndarray, gt: np.ndarray, skip_first_last: bool = Tru
     return out
 
 
+def decay(values: np.ndarray) -> float:
+    """DAVIS decay of per-frame scores: mean of the first quarter minus mean of the last quarter.
+
+    Quarters as the benchmark cuts them: bin edges round(linspace(1, n, 5)) - 1, each bin from its
+    edge to the next one inclusive (neighbouring bins share a frame).
+    """
+    n = len(values)
+    if n == 0:
+        raise ValueError("decay needs at least one frame")
+    edges = (np.round(np.linspace(1, n, 5) + 1e-10) - 1).astype(np.int64)
+    first = values[edges[0]:edges[1] + 1]
+    last = values[edges[3]:edges[4] + 1]
+    return float(np.mean(first) - np.mean(last))
+
+
 def davis_eval(sequences: Iterable[tuple[np.ndarray, np.ndarray]], skip_first_last: bool = True,
                bound_th: float = BOUNDARY_TOLERANCE) -> dict[str, float]:
-    """DAVIS summary over (prediction, ground truth) sequences: J_mean, J_recall, F_mean, F_recall, J&F.
+    """DAVIS summary over (prediction, ground truth) sequences: J&F, J / F mean, recall and decay.
 
     Means are over objects of the per-object frame means (the DAVIS benchmark's averaging);
-    recall is the fraction of frames scoring above 0.5, averaged the same way.
+    recall is the fraction of frames scoring above 0.5 and decay the first-quarter minus
+    last-quarter mean (`decay`), averaged the same way.
     """
-    j_mean, f_mean, j_rec, f_rec = [], [], [], []
+    stats: dict[str, list[float]] = {k: [] for k in ("J_mean", "J_recall", "J_decay", "F_mean", "F_recall", "F_decay")}
     for pred, gt in sequences:
         for scores in davis_sequence(pred, gt, skip_first_last, bound_th).values():
             if scores["J"].size == 0:
                 continue
-            j_mean.append(scores["J"].mean())
-            f_mean.append(scores["F"].mean())
-            j_rec.append((scores["J"] > 0.5).mean())
-            f_rec.append((scores["F"] > 0.5).mean())
-    if not j_mean:
+            for m in ("J", "F"):
+                stats[f"{m}_mean"].append(float(scores[m].mean()))
+                stats[f"{m}_recall"].append(float((scores[m] > 0.5).mean()))
+                stats[f"{m}_decay"].append(decay(scores[m]))
+    if not stats["J_mean"]:
         raise ValueError("no objects to evaluate")
-    J, F = float(np.mean(j_mean)), float(np.mean(f_mean))
-    return {"J&F": (J + F) / 2.0, "J_mean": J, "J_recall": float(np.mean(j_rec)),
-            "F_mean": F, "F_recall": float(np.mean(f_rec)), "objects": float(len(j_mean))}
+    out = {k: float(np.mean(v)) for k, v in stats.items()}
+    return {"J&F": (out["J_mean"] + out["F_mean"]) / 2.0, **out, "objects": float(len(stats["J_mean"]))}
