@@ -32,6 +32,8 @@ def test_tiny_bench_reports_every_section_method_and_ratio(capsys):
             for m, v in row["methods"].items():
                 assert v["select_ms"] > 0 and v["end_to_end_flop_ratio"] > 1
         assert ("ttft_ms" in sec) == (batch == 1)
+        if batch == 1:  # TTFT includes the vision time it reuses
+            assert set(sec["ttft_ms"]) == {"dense", "0.2"} and min(sec["ttft_ms"].values()) > sec["vision_ms"]
     checks = res["must_show"]
     assert [c["section"] for c in checks] == ["image-b1", "image-b1", "video-b4", "video-b4"]
     assert all(c["status"] in ("pass", "miss") for c in checks)

@@ -17,8 +17,8 @@ What is timed (ms, median of `--repeats` interleaved rounds after `--warmup` unt
   (`mm_encoder_outputs`, `logits_to_keep=1`): embeddings, scatter, every decoder layer, the LM head
   on the last position; no KV cache kept beyond the call. Its cost depends only on K, so the pruned
   prefill is timed once per ratio (with EVTP's tokens) and shared by every method's row.
-- TTFT (batch-1 sections): vision + EVTP selection + `generate(max_new_tokens=1)` on the prepared
-  inputs; dense: vision + generate.
+- TTFT (batch-1 sections, dense and 20 %): vision + EVTP selection + `generate(max_new_tokens=1)`
+  on the prepared inputs; dense: vision + generate.
 FLOP ratios come from `patchprune.metrics.mllm_flops` (MACs) over the same components as the
 latency they sit next to: prefill vs prefill; end to end (vision + selection + prefill) vs vision +
 selector + projector + prefill.
@@ -154,23 +154,26 @@ def run_section(model: Any, spec: Any, name: str, methods: list[str], ratios: tu
                 "end_to_end_flop_ratio": dense_cost.total / cost.total}
         out["ratios"][f"{r:g}"] = row
     if ttft and batch == 1:
-        out["ttft_ms"] = _ttft(model, inputs, vision_ms, out, ratios, device, warmup, repeats)
+        out["ttft_ms"] = _ttft(model, inputs, vision_ms, out, device, warmup, repeats)
     return out
 
 
-def _ttft(model: Any, inputs: dict, vision_ms: float, section: dict, ratios, device, warmup: int,
+def _ttft(model: Any, inputs: dict, vision_ms: float, section: dict, device, warmup: int,
           repeats: int) -> dict[str, float]:
-    """Time to first token: vision + EVTP selection + generate(max_new_tokens=1), dense and per ratio."""
+    """Time to first token, dense and EVTP at the check ratio (when benchmarked): vision + EVTP
+    selection + generate(max_new_tokens=1) on the prepared inputs."""
     from patchprune.bench.timing import time_side_by_side
+
+    keys = [k for k in ("dense", f"{CHECK_RATIO:g}") if k in inputs]
 
     def gen(kw):
         return lambda: model.generate(**kw, max_new_tokens=1, do_sample=False)
 
-    ms = time_side_by_side({k: gen(kw) for k, kw in inputs.items()}, device, warmup, repeats)
-    res = {"dense": vision_ms + ms["dense"]}
-    for r in ratios:
-        sel = section["ratios"][f"{r:g}"]["methods"].get(CHECK_METHOD, {}).get("select_ms", 0.0)
-        res[f"{r:g}"] = vision_ms + sel + ms[f"{r:g}"]
+    ms = time_side_by_side({k: gen(inputs[k]) for k in keys}, device, warmup, repeats)
+    res = {}
+    for k in keys:
+        sel = 0.0 if k == "dense" else section["ratios"][k]["methods"].get(CHECK_METHOD, {}).get("select_ms", 0.0)
+        res[k] = vision_ms + sel + ms[k]
     return res
 
 
