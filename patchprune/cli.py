@@ -82,7 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors that mean "the input is wrong", not "the code is wrong": one line and exit 2 at the command
+# line. ValueError covers validation, JSON decode (json.JSONDecodeError) and text decode errors; the
+# OSErrors are paths the user gave. Anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError,
+                                                NotADirectoryError, PermissionError)
+
+
+def user_error_line(err: BaseException) -> str:
+    """`patchprune: error: <message>` on one line (newlines of multi-line messages folded)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{text}: {err.filename}"
+    return f"patchprune: error: {text}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a user error (`USER_ERRORS`) prints one line on stderr and returns 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
@@ -91,9 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         code = func(args)
-    except (ValueError, FileNotFoundError) as err:  # user errors: one clear line, no traceback
-        print(f"patchprune: error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(user_error_line(err), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("patchprune: interrupted", file=sys.stderr)
+        return 130
     return int(code or 0)
 
 

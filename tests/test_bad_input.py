@@ -313,3 +313,129 @@ class TestCheckpoints:
             Trainer({"net": net}, opt, LoopConfig(steps=300, lr=0.01, checkpoint=str(ckpt), progress=False)).fit(step)
         assert LoopConfig(steps=1, lr=0.1).checkpoint_every == 100
         assert load_checkpoint(ckpt, {"net": net})["step"] == 100
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line: every option validated before any work starts; one line, exit 2
+
+
+class TestCliBenchSpeed:
+    BASE = ["bench", "speed", "--model", "vit_tiny_patch16_224", "--img-size", "64", "--repeats", "1",
+            "--warmup", "0"]
+
+    @pytest.mark.parametrize("args,words", [
+        (["--model", "nosuch_model"], ["--model 'nosuch_model' is not a timm model"]),
+        (["--model", "resnet18"], ["cannot prune ResNet", "supported"]),
+        (["--device", "tpu"], ["--device 'tpu'", "cpu or cuda"]),
+        (["--threads", "-1"], ["--threads must be >= 1"]),
+        (["--threads", "0"], ["--threads must be >= 1"]),
+        (["--batch", "0"], ["--batch must be >= 1"]),
+        (["--repeats", "0"], ["--repeats must be >= 1"]),
+        (["--warmup", "-1"], ["--warmup must be >= 0"]),
+        (["--img-size", "0"], ["--img-size must be >= 1"]),
+        (["--keep", "1:1.5"], ["--keep:", "(0, 1]"]),
+        (["--keep", "1-0.5"], ["--keep:", "POSITION:RATIO"]),
+        (["--policy", "nosuch"], ["--policy:", "available"]),
+    ])
+    def test_bad_option(self, capsys, args, words):
+        assert_cli_error(self.BASE + args, capsys, *words)
+
+    def test_cuda_without_gpu(self, capsys):
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+        assert_cli_error(self.BASE + ["--device", "cuda"], capsys, "CUDA is not available", "--device cpu")
+
+    def test_validation_happens_before_any_work(self, capsys, monkeypatch):
+        import patchprune.bench.speed as speed
+
+        def no_work(*a, **k):
+            raise AssertionError("work started before the options were validated")
+
+        monkeypatch.setattr(speed, "run_speed_bench", no_work)
+        assert_cli_error(self.BASE + ["--threads", "-1"], capsys, "--threads")
+
+
+class TestCliBenchSelect:
+    @pytest.mark.parametrize("args,words", [
+        (["--frames", "0"], ["--frames must be >= 1"]),
+        (["--side", "0"], ["--side must be >= 1"]),
+        (["--dim", "-3"], ["--dim must be >= 1"]),
+        (["--repeats", "0"], ["--repeats"]),
+        (["--threads", "-1"], ["--threads"]),
+        (["--ratios", "0.5,x"], ["--ratios"]),
+        (["--ratios", "0"], ["--ratios must be > 0"]),
+        (["--methods", "evtp,nosuch"], ["--methods:", "nosuch"]),
+        (["--texture", "1"], ["--texture"]),
+        (["--texture", "0.5,0.1"], ["--texture"]),
+    ])
+    def test_bad_option(self, capsys, monkeypatch, args, words):
+        import patchprune.bench.select as bench_select
+
+        monkeypatch.setattr(bench_select, "run_bench", lambda **kw: pytest.fail("work started"))
+        assert_cli_error(["bench", "select"] + args, capsys, *words)
+
+
+class TestCliData:
+    def test_synth_vis_out_is_an_existing_file(self, tmp_path, capsys):
+        out = tmp_path / "taken"
+        out.write_text("keep me")
+        for cmd in ("synth-vis", "synth-refer"):
+            assert_cli_error(["data", cmd, "--out", str(out), "--no-progress"], capsys, "--out", "existing file")
+            assert_cli_error(["data", cmd, "--out", str(out / "sub"), "--no-progress"], capsys, "existing file")
+        assert out.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+    @pytest.mark.parametrize("args,words", [
+        (["synth-vis", "--videos", "0"], ["--videos must be >= 1"]),
+        (["synth-vis", "--frames", "0"], ["--frames must be >= 1"]),
+        (["synth-vis", "--size", "8"], ["--size must be >= 16"]),
+        (["synth-vis", "--quality", "101"], ["--quality"]),
+        (["synth-vis", "--videos", "2", "--valid-videos", "3"], ["--valid-videos"]),
+        (["synth-vis", "--min-objects", "5", "--max-objects", "2"], ["min_objects"]),
+        (["synth-refer", "--images", "0", "--videos", "0"], ["--images and --videos"]),
+        (["synth-refer", "--frames", "1"], ["--frames must be >= 2"]),
+    ])
+    def test_bad_generator_option_writes_nothing(self, tmp_path, capsys, args, words):
+        out = tmp_path / "ds"
+        assert_cli_error(["data", args[0], "--out", str(out), "--no-progress", *args[1:]], capsys, *words)
+        assert not out.exists()
+
+    def test_corrupt_json_input(self, tmp_path, capsys):
+        ann = tmp_path / "ann.json"
+        ann.write_text('{"videos": [')
+        assert_cli_error(["data", "gt-as-pred", str(ann), str(tmp_path / "p.json")], capsys, "corrupt")
+        assert_cli_error(["data", "gt-as-pred", str(tmp_path / "none.json"), str(tmp_path / "p.json")], capsys,
+                         "not found")
+
+
+class TestCliMain:
+    def test_user_errors_are_one_line(self, capsys, monkeypatch):
+        import argparse
+
+        import patchprune.cli as cli
+
+        for err in (ValueError("bad\nvalue"), FileNotFoundError(2, "No such file", "/x/y"),
+                    PermissionError(13, "Permission denied", "/root/z"), IsADirectoryError(21, "Is a directory", "/t")):
+            parser = argparse.ArgumentParser()
+            parser.set_defaults(func=lambda args, err=err: (_ for _ in ()).throw(err))
+            monkeypatch.setattr(cli, "build_parser", lambda parser=parser: parser)
+            assert_cli_error([], capsys)
+
+    def test_bugs_keep_their_traceback(self, monkeypatch):
+        import argparse
+
+        import patchprune.cli as cli
+
+        parser = argparse.ArgumentParser()
+        parser.set_defaults(func=lambda args: {}["missing"])
+        monkeypatch.setattr(cli, "build_parser", lambda: parser)
+        with pytest.raises(KeyError):
+            cli.main([])
+
+    def test_real_process_prints_no_traceback(self):
+        import subprocess
+        import sys
+
+        proc = subprocess.run([sys.executable, "-m", "patchprune.cli", "bench", "select", "--frames", "0"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines() == ["patchprune: error: --frames must be >= 1, got 0"]

@@ -186,14 +186,30 @@ def _print_table(res: dict[str, Any]) -> None:
 
 
 def _run(args) -> int:
-    ratios = tuple(float(r) for r in args.ratios.split(",")) if args.ratios else RATIOS
+    from patchprune.select import method_spec
+    from patchprune.validate import check_int, check_number, check_threads
+
+    for name in ("frames", "side", "dim", "repeats", "warmup"):
+        check_int("--" + name, getattr(args, name), 0 if name == "warmup" else 1)
+    check_threads("--threads", args.threads)
+    try:
+        ratios = tuple(float(r) for r in args.ratios.split(",")) if args.ratios else RATIOS
+    except ValueError:
+        raise ValueError(f"--ratios must be comma-separated numbers in (0, 1], got {args.ratios!r}") from None
+    for r in ratios:
+        check_number("--ratios", r, 0, 1, low_open=True)
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    for m in methods or ():
+        try:
+            method_spec(m)
+        except ValueError as err:
+            raise ValueError(f"--methods: {err}") from None
     try:
         texture = tuple(float(t) for t in args.texture.split(","))
     except ValueError:
         texture = ()
-    if len(texture) != 2:
-        raise ValueError(f"--texture must be LOW,HIGH, got {args.texture!r}")
+    if len(texture) != 2 or not 0 < texture[0] <= texture[1]:
+        raise ValueError(f"--texture must be LOW,HIGH with 0 < LOW <= HIGH, got {args.texture!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
     res = run_bench(frames=args.frames, side=args.side, dim=args.dim, ratios=ratios, methods=methods,

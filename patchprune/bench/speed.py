@@ -16,6 +16,7 @@ from torch import nn
 
 from patchprune.bench.timing import time_side_by_side
 from patchprune.metrics.flops import flops_with_output, vit_block_macs
+from patchprune.validate import check_device, check_int, check_threads, check_timm_model
 from patchprune.vit import SparseViT, SparseViTOutput, sparse_vit
 
 
@@ -23,7 +24,15 @@ def build_vit(name: str, img_size: int, device: torch.device, checkpoint: str | 
     """A timm ViT for benchmarking; random weights unless a local safetensors checkpoint is given."""
     import timm
 
-    model = timm.create_model(name, pretrained=False, num_classes=0, img_size=img_size)
+    from patchprune.vit import check_vit
+
+    check_timm_model("model", name)
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=0, img_size=img_size)
+    except TypeError:  # not a ViT (no img_size): the runner's check says which models it supports
+        check_vit(timm.create_model(name, pretrained=False, num_classes=0))
+        raise
+    check_vit(model)
     if checkpoint:
         from safetensors.torch import load_file
 
@@ -51,9 +60,8 @@ def run_speed_bench(model: str = "vit_small_patch16_224", img_size: int = 512, k
                     device: str | None = None, threads: int | None = None, seed: int = 0,
                     images: torch.Tensor | None = None, progress: bool = False) -> dict[str, Any]:
     """Time dense (timm forward_features) and pruned (sparse_vit) side by side; return the figures."""
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_speed_options(img_size=img_size, batch=batch, warmup=warmup, repeats=repeats, threads=threads)
+    dev = check_device("device", device)
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -105,7 +113,31 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def check_speed_options(prefix: str = "", **options: Any) -> None:
+    """ValueError naming the first bad option (`prefix` "--" for command-line names)."""
+    minimum = {"warmup": 0}
+    for name, value in options.items():
+        label = prefix + name.replace("_", "-") if prefix else name
+        if name == "threads":
+            check_threads(label, value)
+        elif value is not None:
+            check_int(label, value, minimum.get(name, 1))
+
+
 def _run(args) -> int:
+    from patchprune.policies.base import make_policy
+    from patchprune.vit import parse_keep_string
+
+    check_speed_options("--", img_size=args.img_size, batch=args.batch, warmup=args.warmup, repeats=args.repeats,
+                        threads=args.threads)
+    check_device("--device", args.device)
+    check_timm_model("--model", args.model)
+    for label, check in (("--keep", lambda: parse_keep_string(args.keep, args.policy)),
+                         ("--policy", lambda: make_policy(args.policy, 0.5))):  # unknown: lists the available
+        try:
+            check()
+        except ValueError as err:
+            raise ValueError(f"{label}: {err}") from None
     result = run_speed_bench(model=args.model, img_size=args.img_size, keep=args.keep, batch=args.batch,
                              policy=args.policy, warmup=args.warmup, repeats=args.repeats, device=args.device,
                              threads=args.threads, seed=args.seed, progress=not args.json)

@@ -36,9 +36,34 @@ def _difficulty(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in _DIFFICULTY_FLAGS if getattr(args, k) is not None}
 
 
+def _check_generator_options(args: argparse.Namespace, counts: tuple[str, ...]) -> None:
+    """Validate a generator's options before anything is generated or written (ValueError naming
+    the option): the output folder, counts >= 1, sizes, JPEG quality, scene difficulty."""
+    from patchprune.data.synth import Difficulty
+    from patchprune.validate import check_int, check_output_folder
+
+    check_output_folder("--out", args.out)
+    for name in counts:
+        check_int("--" + name.replace("_", "-"), getattr(args, name), 1)
+    check_int("--size", args.size, 16)
+    if getattr(args, "valid_videos", None) is not None:
+        check_int("--valid-videos", args.valid_videos, 0)
+        if args.valid_videos > args.videos:
+            raise ValueError(f"--valid-videos must be <= --videos ({args.videos}), got {args.valid_videos}")
+    if getattr(args, "quality", None) is not None:
+        check_int("--quality", args.quality, 1)
+        if args.quality > 100:
+            raise ValueError(f"--quality must be in 1..100 (JPEG quality), got {args.quality}")
+    try:
+        Difficulty.from_kwargs(_difficulty(args))
+    except ValueError as err:
+        raise ValueError(f"scene difficulty: {err}") from None
+
+
 def _run_synth_vis(args: argparse.Namespace) -> int:
     from patchprune.data.synth_vis import write_synth_vis
 
+    _check_generator_options(args, ("videos", "frames"))
     t0 = time.perf_counter()
     valid = args.valid_videos if args.valid_videos is not None else max(1, args.videos // 5)
     paths = write_synth_vis(args.out, videos=args.videos, valid_videos=valid, frames=args.frames, size=args.size,
@@ -49,7 +74,14 @@ def _run_synth_vis(args: argparse.Namespace) -> int:
 
 def _run_synth_refer(args: argparse.Namespace) -> int:
     from patchprune.data.synth_refer import write_synth_refer
+    from patchprune.validate import check_int
 
+    _check_generator_options(args, ("frames",))
+    check_int("--images", args.images, 0)
+    check_int("--videos", args.videos, 0)
+    check_int("--frames", args.frames, 2)
+    if args.images + args.videos == 0:
+        raise ValueError("--images and --videos are both 0; generate at least one image or video")
     t0 = time.perf_counter()
     paths = write_synth_refer(args.out, images=args.images, videos=args.videos, frames=args.frames,
                               size=args.size, seed=args.seed, overwrite=args.overwrite,
