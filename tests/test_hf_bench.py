@@ -7,6 +7,7 @@ from patchprune.bench.mllm import must_show
 from patchprune.cli import main
 from patchprune.metrics.mllm_flops import mllm_macs, spec_from_llava_config
 from patchprune.hf import bench_llava
+from patchprune.hf.factory import bench_llava_config
 
 
 def test_tiny_bench_reports_every_section_method_and_ratio(capsys):
@@ -59,3 +60,17 @@ def test_bad_options_are_one_line_errors(capsys, argv, msg):
     assert main(["bench", "mllm", "--tiny", *argv]) == 2
     err = capsys.readouterr().err
     assert msg in err and err.count("\n") == 1
+
+
+def test_plan_counts_the_macs_of_the_run(capsys):
+    def plan(*argv):
+        assert main(["bench", "mllm", "--plan", *argv]) == 0
+        return json.loads(capsys.readouterr().out)["planned_tmacs"]
+
+    full, one_round = plan(), plan("--repeats", "1")
+    image = plan("--sections", "image-b1", "--ratios", "0.2", "--repeats", "1", "--no-ttft")
+    spec = spec_from_llava_config(bench_llava_config())
+    dense = mllm_macs(spec, 32 + 1, 1, None)
+    expected = 2 * (dense.vision + dense.projector) + dense.prefill + mllm_macs(spec, 33, 1, 146).prefill
+    assert image == pytest.approx(expected / 1e12)
+    assert one_round < full < 2 * one_round and 20 < full < 40  # the default run: ~30 T MACs

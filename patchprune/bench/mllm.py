@@ -197,6 +197,28 @@ def _warm_up(model: Any, pool: dict, methods: list[str], text: int, seed: int) -
     model.generate(**kwargs, max_new_tokens=1, do_sample=False)
 
 
+def planned_macs(spec: Any, sections: list[str], ratios: tuple[float, ...], repeats: int, warmup: int, text: int,
+                 ttft: bool, tokens_per_frame: int) -> float:
+    """MACs the run will compute (vision pool + warm-up, prefill and TTFT rounds; selection omitted):
+    divided by a measured GMAC/s rate it estimates the run time."""
+    from patchprune.metrics.mllm_flops import mllm_macs
+    from patchprune.select import budget
+
+    frames = {f for name in sections for sample in SECTION_FRAMES[name] for f in sample}
+    one = mllm_macs(spec, 0, 1, None)
+    total = (len(frames) + 1) * (one.vision + one.projector)
+    rounds = repeats + warmup
+    for name in sections:
+        batch, n_frames = SECTIONS[name]
+        t = text + n_frames  # text plus one separator per frame (llava_prompt)
+        dense = mllm_macs(spec, t, n_frames, None, batch=batch).prefill
+        pruned = {r: mllm_macs(spec, t, n_frames, budget(tokens_per_frame, r), batch=batch).prefill for r in ratios}
+        total += rounds * (dense + sum(pruned.values()))
+        if ttft and batch == 1:
+            total += rounds * (dense + pruned.get(CHECK_RATIO, 0.0))
+    return total
+
+
 def must_show(sections: dict[str, Any]) -> list[dict[str, Any]]:
     """EVTP at 20 %: prefill speed-up >= 0.9 x FLOP ratio; selection <= 1 % of the prefill time saved."""
     checks = []
@@ -229,12 +251,13 @@ def run_bench(sections: list[str], methods: list[str] | None = None, ratios: tup
     methods = list(methods) if methods else available_methods()
     model = bench_llava(tiny=tiny, seed=seed)
     spec = spec_from_llava_config(model.config)
+    planned = planned_macs(spec, sections, ratios, repeats, warmup, text, ttft, spec.tokens_per_frame)
     result: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__},
         "config": {"tiny": tiny, "sections": sections, "methods": methods, "ratios": list(ratios),
                    "repeats": repeats, "warmup": warmup, "text_tokens_per_sample": text, "seed": seed,
-                   "dtype": "float32", "model": "tiny LLaVA" if tiny else
+                   "planned_tmacs": planned / 1e12, "dtype": "float32", "model": "tiny LLaVA" if tiny else
                    "SigLIP-so400m-like 384px (729 tokens) + Qwen2-0.5B-like, random weights"},
         "units": {"time": "ms (median)", "cost": "MACs (1 MAC = 2 FLOPs)"},
         "sections": {}}
@@ -305,6 +328,16 @@ def _run(args: Any) -> int:
         method_spec(m)  # ValueError listing the available methods
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.plan:
+        from patchprune.hf.factory import bench_llava_config
+        from patchprune.metrics.mllm_flops import spec_from_llava_config
+
+        spec = spec_from_llava_config(bench_llava_config(args.tiny))
+        tmacs = planned_macs(spec, sections, ratios, args.repeats, args.warmup, args.text, not args.no_ttft,
+                             spec.tokens_per_frame) / 1e12
+        print(json.dumps({"planned_tmacs": tmacs, "minutes_at": {f"{g} GMAC/s": tmacs * 1e3 / g / 60
+                                                                  for g in (30, 40, 50, 60)}}))
+        return 0
     res = run_bench(sections, methods, ratios, repeats=args.repeats, warmup=args.warmup, text=args.text,
                     tiny=args.tiny, seed=args.seed, ttft=not args.no_ttft)
     if args.json:
@@ -325,6 +358,7 @@ def register(groups: CommandGroups) -> None:
                    help="untimed rounds per section (default 0: one global warm-up of every kind of call)")
     p.add_argument("--text", type=int, default=32, help="text tokens per sample (default 32)")
     p.add_argument("--no-ttft", action="store_true", help="skip the time-to-first-token runs")
+    p.add_argument("--plan", action="store_true", help="print the MACs the run would compute and time estimates; run nothing")
     p.add_argument("--tiny", action="store_true", help="a seconds-fast tiny model (tests, smoke runs)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     p.add_argument("--seed", type=int, default=0)

@@ -13,11 +13,10 @@ import torch
 from torch import Tensor
 
 
-def tiny_llava(text: str = "llama", vision: str = "siglip", image_size: int = 32, patch_size: int = 8,
-               vocab_size: int = 100, seed: int = 0):
-    """A few-layer random LLaVA (SigLIP or CLIP tower, Llama or Qwen2 text model); image token = vocab - 1."""
-    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
-                              Qwen2Config, SiglipVisionConfig)
+def tiny_llava_config(text: str = "llama", vision: str = "siglip", image_size: int = 32, patch_size: int = 8,
+                      vocab_size: int = 100):
+    """Config of a few-layer LLaVA (SigLIP or CLIP tower, Llama or Qwen2 text model); image token = vocab - 1."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, Qwen2Config, SiglipVisionConfig
 
     vision_kwargs = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                          image_size=image_size, patch_size=patch_size)
@@ -32,11 +31,33 @@ def tiny_llava(text: str = "llama", vision: str = "siglip", image_size: int = 32
     tc = {"llama": LlamaConfig, "qwen2": Qwen2Config}.get(text)
     if tc is None:
         raise ValueError(f"text must be 'llama' or 'qwen2', got {text!r}")
-    config = LlavaConfig(vision_config=vc, text_config=tc(**text_kwargs), image_token_id=vocab_size - 1,
-                         vision_feature_layer=-1, vision_feature_select_strategy=strategy,
-                         projector_hidden_act="gelu")
+    return LlavaConfig(vision_config=vc, text_config=tc(**text_kwargs), image_token_id=vocab_size - 1,
+                       vision_feature_layer=-1, vision_feature_select_strategy=strategy, projector_hidden_act="gelu")
+
+
+def tiny_llava(text: str = "llama", vision: str = "siglip", image_size: int = 32, patch_size: int = 8,
+               vocab_size: int = 100, seed: int = 0):
+    """A few-layer random LLaVA (`tiny_llava_config`), eval mode."""
+    from transformers import LlavaForConditionalGeneration
+
+    config = tiny_llava_config(text, vision, image_size, patch_size, vocab_size)
     torch.manual_seed(seed)
     return LlavaForConditionalGeneration(config).eval()
+
+
+def bench_llava_config(tiny: bool = False):
+    """LlavaConfig of the benchmark model (see `bench_llava`); building it allocates no weights."""
+    from transformers import LlavaConfig, Qwen2Config, SiglipVisionConfig
+
+    if tiny:
+        return tiny_llava_config(text="qwen2", vision="siglip", image_size=48, patch_size=8)
+    vc = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                            image_size=384, patch_size=14)
+    tc = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                     num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768,
+                     tie_word_embeddings=True, pad_token_id=0)
+    return LlavaConfig(vision_config=vc, text_config=tc, image_token_id=151646, vision_feature_layer=-1,
+                       vision_feature_select_strategy="full", projector_hidden_act="gelu")
 
 
 def bench_llava(tiny: bool = False, seed: int = 0):
@@ -44,17 +65,9 @@ def bench_llava(tiny: bool = False, seed: int = 0):
 
     tiny=True gives a seconds-fast stand-in with the same structure (for tests of the command).
     """
-    from transformers import LlavaConfig, LlavaForConditionalGeneration, Qwen2Config, SiglipVisionConfig
+    from transformers import LlavaForConditionalGeneration
 
-    if tiny:
-        return tiny_llava(text="qwen2", vision="siglip", image_size=48, patch_size=8, seed=seed)
-    vc = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                            image_size=384, patch_size=14)
-    tc = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                     num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768,
-                     tie_word_embeddings=True, pad_token_id=0)
-    config = LlavaConfig(vision_config=vc, text_config=tc, image_token_id=151646, vision_feature_layer=-1,
-                         vision_feature_select_strategy="full", projector_hidden_act="gelu")
+    config = bench_llava_config(tiny)
     torch.manual_seed(seed)
     return LlavaForConditionalGeneration(config).eval()
 
