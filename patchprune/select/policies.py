@@ -1,13 +1,13 @@
 """Every selection method as a policy of the sparse ViT runner (training-free pruning inside a ViT).
 
-`make_policy("evtp", 0.5)` (or the schedule entry ("evtp", 0.5, {options})) keeps floor(0.5 * live)
-tokens per sample at its block position, chosen by `patchprune.select` on the block's input tokens
+`make_policy("evtp", 0.5)` (or the schedule entry ("evtp", 0.5, {options})) keeps `keep_count(live, 0.5)`
+(the one rule: round, halves up) tokens per sample at its block position, chosen by `patchprune.select` on the block's input tokens
 and their grid positions. Attention-based methods ask the runner for that block's attention.
 Merging methods (tome, visionzip) return a `Merge` and run in gather (eval) execution only.
 
-`tome-block` is ToMe's original in-ViT form: one bipartite round merging r tokens at the input of
-a block; place it at every block (`tome_schedule`) for "r per block". The runner adds log(size) to
-the attention logits (proportional attention).
+`tome-block` is ToMe's original in-ViT form: one bipartite round merging r tokens between a block's
+attention and MLP on its keys (CLS protected); place it at every block (`tome_schedule`) for "r per
+block". The runner adds log(size) to the attention logits (proportional attention).
 
 "random" is not registered here: the runner's built-in `random` policy already keeps a uniform
 subset; the selection method is reachable as ("select", ratio, {"method": "random"}).
@@ -22,9 +22,10 @@ from torch import Tensor
 from patchprune.policies.base import (Decision, Merge, Policy, PolicyContext, check_ratio, keep_count,
                                       register_policy)
 from patchprune.policies.common import as_decision_mask, eligible_tokens
-from patchprune.select.base import (MethodSpec, SelectInput, available_methods, check_attention, fp32_copy, method_spec,
+from patchprune.select.base import (MethodSpec, SelectInput, available_methods, check_attention, fp32_copy, method_spec, take_rows,
                                     run_method)
-from patchprune.select.tome import MergeState, merge_round
+from patchprune.select.tome import MERGE_ORDERS, MergeState, merge_round
+from patchprune.tokens import mask_to_slots
 
 
 class SelectPolicy(Policy):
@@ -71,13 +72,21 @@ class SelectPolicy(Policy):
 
 
 class ToMeBlockPolicy(Policy):
-    """ToMe's in-ViT step: merge r tokens (at most half) by one bipartite soft-matching round.
+    """ToMe's in-ViT step, as published: between the block's attention and its MLP, merge r tokens
+    by one bipartite soft-matching round on the block's attention keys averaged over heads.
 
-    Give `r` (tokens per block, as in ToMe) or `ratio` (r = live - floor(ratio * live), capped at
-    half). Matching metric: the block's input tokens; merged features are size-weighted means.
+    Give `r` (tokens per block, as in ToMe) or `ratio` (r = live - keep_count(live, ratio)); r is capped
+    at half of the non-protected tokens. `include_prefix` (default, the authors'): the prefix tokens
+    (CLS) take part in the A / B split and are protected (never merged, receive nothing).
+    `metric`: "keys" (default) or "tokens" (the post-attention tokens). `order`: "authors" or
+    "raster" (see `patchprune.select.tome.merge_round`). Merged features are size-weighted means;
+    the runner adds log(size) to the attention logits of later blocks (proportional attention).
     """
 
-    def __init__(self, ratio: float | None = None, r: int | None = None) -> None:
+    acts_after_attention = True
+
+    def __init__(self, ratio: float | None = None, r: int | None = None, metric: str = "keys",
+                 order: str = "authors", include_prefix: bool = True) -> None:
         super().__init__()
         if (ratio is None) == (r is None):
             raise ValueError("tome-block needs exactly one of ratio or r (tokens merged per block)")
@@ -85,10 +94,16 @@ class ToMeBlockPolicy(Policy):
             check_ratio(ratio)
         if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 0):
             raise ValueError(f"r must be a non-negative int, got {r!r}")
-        self.ratio, self.r = ratio, r
+        if metric not in ("keys", "tokens"):
+            raise ValueError(f"tome-block metric must be 'keys' or 'tokens', got {metric!r}")
+        if order not in MERGE_ORDERS:
+            raise ValueError(f"tome-block order must be one of {MERGE_ORDERS}, got {order!r}")
+        self.ratio, self.r, self.metric, self.order = ratio, r, metric, order
+        self.include_prefix = bool(include_prefix)
+        self.needs_keys = metric == "keys"
 
     def extra_repr(self) -> str:
-        return f"r={self.r}" if self.r is not None else f"ratio={self.ratio}"
+        return (f"r={self.r}" if self.r is not None else f"ratio={self.ratio}") + f", metric={self.metric!r}"
 
     def forward(self, ctx: PolicyContext) -> Decision | Merge:
         eligible = eligible_tokens(ctx)
@@ -96,23 +111,36 @@ class ToMeBlockPolicy(Policy):
             raise ValueError("tome-block merges tokens: run the model in eval (gather) execution")
         if not bool(eligible.all()):
             raise ValueError("tome-block needs equal token counts per sample (no padding)")
-        n = ctx.tokens.shape[1]
+        B, n, _ = ctx.tokens.shape
+        P = ctx.prefix.shape[1] if self.include_prefix else 0
         r = self.r if self.r is not None else n - keep_count(n, self.ratio)
-        r = min(r, n // 2)
+        r = min(r, n // 2)  # (P + n - P) // 2: ToMe's cap with P protected tokens
         if r == 0:
             return Decision(keep=eligible)
         with torch.inference_mode():
-            st = merge_round(MergeState.start(fp32_copy(ctx.tokens), ctx.size), r)
-        size = st.size.clone()
-        return Merge(tokens=st.feats.clone().to(ctx.tokens.dtype), index=ctx.index.gather(1, st.anchor.clone()),
-                     size=size, assign=st.assign.clone())
+            x = fp32_copy(torch.cat([ctx.prefix[:, ctx.prefix.shape[1] - P:], ctx.tokens], dim=1))
+            size = ctx.size.float() if ctx.size is not None else x.new_ones(B, n)
+            size = torch.cat([x.new_ones(B, P), size], dim=1)
+            if self.metric == "keys":
+                metric = ctx.keys.mean(1).float()[:, ctx.keys.shape[2] - P - n:]
+            else:
+                metric = None
+            st = merge_round(MergeState.start(x, size, metric), r, self.order, protected=P)
+            patch = st.anchor >= P  # the protected prefix groups are dropped: the runner keeps the prefix
+            slots, _ = mask_to_slots(patch)
+            group = torch.cumsum(patch.long(), dim=1) - 1  # patch-group number of every group slot
+            assign = group.gather(1, st.assign[:, P:])
+            anchor = st.anchor.gather(1, slots) - P
+            tokens, merged_size = take_rows(st.feats, slots), st.size.gather(1, slots)
+        return Merge(tokens=tokens.clone().to(ctx.tokens.dtype), index=ctx.index.gather(1, anchor.clone()),
+                     size=merged_size.clone(), assign=assign.clone())
 
 
-def tome_schedule(depth: int, r: int, start: int = 1) -> dict[int, Policy]:
-    """ToMe as published: merge r tokens at the input of every block from `start` to depth - 1."""
-    if not 1 <= start < depth:
-        raise ValueError(f"start must be in [1, {depth - 1}], got {start}")
-    return {i: ToMeBlockPolicy(r=r) for i in range(start, depth)}
+def tome_schedule(depth: int, r: int, start: int = 0, **options: Any) -> dict[int, Policy]:
+    """ToMe as published: merge r tokens in every block from `start` (default 0: all `depth` blocks)."""
+    if not 0 <= start < depth:
+        raise ValueError(f"start must be in [0, {depth - 1}], got {start}")
+    return {i: ToMeBlockPolicy(r=r, **options) for i in range(start, depth)}
 
 
 def _factory(method: str):
@@ -136,5 +164,6 @@ def _make_select(ratio: float, method: str = "evtp", **options: Any) -> SelectPo
 
 
 @register_policy("tome-block")
-def _make_tome_block(ratio: float | None = None, r: int | None = None) -> ToMeBlockPolicy:
-    return ToMeBlockPolicy(ratio=ratio, r=r)
+def _make_tome_block(ratio: float | None = None, r: int | None = None, metric: str = "keys",
+                     order: str = "authors", include_prefix: bool = True) -> ToMeBlockPolicy:
+    return ToMeBlockPolicy(ratio=ratio, r=r, metric=metric, order=order, include_prefix=include_prefix)

@@ -1,0 +1,161 @@
+"""Fidelity of the training-free methods against references written here from the published
+algorithms (issue 12, items 5-8): ToMe (one-shot rounds and the in-ViT per-block merge), VisPruner,
+VisionZip and EVTP's options. Each reference is a literal, per-sample reading of the authors'
+algorithm, never a call into patchprune's own code for the step under test."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+
+from patchprune.select import select
+from patchprune.select.policies import tome_schedule
+from patchprune.vit import embed, sparse_vit
+
+
+def groups_of(assign):
+    """{frozenset of input slots} per output slot, from an assign row."""
+    out = {}
+    for i, g in enumerate(assign.tolist()):
+        if g >= 0:
+            out.setdefault(g, set()).add(i)
+    return {j: frozenset(s) for j, s in out.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# ToMe (item 5)
+
+
+def ref_tome_round(x, size, groups, r, protect_first):
+    """One round of ToMe's bipartite_soft_matching + merge_wavg, one sample: x [n, C], size [n]."""
+    metric = x / x.norm(dim=-1, keepdim=True)
+    a, b = metric[::2], metric[1::2]
+    scores = a @ b.T
+    if protect_first:
+        scores[0, :] = -math.inf
+    node_max, node_idx = scores.max(dim=-1)
+    edge_idx = node_max.argsort(descending=True)
+    unm_idx, src_idx = edge_idx[r:], edge_idx[:r]
+    dst_idx = node_idx[src_idx]
+    if protect_first:
+        unm_idx = unm_idx.sort().values
+    xs = x * size[:, None]
+    src, dst = xs[::2], xs[1::2].clone()
+    s_src, s_dst = size[::2], size[1::2].clone()
+    g_src, g_dst = groups[::2], [set(g) for g in groups[1::2]]
+    for s, d in zip(src_idx.tolist(), dst_idx.tolist()):
+        dst[d] = dst[d] + src[s]
+        s_dst[d] = s_dst[d] + s_src[s]
+        g_dst[d] |= g_src[s]
+    new_size = torch.cat([s_src[unm_idx], s_dst])
+    new_x = torch.cat([src[unm_idx], dst]) / new_size[:, None]
+    new_groups = [set(g_src[i]) for i in unm_idx.tolist()] + g_dst
+    return new_x, new_size, new_groups
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("k", [5, 13, 24])
+def test_tome_one_shot_rounds_equal_the_authors_order(seed, k):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 49, 16, generator=g, dtype=torch.float64)
+    res = select(x, k, "tome", grid=(7, 7))
+    for b in range(2):
+        xr, sr, gr = x[b], torch.ones(49, dtype=torch.float64), [{i} for i in range(49)]
+        while xr.shape[0] > k:
+            n = xr.shape[0]
+            xr, sr, gr = ref_tome_round(xr, sr, gr, min(n - k, n // 2), False)
+        ours = groups_of(res.assign[b])
+        ref = {frozenset(gg): (xr[j], sr[j]) for j, gg in enumerate(gr)}
+        assert set(ours.values()) == set(ref)
+        for j, grp in ours.items():
+            feat, size = ref[grp]
+            assert torch.allclose(res.tokens[b, j], feat, atol=1e-5)  # selection runs in fp32
+            assert float(res.size[b, j]) == float(size)
+
+
+def test_tome_raster_order_is_an_option_and_differs():
+    # only a round that leaves a's unmerged before another round can differ: odd n (49 -> 25 -> 13 -> 7)
+    differ = 0
+    for seed in range(4):
+        x = torch.randn(1, 49, 8, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        a = select(x, 7, "tome", grid=(7, 7))
+        b = select(x, 7, "tome", grid=(7, 7), order="raster")
+        differ += set(groups_of(a.assign[0]).values()) != set(groups_of(b.assign[0]).values())
+    assert differ > 0
+    with pytest.raises(ValueError, match="order"):
+        select(torch.randn(1, 16, 4), 4, "tome", grid=(4, 4), order="sideways")
+
+
+def small_vit(cls=True, depth=4, seed=0):
+    torch.manual_seed(seed)
+    vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=depth, num_heads=2, mlp_ratio=2.0,
+                            class_token=cls, global_pool="token" if cls else "", num_classes=0)
+    return vit.double().eval()
+
+
+def ref_tome_vit(vit, image, r):
+    """ToMe's patched timm ViT, one sample: every block = proportional attention (logits + log size),
+    metric = keys averaged over heads, bipartite merge of r tokens (CLS protected) with merge_wavg,
+    then the MLP. Returns the final-normed feature of every grid position."""
+    x = embed(vit, image)[0]
+    P = vit.num_prefix_tokens
+    size = torch.ones(x.shape[0], dtype=x.dtype)
+    groups = [set()] * P + [{p} for p in range(x.shape[0] - P)]
+    for blk in vit.blocks:
+        a = blk.attn
+        h = F.layer_norm(x, x.shape[-1:], blk.norm1.weight, blk.norm1.bias, blk.norm1.eps)
+        n, C = h.shape
+        q, k, v = (h @ a.qkv.weight.T + a.qkv.bias).reshape(n, 3, a.num_heads, C // a.num_heads).permute(1, 2, 0, 3)
+        logits = q @ k.transpose(-2, -1) / math.sqrt(C // a.num_heads) + size.log()[None, None, :]
+        out = (logits.softmax(-1) @ v).transpose(0, 1).reshape(n, C)
+        x = x + out @ a.proj.weight.T + a.proj.bias
+        rr = min(r, (n - P) // 2)
+        if rr > 0:
+            x, size, groups = ref_tome_round_metric(x, k.mean(0), size, groups, rr, protect_first=P > 0)
+        hm = F.layer_norm(x, x.shape[-1:], blk.norm2.weight, blk.norm2.bias, blk.norm2.eps)
+        x = x + F.gelu(hm @ blk.mlp.fc1.weight.T + blk.mlp.fc1.bias) @ blk.mlp.fc2.weight.T + blk.mlp.fc2.bias
+    x = vit.norm(x)
+    grid = torch.zeros(16, x.shape[-1], dtype=x.dtype)
+    for j, g in enumerate(groups):
+        for p in g:
+            grid[p] = x[j]
+    return grid
+
+
+def ref_tome_round_metric(x, metric, size, groups, r, protect_first):
+    """ref_tome_round with a separate matching metric (the keys)."""
+    m = metric / metric.norm(dim=-1, keepdim=True)
+    scores = m[::2] @ m[1::2].T
+    if protect_first:
+        scores[0, :] = -math.inf
+    node_max, node_idx = scores.max(dim=-1)
+    edge_idx = node_max.argsort(descending=True)
+    unm_idx, src_idx = edge_idx[r:], edge_idx[:r]
+    dst_idx = node_idx[src_idx]
+    if protect_first:
+        unm_idx = unm_idx.sort().values
+    xs = x * size[:, None]
+    src, dst = xs[::2], xs[1::2].clone()
+    s_src, s_dst = size[::2], size[1::2].clone()
+    g_src, g_dst = groups[::2], [set(g) for g in groups[1::2]]
+    for s, d in zip(src_idx.tolist(), dst_idx.tolist()):
+        dst[d] = dst[d] + src[s]
+        s_dst[d] = s_dst[d] + s_src[s]
+        g_dst[d] |= g_src[s]
+    new_size = torch.cat([s_src[unm_idx], s_dst])
+    return (torch.cat([src[unm_idx], dst]) / new_size[:, None], new_size,
+            [set(g_src[i]) for i in unm_idx.tolist()] + g_dst)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("r", [2, 3])
+def test_tome_block_equals_the_authors_patched_vit(seed, r):
+    vit = small_vit(depth=4, seed=seed)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    schedule = tome_schedule(4, r)
+    assert sorted(schedule) == [0, 1, 2, 3]  # every block merges
+    with torch.no_grad():
+        ours = sparse_vit(vit, schedule, execution="gather")(images).features.flatten(2).transpose(1, 2)
+        for b in range(2):
+            assert torch.allclose(ours[b], ref_tome_vit(vit, images[b:b + 1], r), atol=1e-5)  # merges run in fp32
