@@ -439,3 +439,109 @@ class TestCliMain:
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert proc.stderr.strip().splitlines() == ["patchprune: error: --frames must be >= 1, got 0"]
+
+
+# ------------------------------------------------------------------------------------------------
+# eval ytvis: ytvis_eval input validation (before anything is scored)
+
+
+def _ytvis_pair():
+    import numpy as np
+
+    from patchprune.data.rle import encode
+
+    m = np.zeros((8, 10), dtype=bool)
+    m[2:5, 3:7] = True
+    seg = encode(m)
+    gt = {"videos": [{"id": 1, "height": 8, "width": 10, "length": 2}],
+          "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+          "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "segmentations": [seg, None], "iscrowd": 0}]}
+    preds = [{"video_id": 1, "category_id": 1, "score": 0.9, "segmentations": [dict(seg), None]}]
+    return gt, preds
+
+
+class TestYtvisInput:
+    def check(self, gt, preds, *words):
+        from patchprune.metrics.ytvis import ytvis_eval
+
+        with pytest.raises(ValueError) as err:
+            ytvis_eval(gt, preds)
+        for w in words:
+            assert w in str(err.value), str(err.value)
+
+    def test_valid_pair_scores(self):
+        from patchprune.metrics.ytvis import ytvis_eval
+
+        gt, preds = _ytvis_pair()
+        assert ytvis_eval(gt, preds)["AP"] == pytest.approx(1.0)
+
+    @pytest.mark.parametrize("counts", ["garbage", "PPYo1", "5", "", "\u00e9\u00e9"])
+    def test_garbage_compressed_rle(self, counts):
+        gt, preds = _ytvis_pair()
+        preds[0]["segmentations"][1] = {"size": [8, 10], "counts": counts}
+        self.check(gt, preds, "result 0, frame 1", "corrupt compressed RLE")
+
+    def test_truncated_compressed_rle_in_ground_truth(self):
+        gt, preds = _ytvis_pair()
+        seg = gt["annotations"][0]["segmentations"][0]
+        gt["annotations"][0]["segmentations"][0] = {**seg, "counts": seg["counts"][:-1]}
+        self.check(gt, preds, "ground-truth annotation 1, frame 0", "corrupt compressed RLE")
+
+    def test_rle_of_another_size(self):
+        gt, preds = _ytvis_pair()
+        preds[0]["segmentations"][0]["size"] = [10, 8]
+        self.check(gt, preds, "result 0, frame 0", "does not match")
+
+    def test_category_absent_from_ground_truth(self):
+        gt, preds = _ytvis_pair()
+        preds[0]["category_id"] = 7
+        self.check(gt, preds, "result 0", "category_id 7", "not a ground-truth category")
+
+    def test_video_without_width(self):
+        gt, preds = _ytvis_pair()
+        del gt["videos"][0]["width"]
+        self.check(gt, preds, "ground-truth video 0", "'width'")
+
+    @pytest.mark.parametrize("key", ["segmentations", "video_id", "category_id"])
+    def test_annotation_without_field(self, key):
+        gt, preds = _ytvis_pair()
+        del gt["annotations"][0][key]
+        self.check(gt, preds, "ground-truth annotation 1", repr(key))
+
+    @pytest.mark.parametrize("score", [float("nan"), "high", None])
+    def test_bad_score(self, score):
+        gt, preds = _ytvis_pair()
+        preds[0]["score"] = score
+        self.check(gt, preds, "result 0 'score'")
+
+    def test_cli_one_line(self, tmp_path, capsys):
+        import json
+
+        gt, preds = _ytvis_pair()
+        del gt["videos"][0]["width"]
+        (tmp_path / "gt.json").write_text(json.dumps(gt))
+        (tmp_path / "pred.json").write_text(json.dumps(preds))
+        assert_cli_error(["eval", "ytvis", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json")], capsys, "'width'")
+        (tmp_path / "pred.json").write_text("[{")
+        assert_cli_error(["eval", "ytvis", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json")], capsys, "corrupt")
+
+
+class TestRleCounts:
+    def test_run_sums_match_pycocotools(self):
+        import numpy as np
+        from pycocotools import mask as mask_utils
+
+        from patchprune.data.rle import compressed_run_sums
+
+        rng = np.random.default_rng(0)
+        strings, pixels, areas = [], [], []
+        for t in range(200):
+            h, w = (int(v) for v in rng.integers(1, 60, 2))
+            m = rng.random((h, w)) < rng.random()
+            m = np.zeros_like(m) if t % 4 == 0 else (np.ones_like(m) if t % 5 == 0 else m)
+            rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+            strings.append(rle["counts"])
+            pixels.append(h * w)
+        assert compressed_run_sums(strings).tolist() == pixels
+        # a bad string between good ones is flagged alone
+        assert compressed_run_sums([strings[1], b"garbage", strings[2]]).tolist() == [pixels[1], -1, pixels[2]]

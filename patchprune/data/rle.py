@@ -6,7 +6,7 @@ string), uncompressed RLE (counts as a list of ints) and polygons (a list of fla
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -26,6 +26,107 @@ def encode_many(masks: np.ndarray) -> list[dict[str, Any]]:
         raise ValueError(f"encode_many expects [T, H, W] masks, got shape {masks.shape}")
     rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
     return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")} for r in rles]
+
+
+def compressed_run_sums(strings: list[bytes]) -> np.ndarray:
+    """int64 [S]: pixels covered by the runs of each COCO compressed RLE string, or -1 for a string
+    that is not one (characters outside '0'..'o', a run cut off, a negative run).
+
+    Format (pycocotools' rleToString): each run is a little-endian sequence of 6-bit characters
+    offset by 48, 5 data bits each, bit 0x20 = "more follows", the last character's bit 0x10 the
+    sign; from the fourth run on, a run is stored as the difference to the run two places earlier.
+    All strings are decoded together in a few NumPy passes (checking a results file this way costs
+    little next to scoring it)."""
+    S = len(strings)
+    out = np.full(S, -1, dtype=np.int64)
+    if S == 0:
+        return out
+    lengths = np.fromiter(map(len, strings), dtype=np.int64, count=S)
+    last = np.cumsum(lengths) - 1  # last character of each string
+    u = np.frombuffer(b"".join(strings), dtype=np.uint8)
+    bad = np.zeros(S, dtype=bool)
+    outside = np.flatnonzero((u < 48) | (u > 111))
+    bad[np.searchsorted(last, outside)] = True
+    nonempty = lengths > 0
+    bad[nonempty] |= ((u[last[nonempty]] - 48) & 0x20) != 0  # a run cut off at the end
+    c = u - np.uint8(48)  # 6-bit characters (bad ones wrap; their strings are flagged above)
+    is_end = (c & 0x20) == 0
+    is_end[last[nonempty]] = True  # no run crosses into the next string (a cut-off one is bad above)
+    ends = np.flatnonzero(is_end)
+    sums = np.zeros(S, dtype=np.int64)
+    if ends.size:
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        size = ends - starts + 1
+        bad[np.searchsorted(last, ends[size > 12])] = True  # more than 60 bits: not a pixel count
+        raw = (c[starts] & 0x1F).astype(np.int64)
+        for j in range(1, min(int(size.max()), 12)):  # runs are mostly 1-2 characters long
+            idx = np.flatnonzero(size > j)
+            raw[idx] |= (c[starts[idx] + j] & 0x1F).astype(np.int64) << (5 * j)
+        negative = (c[ends] & 0x10) != 0
+        raw[negative] -= np.int64(1) << (5 * np.minimum(size[negative], 12))
+        gsid = np.searchsorted(last, ends)  # string of each run
+        first = np.searchsorted(gsid, np.arange(S))  # first run of each string
+        r = np.arange(gsid.size) - first[gsid]  # run index inside its string
+        # run r >= 3 is stored minus the decoded run r - 2: decoded = running sum over the runs of
+        # the same parity from run 1 (odd) or 2 (even) on, within the string; run 0 stands alone
+        decoded = raw.copy()
+        odd = (r & 1).astype(bool)
+        for sel in (odd, ~odd & (r > 0)):
+            csum = np.cumsum(np.where(sel, raw, 0))
+            before = np.where(first > 0, csum[np.maximum(first - 1, 0)], 0)  # running sum before each string
+            decoded[sel] = csum[sel] - before[gsid[sel]]
+        bad[gsid[decoded < 0]] = True
+        sums = np.bincount(gsid, weights=decoded.astype(np.float64), minlength=S).astype(np.int64)
+    out[~bad] = sums[~bad]
+    return out
+
+
+def check_segmentations(items: Iterable[tuple[Any, int, int, str]], chunk: int = 50_000) -> None:
+    """Validate (segmentation, height, width, label) items before anything is scored: each is None,
+    a polygon list (lists of numbers), or an RLE dict of size [height, width] whose runs cover the
+    mask exactly (uncompressed counts, or a compressed string decoded in batches of `chunk`).
+    Raises ValueError naming the item's label (e.g. "result 3, frame 7") and what is wrong."""
+    pending: list[tuple[bytes, int, str]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        sums = compressed_run_sums([p[0] for p in pending])
+        wrong = np.flatnonzero(sums != np.array([p[1] for p in pending], dtype=np.int64))
+        if wrong.size:
+            counts, pixels, label = pending[int(wrong[0])]
+            shown = counts[:24].decode("ascii", errors="replace") + ("..." if len(counts) > 24 else "")
+            got = "malformed" if sums[wrong[0]] < 0 else f"its runs cover {int(sums[wrong[0]])} pixels"
+            raise ValueError(f"{label}: corrupt compressed RLE {shown!r} ({got}; the mask has {pixels})")
+        pending.clear()
+
+    for seg, height, width, label in items:
+        if seg is None:
+            continue
+        if isinstance(seg, list):
+            if not all(isinstance(p, list) and all(isinstance(v, (int, float)) for v in p) for p in seg):
+                raise ValueError(f"{label}: a polygon segmentation must be lists of numbers")
+            continue
+        if not isinstance(seg, dict) or "counts" not in seg:
+            raise ValueError(f"{label}: a segmentation must be an RLE {{size, counts}}, a polygon list or null, "
+                             f"got {type(seg).__name__}")
+        size = seg.get("size")
+        if not isinstance(size, (list, tuple)) or list(size) != [height, width]:
+            raise ValueError(f"{label}: RLE size {size!r} does not match the video size {[height, width]}")
+        counts = seg["counts"]
+        if isinstance(counts, str):
+            counts = counts.encode("utf-8", errors="replace")
+        if isinstance(counts, bytes):
+            pending.append((counts, height * width, label))
+            if len(pending) >= chunk:
+                flush()
+        elif isinstance(counts, list):
+            if not all(isinstance(v, int) and v >= 0 for v in counts) or sum(counts) != height * width:
+                raise ValueError(f"{label}: uncompressed RLE counts must be non-negative ints summing to "
+                                 f"{height * width}")
+        else:
+            raise ValueError(f"{label}: RLE counts must be a string or a list of ints, got {type(counts).__name__}")
+    flush()
 
 
 def to_rle(segm: Any, height: int, width: int) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from pycocotools.cocoeval import COCOeval
 
 from patchprune.data import rle as rle_utils
 from patchprune.data.io import read_json
+from patchprune.metrics.ytvis_input import check_ytvis_inputs
 
 YTVIS_AREA_RANGES: list[list[float]] = [[0.0, 1e5 ** 2], [0.0, 128.0 ** 2], [128.0 ** 2, 256.0 ** 2], [256.0 ** 2, 1e5 ** 2]]
 
@@ -141,6 +142,7 @@ def ytvis_eval(gt: str | Path | dict[str, Any], results: str | Path | list[dict[
     """
     gt = _load(gt, "YouTube-VIS annotation file")
     results = _load(results, "results file")
+    check_ytvis_inputs(gt, results)  # every entry validated before anything is scored
     if not isinstance(gt, dict) or not isinstance(gt.get("videos"), list) or not isinstance(gt.get("categories"), list):
         raise ValueError("ground truth must be a YouTube-VIS dict with 'videos' and 'categories'")
     if not isinstance(results, list):
