@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from patchprune.hf import VisualTokenPruner, llava_prompt, tiny_llava
+from patchprune.hf import VisualTokenPruner, llava_prompt, tiny_llava, tiny_video_llava
 from patchprune.select import available_methods, budget, select
 
 N = 16  # 32 px images, 8 px patches
@@ -12,14 +12,15 @@ N = 16  # 32 px images, 8 px patches
 
 @pytest.fixture(scope="module")
 def models():
-    return {"siglip-llama": tiny_llava("llama", "siglip"), "clip-qwen2": tiny_llava("qwen2", "clip", seed=1)}
+    return {"siglip-llama": tiny_llava("llama", "siglip"), "clip-qwen2": tiny_llava("qwen2", "clip", seed=1),
+            "video-llava": tiny_video_llava(seed=2)}
 
 
 def _images(n, seed=0):
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("name", ["siglip-llama", "clip-qwen2"])
+@pytest.mark.parametrize("name", ["siglip-llama", "clip-qwen2", "video-llava"])
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_ratio_one_gives_exactly_the_unwrapped_logits(models, name, side):
     model = models[name]
@@ -31,9 +32,9 @@ def test_ratio_one_gives_exactly_the_unwrapped_logits(models, name, side):
     assert torch.equal(ref, out)
 
 
-@pytest.mark.parametrize("side", ["left", "right"])
-def test_batch_with_per_sample_ratios_matches_each_sample_alone(models, side):
-    model = models["siglip-llama"]
+@pytest.mark.parametrize("name,side", [("siglip-llama", "left"), ("siglip-llama", "right"), ("video-llava", "left")])
+def test_batch_with_per_sample_ratios_matches_each_sample_alone(models, name, side):
+    model = models[name]
     tok = model.config.image_token_id
     ids, mask = llava_prompt([1, 2, 1], N, tok, [4, 7, 11], padding_side=side, seed=3)
     px = _images(4, seed=1)
@@ -98,8 +99,9 @@ def test_every_method_prunes_a_padded_batch(models, method):
     assert torch.isfinite(out.logits).all()
 
 
-def test_generate_with_pruning_matches_each_sample_alone(models):
-    model = models["siglip-llama"]
+@pytest.mark.parametrize("name", ["siglip-llama", "video-llava"])
+def test_generate_with_pruning_matches_each_sample_alone(models, name):
+    model = models[name]
     ids, mask = llava_prompt([1, 2], N, model.config.image_token_id, [4, 9], padding_side="left", seed=7)
     px = _images(3, seed=4)
     pruner = VisualTokenPruner(model, "evtp", 0.25, padding_side="left")
@@ -122,8 +124,10 @@ def _hooks(model):
                   for n, m in model.named_modules())
 
 
-def test_the_users_model_is_unchanged():
-    model = tiny_llava("llama", "siglip", seed=3)
+@pytest.mark.parametrize("build", [lambda: tiny_llava("llama", "siglip", seed=3), lambda: tiny_video_llava(seed=3)],
+                         ids=["llava", "video-llava"])
+def test_the_users_model_is_unchanged(build):
+    model = build()
     twin = copy.deepcopy(model)
     ids, mask = llava_prompt([1, 1], N, model.config.image_token_id, [4, 6])
     px = _images(2)
@@ -170,6 +174,10 @@ def test_bad_input_gives_clear_errors(models):
         VisualTokenPruner(model, "evtp", 0.5, padding_side="middle")
     with pytest.raises(ValueError, match="pixel_values must be"):
         pruner(ids, px[0], mask)
+    with pytest.raises(ValueError, match="pixel_values_videos is not supported"):
+        pruner(ids, px, mask, pixel_values_videos=px[None])
+    with pytest.raises(ValueError, match="labels are not supported"):
+        pruner(ids, px, mask, labels=ids)
 
 
 def test_unsupported_family_names_the_supported_ones():

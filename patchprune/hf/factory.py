@@ -35,6 +35,22 @@ def tiny_llava_config(text: str = "llama", vision: str = "siglip", image_size: i
                        vision_feature_layer=-1, vision_feature_select_strategy=strategy, projector_hidden_act="gelu")
 
 
+def tiny_video_llava(seed: int = 0, vocab_size: int = 100):
+    """A few-layer random Video-LLaVA (CLIP towers, "default" strategy, Llama); image token = vocab - 2,
+    video token = vocab - 1 (so `llava_prompt`'s text tokens, drawn below the image token, avoid both)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, VideoLlavaConfig, VideoLlavaForConditionalGeneration
+
+    vc = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                          image_size=32, patch_size=8, projection_dim=32)
+    tc = LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512, pad_token_id=0)
+    config = VideoLlavaConfig(vision_config=vc, text_config=tc, image_token_id=vocab_size - 2,
+                              video_token_id=vocab_size - 1, vision_feature_layer=-2,
+                              vision_feature_select_strategy="default")
+    torch.manual_seed(seed)
+    return VideoLlavaForConditionalGeneration(config).eval()
+
+
 def tiny_llava(text: str = "llama", vision: str = "siglip", image_size: int = 32, patch_size: int = 8,
                vocab_size: int = 100, seed: int = 0):
     """A few-layer random LLaVA (`tiny_llava_config`), eval mode."""

@@ -55,7 +55,7 @@ def scoring_attention(model: nn.Module, family: Family, feats: ImageFeatures,
     if feats.hidden is None:
         raise ValueError("the features were encoded without hidden states: encode with keep_hidden=True")
     index = feats.feature_layer - 1 if attention_layer is None else attention_layer
-    return layer_attention(family.base(model).vision_tower, feats.hidden, index)
+    return layer_attention(family.image_tower(model), feats.hidden, index)
 
 
 def encoder_layers(tower: nn.Module) -> nn.ModuleList:

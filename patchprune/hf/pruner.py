@@ -32,12 +32,14 @@ class PrunedInputs:
     features: list[Tensor]  # per image [K_i, D] projected features, in placeholder order
     keep_counts: Tensor  # [n_images] K_i
     index: list[Tensor] = field(default_factory=list)  # per image [K_i] grid positions kept (merges: anchors)
+    list_output: bool = True  # the family reads pooler_output as a per-image list (else one [1, total, D])
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the model's forward / generate."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        outputs = BaseModelOutputWithPooling(pooler_output=list(self.features))
+        feats = list(self.features) if self.list_output else torch.cat(self.features)[None]
+        outputs = BaseModelOutputWithPooling(pooler_output=feats)
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
                 "mm_encoder_outputs": {"image": outputs}}
 
@@ -50,6 +52,15 @@ def check_ratio(ratio: Any, name: str = "ratio") -> None:
     for r in values:
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0.0 < float(r) <= 1.0) or math.isnan(r):
             raise ValueError(f"{name} must be in (0, 1] (keep ratio of visual tokens), got {r!r}")
+
+
+def check_model_kwargs(kwargs: dict) -> None:
+    """ValueError for model arguments the pruned call cannot honour."""
+    if "labels" in kwargs:
+        raise ValueError("labels are not supported: the pruned prompt has a different length")
+    if "pixel_values_videos" in kwargs:
+        raise ValueError("pixel_values_videos is not supported (Video-LLaVA's video tower is not covered); "
+                         "pass video frames as images in pixel_values with one placeholder run per frame")
 
 
 class VisualTokenPruner:
@@ -144,7 +155,8 @@ class VisualTokenPruner:
         kept, index = self.select_tokens(feats, ks)
         prompt = self.rebuild(input_ids, mask, ks, N)
         return PrunedInputs(prompt.input_ids, prompt.attention_mask.to(
-            attention_mask.dtype if attention_mask is not None else torch.long), kept, ks, index)
+            attention_mask.dtype if attention_mask is not None else torch.long), kept, ks, index,
+            self.family.list_output)
 
     def rebuild(self, input_ids: Tensor, mask: Tensor, keep_counts: Tensor, tokens_per_image: int) -> Prompt:
         """The prompt with keep_counts[i] placeholders for image i, padded as the caller pads."""
@@ -164,13 +176,13 @@ class VisualTokenPruner:
     def __call__(self, input_ids: Tensor, pixel_values: Tensor, attention_mask: Tensor | None = None, *,
                  ratio: float | Sequence[float] | None = None, **kwargs: Any) -> Any:
         """The model's forward on the pruned inputs (kwargs go to the model: labels are not supported)."""
-        if "labels" in kwargs:
-            raise ValueError("labels are not supported: the pruned prompt has a different length")
+        check_model_kwargs(kwargs)
         inputs = self.prepare(input_ids, pixel_values, attention_mask, ratio)
         return self.model(**inputs.model_kwargs(), **kwargs)
 
     def generate(self, input_ids: Tensor, pixel_values: Tensor, attention_mask: Tensor | None = None, *,
                  ratio: float | Sequence[float] | None = None, **kwargs: Any) -> Tensor:
         """The model's generate on the pruned inputs; returns the pruned prompt followed by new tokens."""
+        check_model_kwargs(kwargs)
         inputs = self.prepare(input_ids, pixel_values, attention_mask, ratio)
         return self.model.generate(**inputs.model_kwargs(), **kwargs)
