@@ -88,6 +88,19 @@ def check_output_folder(name: str, path: str | Path) -> Path:
     return path
 
 
+def check_output_file(name: str, path: str | Path) -> Path:
+    """An output file path: not an existing folder, and no parent folder is an existing file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{name} {path} is an existing folder; give a file path")
+    for p in path.parents:
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"{name} {path}: {p} is an existing file, not a folder")
+            break
+    return path
+
+
 def check_timm_model(name: str, model_name: str) -> str:
     """A model name timm can create (checked before anything is built)."""
     import timm
@@ -99,5 +112,5 @@ def check_timm_model(name: str, model_name: str) -> str:
     return model_name
 
 
-__all__ = ["check_int", "check_number", "check_finite", "check_device", "check_threads", "check_output_folder",
+__all__ = ["check_int", "check_number", "check_finite", "check_device", "check_threads", "check_output_folder", "check_output_file",
            "check_timm_model"]

@@ -407,6 +407,28 @@ class TestCliData:
                          "not found")
 
 
+class TestCliDataFiles:
+    @staticmethod
+    def dataset(tmp_path):
+        from patchprune.data.synth_vis import write_synth_vis
+
+        return write_synth_vis(tmp_path / "ds", videos=2, valid_videos=1, frames=2, size=32, progress=False)["valid"]
+
+    def test_output_paths_and_numbers(self, tmp_path, capsys):
+        ann = str(self.dataset(tmp_path))
+        (tmp_path / "file").write_text("x")
+        cases = [
+            (["data", "gt-as-pred", ann, str(tmp_path / "file" / "p.json")], ["existing file"]),
+            (["data", "gt-as-pred", ann, str(tmp_path)], ["existing folder"]),
+            (["data", "gt-as-pred", ann, str(tmp_path / "p.json"), "--score", "nan"], ["--score"]),
+            (["data", "contact-sheet", "--ann", ann, "--out", str(tmp_path / "c.png"), "--videos", "0"], ["--videos"]),
+            (["data", "contact-sheet", "--ann", ann, "--out", str(tmp_path / "c.png"), "--tile", "0"], ["--tile"]),
+        ]
+        for argv, words in cases:
+            assert_cli_error(argv, capsys, *words)
+        assert not (tmp_path / "p.json").exists() and not (tmp_path / "c.png").exists()
+
+
 class TestCliMain:
     def test_user_errors_are_one_line(self, capsys, monkeypatch):
         import argparse

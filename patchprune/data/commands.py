@@ -101,6 +101,10 @@ def _run_gt_as_pred(args: argparse.Namespace) -> int:
     from patchprune.data.io import write_json
     from patchprune.data.ytvis import gt_as_predictions
 
+    from patchprune.validate import check_number, check_output_file
+
+    check_output_file("OUT", args.out)
+    check_number("--score", args.score)
     preds = gt_as_predictions(args.ann, score=args.score)
     write_json(args.out, preds)
     print(f"wrote {len(preds)} predictions to {args.out}")
@@ -111,6 +115,11 @@ def _run_contact_sheet(args: argparse.Namespace) -> int:
     from patchprune.data.viz import contact_sheet
     from patchprune.data.ytvis import read_ytvis
 
+    from patchprune.validate import check_int, check_output_file
+
+    check_output_file("--out", args.out)
+    for name in ("videos", "frames", "tile"):
+        check_int("--" + name, getattr(args, name), 1)
     ds = read_ytvis(args.ann)
     n = min(args.videos, len(ds))
     if n == 0:
