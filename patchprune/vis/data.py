@@ -184,6 +184,9 @@ def sample_chains(data: VISData, batch: int, gen: torch.Generator, max_offset: i
     return [(torch.stack(f), tg) for f, tg in out]
 
 
-def rank_share(frames: Tensor, targets: list[FrameTargets], rank: int, world: int) -> tuple[Tensor, list[FrameTargets]]:
-    """This rank's items of a global batch (r, r + world, ...)."""
-    return frames[rank::world], targets[rank::world]
+def rank_share(frames: Tensor, targets: list[FrameTargets], rank: int, world: int
+               ) -> tuple[Tensor, list[FrameTargets], list[int]]:
+    """This rank's items of a global batch (r, r + world, ...) and their global batch indices."""
+    if len(targets) < world:
+        raise ValueError(f"a global batch of {len(targets)} cannot be split over {world} processes; raise --batch")
+    return frames[rank::world], targets[rank::world], list(range(len(targets)))[rank::world]

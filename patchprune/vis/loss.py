@@ -23,13 +23,31 @@ class FrameTargets:
 
 
 class SetLoss(nn.Module):
-    """`forward(head_out, targets) -> {"loss", "ce", "mask", "dice"}` (last-layer terms for logs)."""
+    """`forward(head_out, targets, seeds=None) -> {"loss", "ce", "mask", "dice"}` (last-layer terms
+    for logs).
+
+    With `seeds` (one int per sample) the loss is the mean of per-sample losses, each computed with
+    the global RNG seeded by its sample's seed (the loss samples mask points at random): a sample's
+    loss then does not depend on which other samples share its batch, so torchrun ranks that split
+    a global batch reproduce the single-process gradient, and a resumed run its batches.
+    """
 
     def __init__(self, cfg: VISConfig) -> None:
         super().__init__()
         self.criterion = Mask2FormerLoss(mask2former_config(cfg), LOSS_WEIGHTS)
 
-    def forward(self, out: HeadOutput, targets: list[FrameTargets]) -> dict[str, Tensor]:
+    def forward(self, out: HeadOutput, targets: list[FrameTargets], seeds: list[int] | None = None
+                ) -> dict[str, Tensor]:
+        if seeds is not None:
+            if len(seeds) != len(targets):
+                raise ValueError(f"{len(seeds)} seeds for {len(targets)} samples")
+            parts = []
+            for b, seed in enumerate(seeds):  # a loop over the few samples of a batch, not over tokens
+                torch.manual_seed(seed)
+                one = HeadOutput([c[b:b + 1] for c in out.class_logits], [m[b:b + 1] for m in out.mask_logits],
+                                 out.queries[b:b + 1], out.hidden[b:b + 1])
+                parts.append(self.forward(one, [targets[b]]))
+            return {k: torch.stack([p[k] for p in parts]).mean() for k in parts[0]}
         masks = [t.masks.float() for t in targets]
         labels = [t.labels.long() for t in targets]
         aux = [{"masks_queries_logits": m, "class_queries_logits": c}

@@ -119,6 +119,11 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 7919 + step * 104_729) % (2 ** 31)
 
 
+def sample_seeds(seed: int, step: int, indices: list[int]) -> list[int]:
+    """Per-sample loss seeds of a step (see `SetLoss`), by global batch index."""
+    return [(step_seed(seed, step) * 31 + i) % (2 ** 31) for i in indices]
+
+
 def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     """Train as `s` says; returns a summary (steps, minutes, last losses, run folder)."""
     from patchprune.train.distributed import DistInfo, broadcast_parameters
@@ -177,11 +182,11 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         torch.manual_seed(step_seed(s.seed, step))
         gen = step_generator(s.seed, step)
         if s.stage == 1:
-            frames, targets = rank_share(*sample_frames(data, s.batch, gen), dist_info.rank, dist_info.world_size)
+            frames, targets, idx = rank_share(*sample_frames(data, s.batch, gen), dist_info.rank, dist_info.world_size)
             o = model(normalise(frames))
-            logs = criterion(o.head, targets)
+            logs = criterion(o.head, targets, sample_seeds(s.seed, step, idx))
         else:
-            logs = _sparse_step(model, encoder, criterion, data, s, gen, dist_info)
+            logs = _sparse_step(model, encoder, criterion, data, s, gen, dist_info, step)
         # wall minutes, and CPU minutes of this process (= wall minutes on an idle core at 1 thread)
         logs["minutes"] = torch.tensor(clock["base"] + (time.perf_counter() - clock["t0"]) / 60)
         logs["cpu_minutes"] = torch.tensor(clock["cpu_base"] + (time.process_time() - clock["c0"]) / 60)
@@ -221,7 +226,7 @@ def _snapshot(out: Path, modules: dict[str, nn.Module], step: int, logs: dict[st
 
 
 def _sparse_step(model: VISModel, encoder: nn.Module, criterion: SetLoss, data: VISData, s: TrainSettings,
-                 gen: torch.Generator, dist_info: Any) -> dict[str, torch.Tensor]:
+                 gen: torch.Generator, dist_info: Any, step: int) -> dict[str, torch.Tensor]:
     from patchprune.learned.registry import LOSS_KEY
     from patchprune.video import VideoStream
 
@@ -237,7 +242,7 @@ def _sparse_step(model: VISModel, encoder: nn.Module, criterion: SetLoss, data: 
             sparsity = sparsity + o.backbone.aux[LOSS_KEY]
         pkrs.append(float(o.backbone.pkr))
         if i >= 1:
-            losses.append(criterion(o.head, targets))
+            losses.append(criterion(o.head, targets, sample_seeds(s.seed, step * 3 + i, idx)))
     key, ref = losses[-1], losses[0]
     total = key["loss"] + PAIR_WEIGHT * ref["loss"] + sparsity
     return {"loss": total, "set": key["loss"].detach(), "sparsity": sparsity.detach(),
