@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 import numbers
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # torch is imported where a check needs it: data commands stay torch-free
+    import torch
+    from torch import Tensor
 
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -45,6 +46,8 @@ def check_number(name: str, value: Any, low: float | None = None, high: float | 
 
 def check_finite(name: str, x: Tensor) -> Tensor:
     """Refuse NaN / Inf in a floating tensor (one reduction, no copy)."""
+    import torch
+
     if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} contains {bad} NaN / Inf values; clean or clamp them before the call")
@@ -53,6 +56,8 @@ def check_finite(name: str, x: Tensor) -> Tensor:
 
 def check_device(name: str, device: str | torch.device | None) -> torch.device:
     """A usable torch device ("cpu", "cuda", "cuda:1", "mps"); None -> cuda when available, else cpu."""
+    import torch
+
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -55,26 +55,28 @@ def compressed_run_sums(strings: list[bytes]) -> np.ndarray:
     ends = np.flatnonzero(is_end)
     sums = np.zeros(S, dtype=np.int64)
     if ends.size:
+        runs = np.diff(np.concatenate([[0], np.cumsum(is_end)[last]]))  # runs per string
+        runs[~nonempty] = 0
+        gsid = np.repeat(np.arange(S), runs)  # string of each run
+        first = np.cumsum(runs) - runs  # index of each string's first run
         starts = np.concatenate([[0], ends[:-1] + 1])
         size = ends - starts + 1
-        bad[np.searchsorted(last, ends[size > 12])] = True  # more than 60 bits: not a pixel count
+        bad[gsid[size > 12]] = True  # more than 60 bits: not a pixel count
         raw = (c[starts] & 0x1F).astype(np.int64)
         for j in range(1, min(int(size.max()), 12)):  # runs are mostly 1-2 characters long
             idx = np.flatnonzero(size > j)
             raw[idx] |= (c[starts[idx] + j] & 0x1F).astype(np.int64) << (5 * j)
-        negative = (c[ends] & 0x10) != 0
-        raw[negative] -= np.int64(1) << (5 * np.minimum(size[negative], 12))
-        gsid = np.searchsorted(last, ends)  # string of each run
-        first = np.searchsorted(gsid, np.arange(S))  # first run of each string
+        sign = np.where((c[ends] & 0x10) != 0, np.int64(1) << (5 * np.minimum(size, 12)), 0)
+        raw -= sign
         r = np.arange(gsid.size) - first[gsid]  # run index inside its string
         # run r >= 3 is stored minus the decoded run r - 2: decoded = running sum over the runs of
         # the same parity from run 1 (odd) or 2 (even) on, within the string; run 0 stands alone
-        decoded = raw.copy()
         odd = (r & 1).astype(bool)
+        decoded = raw
         for sel in (odd, ~odd & (r > 0)):
             csum = np.cumsum(np.where(sel, raw, 0))
             before = np.where(first > 0, csum[np.maximum(first - 1, 0)], 0)  # running sum before each string
-            decoded[sel] = csum[sel] - before[gsid[sel]]
+            decoded = np.where(sel, csum - before[gsid], decoded)
         bad[gsid[decoded < 0]] = True
         sums = np.bincount(gsid, weights=decoded.astype(np.float64), minlength=S).astype(np.int64)
     out[~bad] = sums[~bad]
