@@ -8,10 +8,27 @@ Everything here is vectorised over the batch: no Python loop over samples or tok
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
+
+
+def keep_count(n: Tensor | int, ratio: float) -> Tensor | int:
+    """Tokens kept out of n at keep ratio `ratio`: the library's one rule, K = max(1, round(ratio * n)).
+
+    Rounds half up (ratio * n + 0.5, floored, in float64), so 0.5 of 5 tokens keeps 3; the EVTP budgets
+    (729 at 5 / 10 / 20 % -> 36 / 73 / 146) hold, and a ratio whose product lands a hair under an
+    integer (0.29 * 100 = 28.999...) still gives that integer. `select.budget`, every runner policy,
+    Map-SM's kappa, DynamicViT / EViT's keep rates and ToMe's per-block r all use it. n: an int, or a
+    tensor of counts (returns a long tensor). ValueError unless 0 < ratio <= 1.
+    """
+    if not 0.0 < float(ratio) <= 1.0:
+        raise ValueError(f"keep ratio must be in (0, 1], got {ratio!r}")
+    if isinstance(n, Tensor):
+        return torch.clamp(torch.floor(n.to(torch.float64) * float(ratio) + 0.5).long(), min=1)
+    return max(1, math.floor(int(n) * float(ratio) + 0.5))
 
 
 @dataclass
@@ -84,8 +101,27 @@ def check_grid(n: int, grid: tuple[int, int]) -> None:
 
 
 def gather_tokens(x: Tensor, slots: Tensor) -> Tensor:
-    """x [B, n, C] at slots [B, k] -> [B, k, C]."""
-    return x.gather(1, slots.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    """x [B, n, C] at slots [B, k] -> [B, k, C]: the library's one row gather.
+
+    One row copy per kept slot (index_select on the flattened batch), much faster on CPU than
+    `gather` with an index expanded over C; differentiable like any indexing.
+    """
+    B, n, C = x.shape
+    if x.is_contiguous():
+        flat = (slots + torch.arange(B, device=slots.device)[:, None] * n).reshape(-1)
+        return x.view(B * n, C).index_select(0, flat).view(B, slots.shape[1], C)
+    return x[torch.arange(B, device=slots.device)[:, None], slots]
+
+
+def keep_at_least_one(keep: Tensor, scores: Tensor | None = None, eligible: Tensor | None = None) -> Tensor:
+    """Bool keep [B, n] where no sample is empty: the library's one rescue (an empty sample would give
+    an all-masked attention row, i.e. NaN). An empty sample keeps its best-scoring eligible slot
+    (`scores` [B, n]; ties and no scores: the first eligible slot); others are returned unchanged."""
+    empty = ~keep.any(dim=1, keepdim=True)
+    allowed = eligible if eligible is not None else torch.ones_like(keep)
+    rank = scores.float() if scores is not None else torch.zeros(keep.shape, device=keep.device)
+    best = rank.masked_fill(~allowed, float("-inf")).argmax(dim=1, keepdim=True)
+    return keep | (torch.zeros_like(keep).scatter_(1, best, True) & empty)
 
 
 def scatter_tokens(

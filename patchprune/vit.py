@@ -24,9 +24,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from patchprune.metrics.pkr import pkr as pkr_of
 from patchprune.policies.base import Decision, Merge, Policy, PolicyContext, check_ratio, make_policy
-from patchprune.tokens import TokenState, check_grid, gather_tokens, mask_to_slots
+from patchprune.tokens import TokenState, check_grid, gather_tokens, keep_at_least_one, mask_to_slots
 from patchprune.validate import check_finite
 from patchprune.blocks import (POLICY_SOFTMAX_EPS, attention_part, check_block_parts, key_padding_mask, mlp_part,
                                policy_attention, policy_vector)
@@ -132,6 +131,12 @@ class SparseViT(nn.Module):
 
 # ------------------------------------------------------------------------------------------------
 # Model checks and shared pieces
+
+
+def call_pkr(keep_masks: Mapping[int, Tensor]) -> float:
+    """PKR of one call: mean over blocks of processed / N (each mask bool [B, N]); the same value as
+    `patchprune.metrics.pkr` for one call, computed here so the runner needs nothing from `metrics/`."""
+    return float(torch.stack([m.to(torch.float64).mean() for m in keep_masks.values()]).mean())
 
 
 def check_policy_eps(eps: float) -> float:
@@ -336,7 +341,7 @@ class _Run:
         return SparseViTOutput(
             features=to_image_layout(full[:, self.P:], self.grid),
             keep_masks=self.keep_masks,
-            pkr=pkr_of(self.keep_masks),
+            pkr=call_pkr(self.keep_masks),
             aux=self.aux,
             layers=self.layers,
             prefix=full[:, : self.P],
@@ -521,11 +526,7 @@ class _GatherRun(_Run):
             raise ValueError(
                 f"policy at {pos} returned keep {tuple(keep.shape)} {keep.dtype}; expected bool {tuple(st.index.shape)}"
             )
-        keep = keep & alive
-        empty = keep.sum(1) == 0  # never leave a sample without tokens: keep its first live slot
-        if bool(empty.any()):
-            keep = keep.clone()
-            keep[:, 0] |= empty
+        keep = keep_at_least_one(keep & alive, eligible=alive)  # an empty sample keeps its first live slot
         tokens = decision.tokens if decision.tokens is not None else self.live_tokens()
         slots, valid = mask_to_slots(keep)
         new_of_old = _slot_remap(slots, valid, st.index.shape[1])
@@ -544,10 +545,7 @@ class _GatherRun(_Run):
             raise ValueError(f"policy at {pos} returned keep_grid {tuple(keep.shape)} {keep.dtype}; expected bool [B, N]")
         if self.state.size is not None:
             raise ValueError(f"policy at {pos} re-selects grid positions after a merge; that is not supported")
-        empty = keep.sum(1) == 0
-        if bool(empty.any()):
-            keep = keep.clone()
-            keep[:, 0] |= empty
+        keep = keep_at_least_one(keep)  # an empty sample keeps position 0
         slots, valid = mask_to_slots(keep)
         self.owner_map = _slot_remap(slots, valid, self.N)
         self.state = TokenState(tokens=gather_tokens(self.full, slots), index=slots, grid=self.grid, valid=valid)

@@ -7,6 +7,7 @@ import torch
 
 from patchprune.learned import build
 from patchprune.learned.registry import LOSS_KEY
+from patchprune.tokens import keep_count
 from patchprune.video import VideoStream
 from test_learned_helpers import tiny_vit
 
@@ -73,7 +74,7 @@ def test_vpp_hard_masks_in_training_match_gathered_inference_without_noise(targe
         # hard key padding in masking execution (issue 12): equal to gather up to float error
         assert (a.features - b.features).abs().max() <= 1e-4
     # the second frame really prunes (so the comparison is not trivially dense)
-    assert int(eval_outs[1].keep_masks[1].sum(1)[0]) == math.floor(pruner.config.options["kappa"] * N)
+    assert int(eval_outs[1].keep_masks[1].sum(1)[0]) == keep_count(N, pruner.config.options["kappa"])
 
 
 @pytest.mark.parametrize("method", ["vpp", "dynamicvit", "tps"])
@@ -103,7 +104,7 @@ def test_svit_decides_on_the_full_grid_each_layer():
 
 def test_first_frame_resolution_change_and_resets():
     pruner = build("vpp", tiny_vit(), 0.55).eval()
-    k48, k64 = math.floor(0.7 * 36), math.floor(0.7 * 64)
+    k48, k64 = keep_count(36, 0.7), keep_count(64, 0.7)  # the library's one ratio -> K rule
     stream = VideoStream()
     g = torch.Generator().manual_seed(0)
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from patchprune.policies.base import PolicyContext
-from patchprune.tokens import scatter_tokens
+from patchprune.tokens import keep_at_least_one, scatter_tokens
 
 SPARSITY_KEY = "sparsity"
 
@@ -77,13 +77,9 @@ def grid_tokens(ctx: PolicyContext) -> Tensor:
 
 
 def ensure_one(keep: Tensor, scores: Tensor, eligible: Tensor) -> Tensor:
-    """Bool keep [B, n] with at least one token per sample: an empty sample keeps its best eligible token."""
-    if bool(keep.any(dim=1).all()):
-        return keep
-    empty = ~keep.any(dim=1, keepdim=True)
-    best = scores.float().masked_fill(~eligible, float("-inf")).argmax(dim=1, keepdim=True)
-    rescue = torch.zeros_like(keep).scatter_(1, best, True)
-    return keep | (rescue & empty)
+    """Bool keep [B, n] with at least one token per sample: an empty sample keeps its best eligible token
+    (the library's one rescue, `patchprune.tokens.keep_at_least_one`)."""
+    return keep_at_least_one(keep, scores, eligible)
 
 
 def record_keep(ctx: PolicyContext, kind: str, keep: Tensor, prob_mean: Tensor | None = None) -> None:

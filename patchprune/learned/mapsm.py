@@ -1,7 +1,8 @@
 """Map-SM, VPP's temporal Mapping Selective Module (position 1 of a 12-block ViT).
 
 For frame t it maps the previous frame's deep features onto the current patches and keeps the
-top k = floor(kappa * N) patches (spec: shared/spec/vpp.md, "Map-SM"):
+top k = `keep_count(N, kappa)` patches (spec: shared/spec/vpp.md, "Map-SM", says floor(kappa * N);
+the library rounds every ratio one way, halves up, see `patchprune.tokens.keep_count`):
 
 1. S = X K^T (X = x_1 of frame t, K = x_1 of frame t-1; raw dot products, no scaling).
 2. Spatial prior P_ij = log10(10 * (1 - d_ij / 2) + 1e-6), d_ij = L1 distance of normalised patch
@@ -32,6 +33,7 @@ from patchprune.learned.gumbel import KEEP, gumbel_softmax, perturb, straight_th
 from patchprune.learned.heads import SelectorMLP, init_trunc_normal
 from patchprune.policies.base import Decision, Policy, PolicyContext, keep_count, register_policy
 from patchprune.policies.common import eligible_tokens
+from patchprune.tokens import gather_tokens
 
 
 @lru_cache(maxsize=16)
@@ -114,7 +116,7 @@ class MapSM(Policy):
             mapped = assoc @ values
         else:
             src = perturb(phi, self.tau, self.noise, "vpp").argmax(dim=-1)
-            mapped = values.gather(1, src.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+            mapped = gather_tokens(values, src)
         z = self.head(mapped)
         if self.smoothing:
             z = smooth_logits(z, grid, self.smooth_kernel)

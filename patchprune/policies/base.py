@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from patchprune.registry import Registry
+from patchprune.tokens import keep_count  # noqa: F401  (the one ratio -> K rule, re-exported for policies)
 
 
 @dataclass
@@ -141,13 +142,6 @@ def make_policy(name: str, ratio: float | None = None, **options: Any) -> Policy
 def check_ratio(ratio: float) -> None:
     if not isinstance(ratio, (int, float)) or not (0.0 < float(ratio) <= 1.0):
         raise ValueError(f"keep ratio must be in (0, 1], got {ratio!r}")
-
-
-def keep_count(n: Tensor | int, ratio: float) -> Tensor | int:
-    """Tokens kept out of n at `ratio`: floor(ratio * n), at least 1."""
-    if isinstance(n, int):
-        return max(1, int(ratio * n))
-    return torch.clamp((n.to(torch.float64) * ratio).floor().long(), min=1)
 
 
 # Modules whose import registers a family of policies (each method in its own file).

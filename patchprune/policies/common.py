@@ -27,7 +27,7 @@ def topk_mask(scores: Tensor, k: Tensor, eligible: Tensor) -> Tensor:
 
 
 def keep_top_ratio(ctx: PolicyContext, scores: Tensor, ratio: float) -> Tensor:
-    """Keep floor(ratio * live count) (at least 1) best-scoring live tokens per sample."""
+    """Keep `keep_count(live count, ratio)` best-scoring live tokens per sample."""
     eligible = eligible_tokens(ctx)
     k = keep_count(eligible.sum(1), ratio)
     return topk_mask(scores, k, eligible)

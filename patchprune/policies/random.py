@@ -1,6 +1,6 @@
 """random: keep a uniformly random subset of the live tokens.
 
-mode="fixed" keeps exactly floor(ratio * live) tokens per sample; mode="bernoulli" keeps each
+mode="fixed" keeps exactly `keep_count(live, ratio)` (round, halves up) tokens per sample; mode="bernoulli" keeps each
 live token with probability `ratio` (at least one), so samples of a batch keep different counts.
 """
 from __future__ import annotations

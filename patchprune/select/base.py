@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from patchprune.registry import Registry
-from patchprune.tokens import TokenState, check_grid
+from patchprune.tokens import TokenState, check_grid, gather_tokens, keep_count
 
 
 @dataclass
@@ -112,10 +112,9 @@ def method_spec(name: str) -> MethodSpec:
 
 
 def budget(n: int, ratio: float) -> int:
-    """Tokens kept out of n at keep ratio `ratio`: max(1, round(ratio * n)) (729 at 5/10/20 % -> 36/73/146)."""
-    if not (0.0 < float(ratio) <= 1.0):
-        raise ValueError(f"keep ratio must be in (0, 1], got {ratio!r}")
-    return max(1, int(round(float(ratio) * n)))
+    """Tokens kept out of n at keep ratio `ratio` (729 at 5/10/20 % -> 36/73/146): the library's one
+    rule, `patchprune.tokens.keep_count` (max(1, round(ratio * n)), halves up)."""
+    return keep_count(int(n), ratio)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -251,16 +250,9 @@ def all_finite(x: Tensor) -> bool:
     return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
-def take_rows(x: Tensor, idx: Tensor) -> Tensor:
-    """x [B, N, C] at slots idx [B, k] -> [B, k, C] (one row copy per kept slot).
-
-    Much faster on CPU than `gather` with an index expanded over C; differentiable like any indexing.
-    """
-    B, N, C = x.shape
-    if x.is_contiguous():
-        flat = (idx + torch.arange(B, device=idx.device)[:, None] * N).reshape(-1)
-        return x.view(B * N, C).index_select(0, flat).view(B, idx.shape[1], C)
-    return x[torch.arange(B, device=idx.device)[:, None], idx]
+# x [B, N, C] at slots [B, k] -> [B, k, C]: the library's one row gather, under the name the selection
+# code uses (`patchprune.tokens.gather_tokens`).
+take_rows = gather_tokens
 
 
 def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:

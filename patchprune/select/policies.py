@@ -1,8 +1,8 @@
 """Every selection method as a policy of the sparse ViT runner (training-free pruning inside a ViT).
 
-`make_policy("evtp", 0.5)` (or the schedule entry ("evtp", 0.5, {options})) keeps `keep_count(live, 0.5)`
-(the one rule: round, halves up) tokens per sample at its block position, chosen by `patchprune.select` on the block's input tokens
-and their grid positions. Attention-based methods ask the runner for that block's attention.
+`make_policy("evtp", 0.5)` (or the schedule entry ("evtp", 0.5, {options})) keeps
+`keep_count(live, 0.5)` (the library's one rule: round, halves up) tokens per sample at its block
+position, chosen by `patchprune.select` on the block's input tokens and their grid positions. Attention-based methods ask the runner for that block's attention.
 Merging methods (tome, visionzip) return a `Merge` and run in gather (eval) execution only.
 
 `tome-block` is ToMe's original in-ViT form: one bipartite round merging r tokens between a block's
