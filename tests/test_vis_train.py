@@ -155,3 +155,34 @@ def test_segment_video_file_and_errors(data_dir: Path, dense_run: Path, tmp_path
     assert main(["segment", str(tmp_path / "bad.mp4"), "--run", str(dense_run), "--out", str(out)]) == 2
     assert "corrupt or unsupported" in capsys.readouterr().err
     assert main(["segment", str(tmp_path / "none.mkv"), "--run", str(dense_run), "--out", str(out)]) == 2
+
+
+def test_rovis_pair_training_and_tracking(data_dir: Path, tmp_path: Path) -> None:
+    from patchprune.vis.evaluate import evaluate_folder
+
+    out = tmp_path / "rovis"
+    summary = run_training(settings(data_dir, out, steps=2, tracker="rovis", overrides={**SMALL, "depth": 2}))
+    assert summary["stage"] == 1 and summary["loss"] > 0
+    history = json.loads((out / "train.json").read_text())
+    assert history["tracker"] == "rovis"
+    m = evaluate_folder(out, data_dir, tracker="rovis", timing_frames=0)
+    assert m["tracker"] == "rovis" and 0.0 <= m["AP"] <= 1.0
+
+
+def test_rovis_assignment_follows_instance_ids() -> None:
+    from patchprune.vis.config import named_config
+    from patchprune.vis.loss import FrameTargets, SetLoss
+    from patchprune.vis.rovis_train import track_assignment
+    from patchprune.vis.head import HeadOutput
+
+    cfg = named_config("tiny", categories=[1, 2], num_queries=3, hidden_dim=32, decoder_heads=2, points=16)
+    crit = SetLoss(cfg)
+    masks = torch.zeros(3, 8, 8)
+    masks[0, :2], masks[1, 4:], masks[2, :, :2] = 1, 1, 1
+    tg = FrameTargets(masks, torch.tensor([0, 1, 0]), ids=torch.tensor([4, 7, 9]))
+    out = HeadOutput([torch.randn(1, 5, 3)], [torch.randn(1, 5, 8, 8)], torch.randn(1, 5, 32), torch.randn(1, 5, 32))
+    (pred, gt), = track_assignment(crit, out, [tg], follow=[[7, -1]], num_queries=3)
+    pairs = dict(zip(pred.tolist(), gt.tolist()))
+    assert pairs[3] == 1  # track slot 0 (row 3) follows instance 7 = target row 1
+    assert 4 not in pairs  # the false-positive slot gets no target (no-object)
+    assert sorted(v for k, v in pairs.items() if k < 3) == [0, 2]  # the rest matched among learned queries

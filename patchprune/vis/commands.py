@@ -15,7 +15,8 @@ def _run_train(args: argparse.Namespace) -> int:
                       target=args.target, init=args.init, steps=args.steps, batch=args.batch, lr=args.lr,
                       warmup=args.warmup, clip=args.clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
                       snapshot_every=args.snapshot_every, threads=args.threads, max_videos=args.max_videos,
-                      timm_model=args.timm_model, weights=args.weights, progress=not args.no_progress)
+                      timm_model=args.timm_model, weights=args.weights, progress=not args.no_progress,
+                      tracker=args.tracker)
     dist_info = init_distributed("gloo")
     summary = run_training(s, dist_info)
     if dist_info.is_main:
@@ -87,6 +88,8 @@ def register(groups) -> None:
     p.add_argument("--snapshot-every", type=int, default=0, help="keep weights every N steps (learning curves)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--max-videos", type=int, default=None)
+    p.add_argument("--tracker", default="minvis", choices=("minvis", "rovis"),
+                   help="rovis: also train the frame-pair track-query losses (stage 1)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_train)
 

@@ -90,7 +90,8 @@ class VideoClip:
     def targets(self, t: int, flip: bool = False) -> FrameTargets:
         present = self.masks[:, t].flatten(1).any(1)
         m = self.masks[present, t]
-        return FrameTargets(masks=m.flip(-1) if flip else m, labels=self.labels[present])
+        return FrameTargets(masks=m.flip(-1) if flip else m, labels=self.labels[present],
+                            ids=torch.nonzero(present).flatten())
 
 
 def clip_from_sample(sample: VideoSample, side: int, categories: list[int]) -> VideoClip:

@@ -16,10 +16,12 @@ LOSS_WEIGHTS = {"loss_cross_entropy": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
 
 @dataclass
 class FrameTargets:
-    """Ground truth of one frame at model resolution: masks float [J, H, W], labels long [J]."""
+    """Ground truth of one frame at model resolution: masks float [J, H, W], labels long [J] and
+    instance ids [J] (the track of each mask within its video; ROVIS pairs need them)."""
 
     masks: Tensor
     labels: Tensor
+    ids: Tensor | None = None
 
 
 class SetLoss(nn.Module):

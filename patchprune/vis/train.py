@@ -53,6 +53,7 @@ class TrainSettings:
     weights: str | None = None
     progress: bool = True
     overrides: dict[str, Any] | None = None  # VISConfig fields to change (tests, ablations)
+    tracker: str = "minvis"  # "rovis": stage 1 adds the frame-pair track-query losses (rovis_train.py)
 
     @property
     def stage(self) -> int:
@@ -67,6 +68,10 @@ def _validate(s: TrainSettings) -> None:
         raise ValueError(f"--method {s.method!r} is unknown; expected one of {methods}")
     if s.stage == 2 and not s.init:
         raise ValueError(f"--method {s.method} is stage 2: pass --init with a dense VIS run or checkpoint")
+    if s.tracker not in ("minvis", "rovis"):
+        raise ValueError(f"--tracker must be minvis or rovis, got {s.tracker!r}")
+    if s.tracker == "rovis" and s.stage == 2:
+        raise ValueError("--tracker rovis trains its pair losses in stage 1 (dense); stage 2 uses minvis training")
     if not 0 < s.target <= 1:
         raise ValueError(f"--target must be in (0, 1], got {s.target}")
     for name in ("steps", "batch"):
@@ -181,7 +186,9 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         torch.manual_seed(step_seed(s.seed, step))
         gen = step_generator(s.seed, step)
-        if s.stage == 1:
+        if s.stage == 1 and s.tracker == "rovis":
+            logs = _rovis_step(model, criterion, data, s, gen, dist_info, step)
+        elif s.stage == 1:
             frames, targets, idx = rank_share(*sample_frames(data, s.batch, gen), dist_info.rank, dist_info.world_size)
             o = model(normalise(frames))
             logs = criterion(o.head, targets, sample_seeds(s.seed, step, idx))
@@ -247,3 +254,19 @@ def _sparse_step(model: VISModel, encoder: nn.Module, criterion: SetLoss, data: 
     total = key["loss"] + PAIR_WEIGHT * ref["loss"] + sparsity
     return {"loss": total, "set": key["loss"].detach(), "sparsity": sparsity.detach(),
             "pkr": torch.tensor(sum(pkrs) / len(pkrs))}
+
+
+def _rovis_step(model: VISModel, criterion: SetLoss, data: VISData, s: TrainSettings, gen: torch.Generator,
+                dist_info: Any, step: int) -> dict[str, torch.Tensor]:
+    """Stage 1 with ROVIS: set loss on the key frame + the frame-pair losses (x0.5)."""
+    from patchprune.vis.rovis_train import pair_loss
+
+    _, ref, key = [rank_share(f, t, dist_info.rank, dist_info.world_size) for f, t in sample_chains(data, s.batch, gen)]
+    key_images, ref_images = normalise(key[0]), normalise(ref[0])
+    out = model(key_images)
+    logs = criterion(out.head, key[1], sample_seeds(s.seed, step, key[2]))
+    pair = pair_loss(lambda x, tq: model(x, track_queries=tq).head, criterion, out.head, (key_images, key[1]),
+                     (ref_images, ref[1]), model.config.num_queries, gen)
+    logs["pair"] = pair.detach()
+    logs["loss"] = logs["loss"] + pair
+    return logs
