@@ -242,7 +242,7 @@ def _sparse_step(model: VISModel, encoder: nn.Module, criterion: SetLoss, data: 
     stream = VideoStream(keep_graph=True)  # a training chain: gradients reach the earlier frames
     sparsity = torch.zeros(())
     losses, pkrs = [], []
-    for i, (frames, targets) in enumerate(chain):
+    for i, (frames, targets, idx) in enumerate(chain):
         stream.start_frame()
         o = model(normalise(frames), encoder=encoder, stream=stream)
         if LOSS_KEY in o.backbone.aux:
