@@ -4,12 +4,11 @@ A family is covered when its `forward` / `generate` accept precomputed image fea
 `mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=[per-image features])}`,
 scatters them into the image placeholder tokens whatever their number, and derives nothing else
 (positions, tiles) from the full placeholder count. In transformers 5.24 that holds for LLaVA
-(`LlavaForConditionalGeneration`) and for the images of Video-LLaVA (which reads `pooler_output` as
-one tensor: the kept features go in as [1, sum K_i, D]). Not covered, with the reason (see
+(`LlavaForConditionalGeneration`) and for Video-LLaVA's images and videos (it reads `pooler_output`
+as one tensor: the kept features go in as [1, sum K_i, D]; a video frame keeps its CLS token). Not covered, with the reason (see
 docs/hf.md): LLaVA-NeXT / LLaVA-NeXT-Video / LLaVA-OneVision pack several anyres tiles per image plus
 an `image_newline` token after every row, so an image's features are not one patch grid; Qwen2-VL
-computes its 3-D rotary positions from `image_grid_thw` for the full grid of placeholders;
-Video-LLaVA's videos (`pixel_values_videos`: a separate tower whose per-frame features keep the CLS).
+computes its 3-D rotary positions from `image_grid_thw` for the full grid of placeholders.
 """
 from __future__ import annotations
 
@@ -27,10 +26,14 @@ class Family:
     class_name: str
     tower: str = "vision_tower"  # attribute of the inner model holding the image tower
     list_output: bool = True  # pooler_output as a per-image list (else one [1, total, D] tensor)
+    videos: bool = False  # has a video tower: pixel_values_videos [videos, frames, 3, H, W] + video tokens
 
     def base(self, model: nn.Module) -> nn.Module:
         """The inner model holding vision tower, projector and language model (`model.model`)."""
         return model.model
+
+    def video_token_id(self, model: nn.Module) -> int:
+        return int(model.config.video_token_id)
 
     def image_tower(self, model: nn.Module) -> nn.Module:
         return getattr(self.base(model), self.tower)
@@ -52,7 +55,7 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "LlavaForConditionalGeneration": Family("llava", "LlavaForConditionalGeneration"),
     "VideoLlavaForConditionalGeneration": Family("video-llava", "VideoLlavaForConditionalGeneration",
-                                                 tower="image_tower", list_output=False),
+                                                 tower="image_tower", list_output=False, videos=True),
 }
 NOT_COVERED: dict[str, str] = {
     "LlavaNextForConditionalGeneration": "anyres tiles plus image_newline tokens: an image's features are no single patch grid",

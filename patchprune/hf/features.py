@@ -27,6 +27,8 @@ class ImageFeatures:
     attn: Tensor | None = None  # [n_images, heads, P+N, P+N] softmax attention of the scoring layer
     hidden: tuple[Tensor, ...] | None = None  # every vision hidden state (kept for the attention)
     feature_layer: int = -1  # index into `hidden` of the selected features
+    prefix: int = 0  # leading tokens per image that are always kept (the CLS of Video-LLaVA's video frames)
+    tower: str = ""  # inner-model attribute of the tower that produced them ("" = the family's image tower)
 
     @property
     def tokens_per_image(self) -> int:
@@ -49,13 +51,33 @@ def encode_images(model: nn.Module, family: Family, pixel_values: Tensor, *, kee
                          feature_layer=layer)
 
 
+def encode_videos(model: nn.Module, family: Family, pixel_values_videos: Tensor, *,
+                  keep_hidden: bool = False) -> ImageFeatures:
+    """Per-frame features [videos * frames, T, .] from the model's own `get_video_features` (Video-LLaVA:
+    the video tower's layer `vision_feature_layer`, CLS kept, so `prefix` = T - patches)."""
+    extra = {"output_hidden_states": True} if keep_hidden else {}
+    out = family.base(model).get_video_features(pixel_values_videos=pixel_values_videos, return_dict=True, **extra)
+    projected = out.pooler_output
+    hidden = out.hidden_states
+    layer = family.feature_layer(model) % len(hidden)
+    vision = hidden[layer]
+    vc = model.config.vision_config
+    prefix = projected.shape[1] - (vc.image_size // vc.patch_size) ** 2
+    if vision.shape[:2] != projected.shape[:2] or prefix < 0:
+        raise ValueError(f"video features {tuple(projected.shape)} do not match the tower's hidden states "
+                         f"{tuple(vision.shape)} and its patch grid")
+    return ImageFeatures(vision=vision, projected=projected, hidden=tuple(hidden) if keep_hidden else None,
+                         feature_layer=layer, prefix=prefix, tower="video_tower")
+
+
 def scoring_attention(model: nn.Module, family: Family, feats: ImageFeatures,
                       attention_layer: int | None = None) -> Tensor:
     """Attention of the scoring layer: by default the layer producing the selected features."""
     if feats.hidden is None:
         raise ValueError("the features were encoded without hidden states: encode with keep_hidden=True")
     index = feats.feature_layer - 1 if attention_layer is None else attention_layer
-    return layer_attention(family.image_tower(model), feats.hidden, index)
+    tower = getattr(family.base(model), feats.tower) if feats.tower else family.image_tower(model)
+    return layer_attention(tower, feats.hidden, index)
 
 
 def encoder_layers(tower: nn.Module) -> nn.ModuleList:

@@ -40,23 +40,23 @@ def infer_padding_side(mask: Tensor) -> str:
 
 
 def images_per_sample(input_ids: Tensor, mask: Tensor, image_token_id: int, tokens_per_image: int,
-                      n_images: int) -> Tensor:
-    """[B] images each sample's placeholders stand for; ValueError when counts and images disagree."""
+                      n_images: int, what: str = "image", source: str = "pixel_values") -> Tensor:
+    """[B] images (videos) each sample's placeholders stand for; ValueError when counts and inputs disagree."""
     counts = ((input_ids == image_token_id) & mask).sum(1)
     bad = (counts % tokens_per_image).nonzero().flatten()
     if bad.numel():
         b = int(bad[0])
-        raise ValueError(f"sample {b} has {int(counts[b])} image placeholders, not a multiple of the "
-                         f"{tokens_per_image} features per image; build the prompt with the model's processor")
+        raise ValueError(f"sample {b} has {int(counts[b])} {what} placeholders, not a multiple of the "
+                         f"{tokens_per_image} features per {what}; build the prompt with the model's processor")
     per_sample = counts // tokens_per_image
     needed = torch.cumsum(per_sample, 0)
     if int(needed[-1]) > n_images:
         b = int((needed > n_images).nonzero()[0])
-        raise ValueError(f"images missing: sample {b} has image placeholders for images up to #{int(needed[b])} "
-                         f"but pixel_values holds {n_images} image(s); pass one image (frame) per placeholder run")
+        raise ValueError(f"{what}s missing: sample {b} has {what} placeholders for {what}s up to #{int(needed[b])} "
+                         f"but {source} holds {n_images} {what}(s); pass one {what} per placeholder run")
     if int(needed[-1]) < n_images:
-        raise ValueError(f"pixel_values holds {n_images} images but the prompts have placeholders for "
-                         f"{int(needed[-1])}; pass exactly one image (frame) per placeholder run")
+        raise ValueError(f"{source} holds {n_images} {what}s but the prompts have placeholders for "
+                         f"{int(needed[-1])}; pass exactly one {what} per placeholder run")
     return per_sample
 
 

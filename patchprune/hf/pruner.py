@@ -9,14 +9,14 @@ selected and the model sees exactly its usual inputs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from patchprune.hf.families import Family, resolve_family
-from patchprune.hf.features import ImageFeatures, encode_images, scoring_attention
+from patchprune.hf.features import ImageFeatures, encode_images, encode_videos, scoring_attention
 from patchprune.hf.prompts import Prompt, check_prompt, images_per_sample, infer_padding_side, rebuild_prompt
 from patchprune.select.base import SelectResult, budget, method_spec, select, take_rows
 
@@ -27,21 +27,29 @@ FEATURE_SPACES = ("vision", "projected")
 class PrunedInputs:
     """Everything the model's forward / generate needs, plus what was kept."""
 
-    input_ids: Tensor  # [B, S'] prompt with K_i placeholders per image
+    input_ids: Tensor  # [B, S'] prompt with K_i placeholders per image (and per video frame)
     attention_mask: Tensor  # [B, S']
     features: list[Tensor]  # per image [K_i, D] projected features, in placeholder order
     keep_counts: Tensor  # [n_images] K_i
     index: list[Tensor] = field(default_factory=list)  # per image [K_i] grid positions kept (merges: anchors)
     list_output: bool = True  # the family reads pooler_output as a per-image list (else one [1, total, D])
+    video_features: list[Tensor] | None = None  # per video [frames * (P + K), D] (frames' CLS + kept tokens)
+    video_keep_counts: Tensor | None = None  # [videos * frames] K per frame (patches, CLS not counted)
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the model's forward / generate."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        feats = list(self.features) if self.list_output else torch.cat(self.features)[None]
-        outputs = BaseModelOutputWithPooling(pooler_output=feats)
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
-                "mm_encoder_outputs": {"image": outputs}}
+        def output(feats: list[Tensor]) -> Any:
+            pooled = list(feats) if self.list_output else torch.cat(feats)[None]
+            return BaseModelOutputWithPooling(pooler_output=pooled)
+
+        encoded = {}
+        if self.features:
+            encoded["image"] = output(self.features)
+        if self.video_features:
+            encoded["video"] = output(self.video_features)
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "mm_encoder_outputs": encoded}
 
 
 def check_ratio(ratio: Any, name: str = "ratio") -> None:
@@ -58,9 +66,6 @@ def check_model_kwargs(kwargs: dict) -> None:
     """ValueError for model arguments the pruned call cannot honour."""
     if "labels" in kwargs:
         raise ValueError("labels are not supported: the pruned prompt has a different length")
-    if "pixel_values_videos" in kwargs:
-        raise ValueError("pixel_values_videos is not supported (Video-LLaVA's video tower is not covered); "
-                         "pass video frames as images in pixel_values with one placeholder run per frame")
 
 
 class VisualTokenPruner:
@@ -103,7 +108,7 @@ class VisualTokenPruner:
         if not self.spec.needs_attention or feats.attn is not None:
             return feats
         attn = scoring_attention(self.model, self.family, feats, self.attention_layer)
-        return ImageFeatures(feats.vision, feats.projected, attn, feats.hidden, feats.feature_layer)
+        return replace(feats, attn=attn)
 
     def keep_counts(self, per_sample: Tensor, tokens_per_image: int, ratio: Any = None) -> Tensor:
         """[n_images] K_i = budget(N, ratio of the image's sample)."""
@@ -117,8 +122,11 @@ class VisualTokenPruner:
         return ks.repeat_interleave(per_sample.cpu())
 
     def select_tokens(self, feats: ImageFeatures, keep_counts: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """Per image (projected features [K_i, D], kept grid positions [K_i]); one batched call per distinct K."""
-        n, N, _ = feats.projected.shape
+        """Per image (projected features [P + K_i, D], kept grid positions [K_i]); one batched call per
+        distinct K. The `feats.prefix` leading tokens (a video frame's CLS) are always kept, first."""
+        n, T, _ = feats.projected.shape
+        P = feats.prefix
+        N = T - P
         out: list[Tensor | None] = [None] * n
         index: list[Tensor | None] = [None] * n
         for k in torch.unique(keep_counts).tolist():
@@ -127,7 +135,8 @@ class VisualTokenPruner:
             if k == N:  # keep everything: the model sees exactly its own features
                 kept, idx = proj, torch.arange(N, device=proj.device).expand(len(group), N)
             else:
-                kept, idx = self._select_group(feats, group, proj, int(k))
+                kept, idx = self._select_group(feats, group, proj[:, P:], int(k))
+                kept = torch.cat([proj[:, :P], kept], 1) if P else kept
             for j, i in enumerate(group.tolist()):
                 out[i], index[i] = kept[j], idx[j]
         return out, index  # type: ignore[return-value]
@@ -137,26 +146,61 @@ class VisualTokenPruner:
         side = math.isqrt(N)
         grid = (side, side) if side * side == N else None
         attn = None if feats.attn is None else feats.attn.index_select(0, group)
-        scored = proj if (self.spec.merges or self.features == "projected") else feats.vision.index_select(0, group)
-        res: SelectResult = select(scored, k, self.method, grid, attn, **self.options)
-        if scored is proj:
+        if self.spec.merges or self.features == "projected":
+            res: SelectResult = select(proj, k, self.method, grid, attn, **self.options)
             return res.tokens, res.index
+        scored = feats.vision.index_select(0, group)[:, feats.prefix:]
+        res = select(scored, k, self.method, grid, attn, **self.options)
         return take_rows(proj.contiguous(), res.slots), res.index
 
-    def prepare(self, input_ids: Tensor, pixel_values: Tensor, attention_mask: Tensor | None = None,
-                ratio: float | Sequence[float] | None = None, features: ImageFeatures | None = None) -> PrunedInputs:
-        """Encode, select and rebuild the prompt. `features` reuses an earlier `encode(pixel_values)`."""
+    def prepare(self, input_ids: Tensor, pixel_values: Tensor | None = None, attention_mask: Tensor | None = None,
+                ratio: float | Sequence[float] | None = None, features: ImageFeatures | None = None, *,
+                pixel_values_videos: Tensor | None = None) -> PrunedInputs:
+        """Encode, select and rebuild the prompt. `features` reuses an earlier `encode(pixel_values)`;
+        `pixel_values_videos` [videos, frames, 3, H, W] for families with a video tower (Video-LLaVA)."""
         mask = check_prompt(input_ids, attention_mask)
-        feats = self.encode(pixel_values) if features is None else self.with_attention(features)
-        N = feats.tokens_per_image
-        per_sample = images_per_sample(input_ids, mask, self.family.image_token_id(self.model), N,
-                                       feats.projected.shape[0])
-        ks = self.keep_counts(per_sample, N, ratio)
+        side = self.padding_side or infer_padding_side(mask)
+        if pixel_values is None and features is None and pixel_values_videos is None:
+            raise ValueError("pass pixel_values [images, 3, H, W] (video frames as images) or, for Video-LLaVA, "
+                             "pixel_values_videos [videos, frames, 3, H, W]")
+        ids, kept, ks, index = input_ids, [], torch.zeros(0, dtype=torch.long), []
+        if pixel_values is not None or features is not None:
+            feats = self.encode(pixel_values) if features is None else self.with_attention(features)
+            kept, ks, index, ids, mask = self._prune(ids, mask, feats, self.family.image_token_id(self.model), 1,
+                                                     ratio, side, "image", "pixel_values")
+        videos, video_ks = None, None
+        if pixel_values_videos is not None:
+            feats = self.encode_videos(pixel_values_videos)
+            videos, video_ks, _, ids, mask = self._prune(ids, mask, feats, self.family.video_token_id(self.model),
+                                                         pixel_values_videos.shape[1], ratio, side, "video",
+                                                         "pixel_values_videos")
+        dtype = attention_mask.dtype if attention_mask is not None else torch.long
+        return PrunedInputs(ids, mask.to(dtype), kept, ks, index, self.family.list_output, videos, video_ks)
+
+    def encode_videos(self, pixel_values_videos: Tensor) -> ImageFeatures:
+        """Per-frame features of [videos, frames, 3, H, W] (families with a video tower only)."""
+        if not self.family.videos:
+            raise ValueError(f"pixel_values_videos: {self.family.class_name} has no video tower; pass video "
+                             "frames as images in pixel_values, one placeholder run per frame")
+        if not isinstance(pixel_values_videos, Tensor) or pixel_values_videos.dim() != 5:
+            raise ValueError("pixel_values_videos must be [videos, frames, channels, height, width], got "
+                             f"{getattr(pixel_values_videos, 'shape', type(pixel_values_videos))}")
+        feats = encode_videos(self.model, self.family, pixel_values_videos, keep_hidden=self.spec.needs_attention)
+        return self.with_attention(feats)
+
+    def _prune(self, ids: Tensor, mask: Tensor, feats: ImageFeatures, token_id: int, frames: int, ratio: Any,
+               side: str, what: str, source: str):
+        """Select per frame and shrink the placeholder runs of one modality (images: frames = 1)."""
+        T, P = feats.tokens_per_image, feats.prefix
+        units = feats.projected.shape[0] // frames
+        per_sample = images_per_sample(ids, mask, token_id, frames * T, units, what, source)
+        ks = self.keep_counts(per_sample * frames, T - P, ratio)
         kept, index = self.select_tokens(feats, ks)
-        prompt = self.rebuild(input_ids, mask, ks, N)
-        return PrunedInputs(prompt.input_ids, prompt.attention_mask.to(
-            attention_mask.dtype if attention_mask is not None else torch.long), kept, ks, index,
-            self.family.list_output)
+        if frames > 1:
+            kept = [torch.cat(kept[u * frames:(u + 1) * frames]) for u in range(units)]
+        placeholders = (ks + P).view(units, frames).sum(1)
+        prompt = rebuild_prompt(ids, mask, token_id, frames * T, placeholders, self.pad_token_id(), side)
+        return kept, ks, index, prompt.input_ids, prompt.attention_mask.bool()
 
     def rebuild(self, input_ids: Tensor, mask: Tensor, keep_counts: Tensor, tokens_per_image: int) -> Prompt:
         """The prompt with keep_counts[i] placeholders for image i, padded as the caller pads."""
@@ -173,16 +217,18 @@ class VisualTokenPruner:
         return 0
 
     # -- the model's own entry points ---------------------------------------------------------------
-    def __call__(self, input_ids: Tensor, pixel_values: Tensor, attention_mask: Tensor | None = None, *,
-                 ratio: float | Sequence[float] | None = None, **kwargs: Any) -> Any:
+    def __call__(self, input_ids: Tensor, pixel_values: Tensor | None = None, attention_mask: Tensor | None = None,
+                 *, ratio: float | Sequence[float] | None = None, pixel_values_videos: Tensor | None = None,
+                 **kwargs: Any) -> Any:
         """The model's forward on the pruned inputs (kwargs go to the model: labels are not supported)."""
         check_model_kwargs(kwargs)
-        inputs = self.prepare(input_ids, pixel_values, attention_mask, ratio)
+        inputs = self.prepare(input_ids, pixel_values, attention_mask, ratio, pixel_values_videos=pixel_values_videos)
         return self.model(**inputs.model_kwargs(), **kwargs)
 
-    def generate(self, input_ids: Tensor, pixel_values: Tensor, attention_mask: Tensor | None = None, *,
-                 ratio: float | Sequence[float] | None = None, **kwargs: Any) -> Tensor:
+    def generate(self, input_ids: Tensor, pixel_values: Tensor | None = None, attention_mask: Tensor | None = None,
+                 *, ratio: float | Sequence[float] | None = None, pixel_values_videos: Tensor | None = None,
+                 **kwargs: Any) -> Tensor:
         """The model's generate on the pruned inputs; returns the pruned prompt followed by new tokens."""
         check_model_kwargs(kwargs)
-        inputs = self.prepare(input_ids, pixel_values, attention_mask, ratio)
+        inputs = self.prepare(input_ids, pixel_values, attention_mask, ratio, pixel_values_videos=pixel_values_videos)
         return self.model.generate(**inputs.model_kwargs(), **kwargs)
