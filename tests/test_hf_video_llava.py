@@ -90,3 +90,25 @@ def test_video_errors(model):
     llava = tiny_llava()
     with pytest.raises(ValueError, match="has no video tower"):
         VisualTokenPruner(llava, "evtp", 0.5)(ids, None, mask, pixel_values_videos=pv)
+
+
+def test_video_pruning_leaves_the_model_unchanged():
+    import copy
+
+    model = tiny_video_llava(seed=5)
+    twin = copy.deepcopy(model)
+    ids, mask = _prompt(model, "left")
+    px, pv = _pixels(3)
+    with torch.no_grad():
+        twin(input_ids=ids, attention_mask=mask, pixel_values=px, pixel_values_videos=pv)  # transformers' own hooks
+        VisualTokenPruner(model, "vispruner", 0.5)(ids, px, mask, pixel_values_videos=pv)
+        VisualTokenPruner(model, "evtp", 0.25).generate(ids, px, mask, pixel_values_videos=pv, max_new_tokens=2)
+
+    def hooks(m):
+        return sorted((n, len(x._forward_hooks), len(x._forward_pre_hooks)) for n, x in m.named_modules())
+
+    assert hooks(model) == hooks(twin)
+    assert [type(m) for m in model.modules()] == [type(m) for m in twin.modules()]
+    sd, sd_twin = model.state_dict(), twin.state_dict()
+    assert all(torch.equal(sd[k], sd_twin[k]) for k in sd_twin) and sd.keys() == sd_twin.keys()
+    assert all(set(vars(a)) == set(vars(b)) for a, b in zip(model.modules(), twin.modules()))
