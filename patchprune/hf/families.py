@@ -1,13 +1,13 @@
 """Which Hugging Face multimodal families the pruner wraps, and where their parts are.
 
-A family is covered when its `forward` / `generate` accept precomputed image features as
-`mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=[per-image features])}`,
-scatters them into the image placeholder tokens whatever their number, and derives nothing else
-(positions, tiles) from the full placeholder count. In transformers 5.24 that holds for LLaVA
-(`LlavaForConditionalGeneration`) and for Video-LLaVA's images and videos (it reads `pooler_output`
-as one tensor: the kept features go in as [1, sum K_i, D]; a video frame keeps its CLS token). Not covered, with the reason (see
-docs/hf.md): LLaVA-NeXT / LLaVA-NeXT-Video / LLaVA-OneVision pack several anyres tiles per image plus
-an `image_newline` token after every row, so an image's features are not one patch grid; Qwen2-VL
+A family is covered when its `forward` / `generate` accept precomputed features as
+`mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=...)}`, scatter them into the
+placeholder tokens whatever their number, and derive nothing else (positions, tiles) from the full
+placeholder count. In transformers 5.24 that holds for LLaVA (`LlavaForConditionalGeneration`,
+per-image list) and for Video-LLaVA's images and videos (one tensor: the kept features go in as
+[1, sum K_i, D]; a video frame keeps its CLS token). Not covered, with the reason (see docs/hf.md):
+LLaVA-NeXT / LLaVA-NeXT-Video / LLaVA-OneVision pack several anyres tiles per image plus an
+`image_newline` token after every row, so an image's features are not one patch grid; Qwen2-VL
 computes its 3-D rotary positions from `image_grid_thw` for the full grid of placeholders.
 """
 from __future__ import annotations
