@@ -159,3 +159,93 @@ def test_tome_block_equals_the_authors_patched_vit(seed, r):
         ours = sparse_vit(vit, schedule, execution="gather")(images).features.flatten(2).transpose(1, 2)
         for b in range(2):
             assert torch.allclose(ours[b], ref_tome_vit(vit, images[b:b + 1], r), atol=1e-5)  # merges run in fp32
+
+
+# ---------------------------------------------------------------------------------------------
+# VisPruner (item 6) and VisionZip (item 7)
+
+
+def cls_attention(B, N, seed, heads=2):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, heads, N + 1, N + 1, generator=g, dtype=torch.float64) * 3).softmax(-1)
+
+
+def ref_vispruner(x, attn, k, important=0.5, step=8):
+    """VisPruner's published selection for one sample: x [N, C], attn [H, 1+N, 1+N]."""
+    imp_scores = attn[:, 0, 1:].mean(0)
+    ranked = imp_scores.argsort(descending=True).tolist()
+    t_imp = int(important * k)
+    imp, remaining = ranked[:t_imp], ranked[t_imp:]
+    t_div = k - t_imp
+    while len(remaining) > t_div:
+        r = min(step, len(remaining) - t_div)
+        xs = F.normalize(x[remaining], dim=-1)
+        a_idx, b_idx = remaining[::2], remaining[1::2]
+        scores = (xs[::2] @ xs[1::2].T).max(dim=-1).values
+        distinct = scores.argsort(descending=True)[r:].tolist()
+        remaining = [a_idx[i] for i in distinct] + b_idx
+    return set(imp) | set(remaining)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("N,k", [(64, 16), (49, 12), (49, 9), (100, 33)])  # odd lists included
+def test_vispruner_equals_the_authors_rebuilt_lists(seed, N, k):
+    g = torch.Generator().manual_seed(seed + 10)
+    x = torch.randn(2, N, 8, generator=g, dtype=torch.float64)
+    attn = cls_attention(2, N, seed)
+    side = int(math.isqrt(N))
+    res = select(x, k, "vispruner", grid=(side, N // side), attn=attn)
+    for b in range(2):
+        assert set(res.index[b].tolist()) == ref_vispruner(x[b], attn[b], k)
+
+
+def ref_visionzip(x, attn, keys, dominant, contextual):
+    """VisionZip's published merge for one sample (patches only; the CLS is kept by the caller):
+    returns the output tokens in its order [dominant; contextual] and their anchor positions."""
+    N = x.shape[0]
+    cls_attention_sum = attn[:, 0, 1:].sum(0)
+    topk = cls_attention_sum.topk(dominant).indices
+    mask = torch.ones(N, dtype=torch.bool)
+    mask[topk] = False
+    dom_idx = torch.nonzero(~mask).flatten()  # masked_select: ascending
+    rest = torch.nonzero(mask).flatten()
+    metric = keys[rest]
+    metric = metric / metric.norm(dim=-1, keepdim=True)
+    step = max(1, metric.shape[0] // contextual)
+    target_indices = torch.arange(0, metric.shape[0], step)[:contextual]
+    others = ~torch.isin(torch.arange(metric.shape[0]), target_indices)
+    similarity = metric[others] @ metric[target_indices].T
+    assign = torch.zeros(int(others.sum()), contextual, dtype=x.dtype).scatter_(1, similarity.argmax(1, keepdim=True), 1)
+    counts = assign.sum(0).clamp(min=1).unsqueeze(-1)
+    aggregated = assign.T @ x[rest][others] / counts
+    ctx_tokens = x[rest][target_indices] + aggregated
+    return torch.cat([x[dom_idx], ctx_tokens]), torch.cat([dom_idx, rest[target_indices]])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("N,k,c", [(64, 63 - 40, 4), (49, 20, 5), (64, 16, 3)])
+def test_visionzip_equals_the_authors_merge_with_keys_and_order(seed, N, k, c):
+    g = torch.Generator().manual_seed(seed + 20)
+    x = torch.randn(2, N, 8, generator=g, dtype=torch.float64)
+    keys = torch.randn(2, N, 6, generator=g, dtype=torch.float64)
+    attn = cls_attention(2, N, seed)
+    side = int(math.isqrt(N))
+    res = select(x, k, "visionzip", grid=(side, N // side), attn=attn, contextual=c, metric=keys)
+    for b in range(2):
+        tokens, anchors = ref_visionzip(x[b], attn[b], keys[b], k - c, c)
+        assert res.index[b].tolist() == anchors.tolist()
+        assert torch.allclose(res.tokens[b], tokens, atol=1e-5)  # selection runs in fp32
+    # matching on the tokens instead of the keys moves members to other targets
+    by_tokens = select(x, k, "visionzip", grid=(side, N // side), attn=attn, contextual=c, metric=keys, match="tokens")
+    assert not torch.equal(by_tokens.assign, res.assign)
+
+
+def test_visionzip_published_budget_maps_to_k_63_and_the_runner_passes_keys():
+    from patchprune.select.policies import SelectPolicy
+    from patchprune.select.visionzip import contextual_count
+
+    assert contextual_count(63, None) == 10  # D = 54 (53 patches + CLS) + C = 10 -> K = 63 patches + CLS
+    assert SelectPolicy("visionzip", 0.5).needs_keys and SelectPolicy("tome", 0.5).needs_keys
+    assert not SelectPolicy("visionzip", 0.5, metric=None).needs_keys
+    with pytest.raises(ValueError, match="match='keys' needs metric"):
+        select(torch.randn(1, 16, 4), 4, "visionzip", grid=(4, 4), attn=cls_attention(1, 16, 0).float(), match="keys")

@@ -47,7 +47,8 @@ def test_every_method_returns_k_distinct_tokens(method, k):
     assert res.tokens.shape == (B, k, x.shape[2]) and res.index.shape == (B, k) and res.size.shape == (B, k)
     assert int(res.index.min()) >= 0 and int(res.index.max()) < N
     assert all(len(set(row.tolist())) == k for row in res.index), "duplicate tokens"
-    assert torch.equal(res.index, res.index.sort(1).values), "not in raster order"
+    if method != "visionzip":  # VisionZip lists [dominant; contextual] as published (test_fidelity_select)
+        assert torch.equal(res.index, res.index.sort(1).values), "not in raster order"
     if res.assign is None:  # pure selection: the original features, size 1
         assert torch.equal(res.tokens, x.gather(1, res.index[..., None].expand(-1, -1, x.shape[2])))
         assert torch.equal(res.size, torch.ones_like(res.size))
@@ -223,9 +224,11 @@ def test_vispruner_deduplication_drops_the_a_token_most_similar_to_b():
     sim = torch.full((1, 6, 6), 0.1)
     sim[0].fill_diagonal_(1.0)
     sim[0, 2, 3] = sim[0, 3, 2] = 0.99  # list position 2 (A) nearly equals position 3 (B)
-    assert deduplicate(sim, 5).tolist() == [[0, 1, 3, 4, 5]]
+    assert deduplicate(sim, 5, order="raster").tolist() == [[0, 1, 3, 4, 5]]
+    assert deduplicate(sim, 5).tolist() == [[0, 4, 1, 3, 5]]  # the authors' list: [surviving A; B]
     sim[0, 0, 1] = sim[0, 1, 0] = 0.95
-    assert deduplicate(sim, 4).tolist() == [[1, 3, 4, 5]]
+    assert deduplicate(sim, 4, order="raster").tolist() == [[1, 3, 4, 5]]
+    assert sorted(deduplicate(sim, 4)[0].tolist()) == [1, 3, 4, 5]
     assert deduplicate(sim, 4, step=1).shape == (1, 4)
 
 

@@ -38,6 +38,16 @@ class SelectPolicy(Policy):
         self.spec.check_options(options)
         self.method, self.ratio, self.options = method, float(ratio), options
         self.needs_attention = self.spec.needs_attention
+        # methods matching on a metric (tome, visionzip) get the block's keys averaged over heads, as
+        # the authors, unless the caller gave one
+        self.needs_keys = "metric" in self.spec.options and "metric" not in options
+
+    def method_options(self, ctx: PolicyContext) -> dict:
+        """The method's options, with the block's keys averaged over heads as `metric` when asked for."""
+        if not self.needs_keys or ctx.keys is None:
+            return self.options
+        n = ctx.tokens.shape[1]
+        return {**self.options, "metric": ctx.keys.mean(1)[:, ctx.keys.shape[2] - n:].float()}
 
     def extra_repr(self) -> str:
         return f"method={self.method!r}, ratio={self.ratio}"
@@ -52,7 +62,7 @@ class SelectPolicy(Policy):
         k = int(k_each.max())
         valid = None if bool(eligible.all()) else eligible
         inp = SelectInput(tokens=ctx.tokens, grid=ctx.grid, index=ctx.index, attn=attn, valid=valid, size=ctx.size)
-        order = run_method(self.spec, k, inp, self.options)  # [B, k] priority order
+        order = run_method(self.spec, k, inp, self.method_options(ctx))  # [B, k] priority order
         # sample b keeps the first k_each[b] picks (a prefix of a greedy run is that run for a smaller K)
         n = ctx.tokens.shape[1]
         take = torch.arange(k, device=order.device)[None, :] < k_each[:, None]
@@ -67,7 +77,7 @@ class SelectPolicy(Policy):
             raise ValueError(f"{self.method} merges tokens and needs equal token counts per sample (no padding)")
         k = keep_count(ctx.tokens.shape[1], self.ratio)
         inp = SelectInput(tokens=ctx.tokens, grid=ctx.grid, index=ctx.index, attn=attn, size=ctx.size)
-        res = run_method(self.spec, k, inp, self.options)
+        res = run_method(self.spec, k, inp, self.method_options(ctx))
         return Merge(tokens=res.tokens, index=res.index, size=res.size, assign=res.assign)
 
 

@@ -3,11 +3,15 @@
 Dominant: the K - C most attended patches (CLS attention when there is a CLS token, else the mean
 attention each patch receives). Contextual: from the R remaining patches, C targets at a uniform
 stride (step = max(1, floor(R / C))); every other remaining patch joins its most cosine-similar
-target (metric: attention keys averaged over heads when given, else the tokens), and the contextual
-token is target + mean of its members. Default split D:C = 54:10 of the budget.
+target and the contextual token is target + mean of its members. Matching metric (as the authors):
+the attention keys averaged over heads; the sparse ViT runner passes them (`metric`), a standalone
+caller passes `metric=keys.mean(1)`, and without it (`match="auto"`) the tokens themselves are used.
+Output order as published: [dominant (ascending position); contextual (target order)];
+`order="raster"` lists every token by anchor instead. Default split D:C = 54:10 of the budget.
 
-Here K counts patch tokens only: a CLS token is a prefix token that the caller keeps anyway
-(VisionZip's own D counts the CLS among the dominant tokens).
+K counts patch tokens only: a CLS token is a prefix token that the caller keeps anyway. VisionZip's
+published D = 54 counts the CLS (53 patches + CLS), so its 54 + 10 = 64 tokens are K = 63 here with
+contextual=10 (the default split gives round(63 * 10 / 64) = 10), plus the CLS.
 """
 from __future__ import annotations
 
@@ -30,11 +34,22 @@ def contextual_count(k: int, contextual: int | None, split: tuple[int, int] = (5
 
 @register_method("visionzip", needs_attention=True, merges=True)
 def visionzip(x: Tensor, k: int, inp: SelectInput, *, score: str = "auto", contextual: int | None = None,
-              metric: Tensor | None = None) -> SelectResult:
+              metric: Tensor | None = None, match: str = "auto", order: str = "authors") -> SelectResult:
     """score: "auto" | "cls" | "mean"; contextual: C (default round(k * 10 / 64));
-    metric: optional [B, N, Cm] matching features (e.g. keys averaged over heads)."""
+    metric: [B, N, Cm] matching features, the attention keys averaged over heads (the authors');
+    match: "keys" (needs metric), "tokens", or "auto" (metric when given, else the tokens);
+    order: "authors" ([dominant; contextual]) or "raster" (by anchor)."""
     check_unpadded(inp, "visionzip")
     B, N, Cf = x.shape
+    if match not in ("auto", "keys", "tokens"):
+        raise ValueError(f"visionzip match must be 'auto', 'keys' or 'tokens', got {match!r}")
+    if order not in ("authors", "raster"):
+        raise ValueError(f"visionzip order must be 'authors' or 'raster', got {order!r}")
+    if match == "keys" and metric is None:
+        raise ValueError("visionzip match='keys' needs metric=keys.mean(1) ([B, N, Cm] attention keys "
+                         "averaged over heads); or use match='tokens'")
+    if match == "tokens":
+        metric = None
     if metric is not None and metric.shape[:2] != (B, N):
         raise ValueError(f"metric must be [B, N, Cm] with [B, N] = {(B, N)}, got {tuple(metric.shape)}")
     c = contextual_count(k, contextual)
@@ -61,7 +76,12 @@ def visionzip(x: Tensor, k: int, inp: SelectInput, *, score: str = "auto", conte
         sizes = torch.cat([torch.ones_like(dom, dtype=x.dtype), 1 + counts], 1)
     else:
         sizes = torch.ones_like(dom, dtype=x.dtype)
-    anchors, perm = anchors.sort(dim=1)
+    if order == "authors":  # dominant ascending, then contextual in target order (the authors' masked_select)
+        d = k - c
+        perm = torch.cat([anchors[:, :d].argsort(dim=1), torch.arange(d, k, device=x.device).expand(B, -1)], 1)
+        anchors = anchors.gather(1, perm)
+    else:
+        anchors, perm = anchors.sort(dim=1)
     feats, sizes = take_rows(feats, perm), sizes.gather(1, perm)
     out_pos = torch.arange(k, device=x.device).expand(B, k)
     assign = torch.full((B, N), -1, dtype=torch.long, device=x.device).scatter_(1, anchors, out_pos)

@@ -3,7 +3,8 @@
 T_imp = int(0.5 K) most important tokens (CLS attention, or the mean attention each token receives
 for CLS-free encoders). The other tokens, in importance order, are de-duplicated: A = even and
 B = odd positions of the current list; the r = min(8, R - T_div) A tokens most cosine-similar to
-some B token are dropped (the list keeps its order), until T_div = K - T_imp remain. The union is
+some B token are dropped and the list becomes [surviving A by descending similarity; B] (the
+authors' code; `order="raster"` keeps the survivors' order), until T_div = K - T_imp remain. The union is
 returned in raster order. The similarity matrix of the rest is computed once and indexed per round.
 """
 from __future__ import annotations
@@ -17,9 +18,18 @@ from patchprune.select.tome import check_unpadded
 from patchprune.tokens import mask_to_slots
 
 
-def deduplicate(sim: Tensor, keep: int, step: int = 8) -> Tensor:
-    """Positions [B, keep] (ascending) that survive repeated A/B de-duplication of a list whose
-    pairwise similarities are sim [B, R, R]."""
+def deduplicate(sim: Tensor, keep: int, step: int = 8, order: str = "authors") -> Tensor:
+    """Positions [B, keep] that survive repeated A/B de-duplication of a list whose pairwise
+    similarities are sim [B, R, R].
+
+    Each round: A = even, B = odd positions of the current list; the r = min(step, n - keep) A tokens
+    most similar to some B token are dropped. order "authors" (VisPruner's code): the next list is
+    [surviving A by descending similarity (argsort order); B]; "raster": the survivors keep their
+    relative order. Odd n: A has one token more than B, nothing else changes (the published code
+    assumes an even length there and fails; we take the natural even / odd split).
+    """
+    if order not in ("authors", "raster"):
+        raise ValueError(f"vispruner order must be 'authors' or 'raster', got {order!r}")
     B, R, _ = sim.shape
     cur = torch.arange(R, device=sim.device).expand(B, R)
     while cur.shape[1] > keep:
@@ -28,28 +38,32 @@ def deduplicate(sim: Tensor, keep: int, step: int = 8) -> Tensor:
         a, b = cur[:, 0::2], cur[:, 1::2]
         rows = sim.gather(1, a[..., None].expand(-1, -1, R))  # [B, nA, R]
         best = rows.gather(2, b[:, None, :].expand(-1, a.shape[1], -1)).amax(-1)  # [B, nA]
-        drop = best.argsort(dim=1, descending=True, stable=True)[:, :r]
+        edge = best.argsort(dim=1, descending=True, stable=True)
+        if order == "authors":
+            cur = torch.cat([a.gather(1, edge[:, r:]), b], dim=1)
+            continue
         alive = torch.ones(B, n, dtype=torch.bool, device=sim.device)
-        alive[:, 0::2].scatter_(1, drop, False)
+        alive[:, 0::2].scatter_(1, edge[:, :r], False)
         cur = cur.gather(1, mask_to_slots(alive)[0])
     return cur
 
 
 @register_method("vispruner", needs_attention=True)
 def vispruner(x: Tensor, k: int, inp: SelectInput, *, score: str = "auto", important: float = 0.5,
-              step: int = 8) -> Tensor:
+              step: int = 8, order: str = "authors") -> Tensor:
     """Kept slots [B, k]: important ones (most attended first), then the diverse ones.
 
     score: "auto" | "cls" | "mean"; important: share of K for important tokens (int(share * K));
-    step: A tokens dropped per de-duplication round (8 in the paper)."""
+    step: A tokens dropped per de-duplication round (8 in the paper); order: the list between
+    de-duplication rounds, "authors" or "raster" (see `deduplicate`)."""
     check_unpadded(inp, "vispruner")
     if not 0.0 <= important <= 1.0 or step < 1:
         raise ValueError("important must be in [0, 1] and step >= 1")
-    order = rank(attention_scores(inp.attn, x.shape[1], score))
+    ranked = rank(attention_scores(inp.attn, x.shape[1], score))
     t_imp = int(important * k)
-    imp, rest = order[:, :t_imp], order[:, t_imp:]
+    imp, rest = ranked[:, :t_imp], ranked[:, t_imp:]
     if k == t_imp:
         return imp
     m = l2_normalize(take_rows(x, rest))
-    keep = deduplicate(torch.bmm(m, m.transpose(1, 2)), k - t_imp, step)
+    keep = deduplicate(torch.bmm(m, m.transpose(1, 2)), k - t_imp, step, order)
     return torch.cat([imp, rest.gather(1, keep)], dim=1)
