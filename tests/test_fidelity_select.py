@@ -249,3 +249,78 @@ def test_visionzip_published_budget_maps_to_k_63_and_the_runner_passes_keys():
     assert not SelectPolicy("visionzip", 0.5, metric=None).needs_keys
     with pytest.raises(ValueError, match="match='keys' needs metric"):
         select(torch.randn(1, 16, 4), 4, "visionzip", grid=(4, 4), attn=cls_attention(1, 16, 0).float(), match="keys")
+
+
+# ---------------------------------------------------------------------------------------------
+# EVTP options (item 8)
+
+
+def ref_evtp(x, grid, k, init="mean", eps=1e-6):
+    """The spec's EVTP for one frame, literally, in float64: returns the picks in order."""
+    H, W = grid
+    xh = x / x.norm(dim=-1, keepdim=True)
+    var = (xh - xh.mean(0)).square().sum(-1).mean()
+    lam = 1.0 / (var + eps)
+    idx = torch.arange(H * W)
+    p = torch.stack([(idx // W) / (H - 1), (idx % W) / (W - 1)], dim=-1).to(x.dtype)
+    xt = torch.cat([xh, lam * p], dim=-1)
+    if init == "mean":
+        first = int((xt - xt.mean(0)).norm(dim=-1).argmax())
+    else:  # "feature_mean": farthest from the mean of the normalised features alone
+        first = int((xh - xh.mean(0)).norm(dim=-1).argmax())
+    picks = [first]
+    delta = (xt - xt[first]).norm(dim=-1)
+    delta[first] = -math.inf
+    while len(picks) < k:
+        j = int(delta.argmax())
+        picks.append(j)
+        delta = torch.minimum(delta, (xt - xt[j]).norm(dim=-1))
+        delta[picks] = -math.inf
+    return picks
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("init", ["mean", "feature_mean"])
+def test_evtp_starts_equal_the_spec_reference(seed, init):
+    g = torch.Generator().manual_seed(seed + 30)
+    x = torch.randn(2, 64, 16, generator=g, dtype=torch.float64) + 0.5
+    res = select(x.float(), 12, "evtp", grid=(8, 8), init=init)
+    for b in range(2):
+        ref = ref_evtp(x[b], (8, 8), 12, init)
+        assert res.order[b, 0].item() == ref[0]
+        assert set(res.index[b].tolist()) == set(ref)
+
+
+def test_feature_mean_start_differs_from_the_joint_mean_start_somewhere():
+    differ = 0
+    for seed in range(8):
+        x = torch.randn(1, 64, 4, generator=torch.Generator().manual_seed(seed)) + 0.3
+        a = select(x, 5, "evtp", grid=(8, 8), init="mean").order[0, 0]
+        b = select(x, 5, "evtp", grid=(8, 8), init="feature_mean").order[0, 0]
+        differ += int(a != b)
+    assert differ > 0
+
+
+def test_evtp_lambda_uses_the_variance_of_centred_features():
+    """Nearly equal tokens: E||x^||^2 - ||mean||^2 cancels in fp32; the centred form keeps precision."""
+    from patchprune.select.base import SelectInput
+    from patchprune.select.evtp import joint_space
+
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(1, 1, 64, generator=g, dtype=torch.float64)
+    x = base + 4e-4 * base.norm() * torch.randn(1, 100, 64, generator=g, dtype=torch.float64)
+    xh = x[0] / x[0].norm(dim=-1, keepdim=True)
+    var = (xh - xh.mean(0)).square().sum(-1).mean()  # ~1e-5, above eps
+    assert 1e-6 < float(var) < 1e-4
+    inp = SelectInput(tokens=x.float(), grid=(10, 10), index=torch.arange(100)[None])
+    lam = joint_space(x.float(), inp).lam
+    assert float(lam[0]) == pytest.approx(float(1.0 / (var + 1e-6)), rel=1e-4)
+
+
+def test_kcenter_method_with_the_rungs_settings_equals_the_ladders_kcenter_rung():
+    x = torch.randn(3, 64, 16, generator=torch.Generator().manual_seed(7))
+    rung = select(x, 10, "evtp", grid=(8, 8), ablation="kcenter")
+    method = select(x, 10, "kcenter", grid=(8, 8), normalize=True, init="first")
+    assert torch.equal(rung.order, method.order)
+    default = select(x, 10, "kcenter", grid=(8, 8))  # raw features, farthest-from-mean start: documented difference
+    assert not torch.equal(default.order, rung.order)

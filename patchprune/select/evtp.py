@@ -6,7 +6,10 @@ frame, start from the token farthest from the mean of x~ = [x^ ; lambda p], then
 token farthest from the kept set. Homogeneous frames (small sigma^2) lean on positions, so the kept
 tokens also cover the image plane.
 
-`ablation` reproduces the paper's Table 4 ladder; explicit options override a rung's settings.
+`ablation` reproduces the paper's Table 4 ladder; explicit options override a rung's settings. Its
+"kcenter" rung is k-center on the L2-normalised features from the first slot; the standalone
+`kcenter` method defaults to raw features and the farthest-from-the-mean start
+(`kcenter(normalize=True, init="first")` equals the rung).
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ class JointSpace:
     z: Tensor  # [B, N, C(+2)(+zero padding to ROW_ALIGN)] x~ - mean(x~), x~ = [x^ ; lambda p] (x^ alone without coordinates)
     sq: Tensor  # [B, N] squared norms of z (= squared distance to the mean)
     lam: Tensor  # [B] spatial weight (zeros without coordinates)
+    feature_sq: Tensor | None = None  # [B, N] squared distance of the features x^ alone to their mean
 
 
 def adaptive_lambda(var: Tensor, dim: int, variance: str = "total", scale: str = "inv_var",
@@ -102,7 +106,6 @@ def _joint_space(x: Tensor, inp: SelectInput, *, normalize: str, spatial: bool, 
         inv = 1.0 / norms.clamp_min(1e-12)
         mean_f = torch.bmm((w * inv)[:, None], x).squeeze(1)  # mean of x^ without materialising x^
         torch.addcmul(-mean_f[:, None], x, inv[..., None], out=z[..., :C])
-        mean_sq = (w * (norms * inv).square()).sum(1)  # E||x^||^2 (1 unless tokens are all-zero)
         feature_sq = norms.square()
     else:
         xs = x
@@ -112,14 +115,16 @@ def _joint_space(x: Tensor, inp: SelectInput, *, normalize: str, spatial: bool, 
             xs = (x - mu[:, None]) / sd[:, None]
         mean_f = torch.bmm(w[:, None], xs).squeeze(1)
         torch.sub(xs, mean_f[:, None], out=z[..., :C])
-        mean_sq = None
-        feature_sq = squared_norms(z) if not use_coords else squared_norms(z[..., :C])
+        feature_sq = None
+    centred_sq = squared_norms(z[..., :C])  # ||x^_i - mean(x^)||^2 (the padding columns are zero)
+    if feature_sq is None:
+        feature_sq = centred_sq
     if not use_coords:
-        return JointSpace(z=z, sq=feature_sq if normalize != "l2" else squared_norms(z), lam=x.new_zeros(B)), feature_sq
+        return JointSpace(z=z, sq=centred_sq, lam=x.new_zeros(B), feature_sq=centred_sq), feature_sq
     if lam is None:
-        # total variance E||x^ - mean||^2, from the centred features
-        var = (w * feature_sq).sum(1) if mean_sq is None else (mean_sq - mean_f.square().sum(-1))
-        var = var.clamp_min(0)
+        # total variance mean_i ||x^_i - mean||^2 from the centred features (not E||x^||^2 - ||mean||^2,
+        # which cancels catastrophically when the features are nearly equal)
+        var = (w * centred_sq).sum(1)
         if per == "batch":  # pooled over all tokens of the batch: within-frame + between-frame spread
             cnt = x.new_full((B,), N) if valid is None else valid.sum(1).to(x.dtype)
             share = cnt / cnt.sum().clamp_min(1)
@@ -131,7 +136,8 @@ def _joint_space(x: Tensor, inp: SelectInput, *, normalize: str, spatial: bool, 
     p = grid_coordinates(inp.index, inp.grid)  # [B, N, 2]
     mean_p = torch.bmm(w[:, None], p).squeeze(1)
     torch.mul(p - mean_p[:, None], lam_b[:, None, None], out=z[..., C:width])
-    return JointSpace(z=z, sq=squared_norms(z), lam=lam_b), feature_sq
+    sq = centred_sq + squared_norms(z[..., C:width])
+    return JointSpace(z=z, sq=sq, lam=lam_b, feature_sq=centred_sq), feature_sq
 
 
 _SCRATCH = threading.local()
@@ -157,8 +163,10 @@ def evtp(x: Tensor, k: int, inp: SelectInput, *, ablation: str = "full", normali
     ABLATION_LADDER). spatial: use coordinates. lam: None = adaptive, a number = fixed weight
     (0 = no coordinates). variance / scale / eps: how lambda adapts (see `adaptive_lambda`); per:
     "frame" (default) or "batch" (one lambda from the pooled variance of all frames).
-    normalize: "l2" | "zscore" | "none". init: "mean" (farthest from the mean of x~) | "first" |
-    "random" (with seed) | slot | [B] tensor. pool: engine pool size (speed only).
+    normalize: "l2" | "zscore" | "none". init: "mean" (farthest from the mean of x~, the spec's
+    step 5) | "feature_mean" (farthest from the mean of the normalised features x^ alone, ignoring
+    the coordinates) | "first" | "random" (with seed) | slot | [B] tensor. pool: engine pool size
+    (speed only).
     """
     if ablation not in ABLATION_LADDER:
         raise ValueError(f"ablation must be one of {', '.join(ABLATION_LADDER)}, got {ablation!r}")
@@ -168,5 +176,6 @@ def evtp(x: Tensor, k: int, inp: SelectInput, *, ablation: str = "full", normali
     init = rung["init"] if init is _UNSET else init
     js = joint_space(x, inp, normalize=normalize, spatial=spatial, lam=lam, variance=variance, scale=scale,
                      per=per, eps=eps, reuse=True)
-    start = resolve_start(init, js.sq, inp.valid, seed)
+    feature_mean = isinstance(init, str) and init == "feature_mean"
+    start = resolve_start("mean" if feature_mean else init, js.feature_sq if feature_mean else js.sq, inp.valid, seed)
     return farthest_first(js.z, k, start, valid=inp.valid, sq=js.sq, pool=pool)
