@@ -1,10 +1,13 @@
 """A named registry: the one mechanism behind the policy, selection-method and learned-method families.
 
 Each family keeps one `Registry`; a new method is one new file whose decorator adds it. Names are
-unique per family, and a lookup of an unknown name says what is available.
+unique per family, and a lookup of an unknown name says what is available. `import_family(package)`
+imports every module of a family's package, so a new file registers without any list to edit.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -43,3 +46,11 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def import_family(package: str, skip: tuple[str, ...] = ()) -> None:
+    """Import every module of `package` but `skip` (each registers its entries on import); idempotent."""
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name not in skip:
+            importlib.import_module(f"{package}.{info.name}")

@@ -14,7 +14,11 @@ from patchprune.learned.registry import LOSS_KEY, LearnedPruner, MethodConfig, a
 from patchprune.learned.sm import SM
 from patchprune.learned.svit import SViTSelector, svit_targets
 from patchprune.learned.tps import TPSStage, squeeze
-import patchprune.learned.methods  # noqa: F401,E402  (registers the builders)
+from patchprune.registry import import_family
+
+# Every module of this package registers its own policies, builder and loss on import (one file per
+# method, no list to edit); the names above are only the public exports.
+import_family("patchprune.learned")
 
 __all__ = [
     "build", "available_methods", "register_method", "LearnedPruner", "MethodConfig", "LOSS_KEY",

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from patchprune.learned.common import ensure_one, record_keep, rescue_empty, target_default
 from patchprune.learned.gumbel import KEEP, keep_decision
 from patchprune.learned.heads import init_keep_rate, init_trunc_normal
+from patchprune.learned.registry import LearnedPruner, MethodConfig, check_positions, embed_dim, register_method
 from patchprune.policies.base import Decision, Policy, PolicyContext, keep_count, register_policy
 from patchprune.policies.common import eligible_tokens, topk_mask
 
@@ -97,3 +98,32 @@ class DynamicViTStage(Policy):
 def _make(ratio: float, dim: int = 384, tau: float = 1.0, init_keep: float | None = None,
           freeze_pruned: bool = False) -> DynamicViTStage:
     return DynamicViTStage(dim, ratio, tau=tau, init_keep=init_keep, freeze_pruned=freeze_pruned)
+
+
+def build_stages(method: str, cls: type, model: nn.Module, target: float, rho: float | None,
+                 positions: tuple[int, ...], tau: float, weight: float, execution: str,
+                 init_keep: bool = False, freeze_pruned: bool = False) -> LearnedPruner:
+    """DynamicViT-style stages of `cls` at `positions` keeping rho, rho^2, ... of the grid (DynamicViT, TPS)."""
+    rho = dynamicvit_rho(target) if rho is None else rho
+    check_positions(model, positions, method)
+    dim = embed_dim(model)
+    ratios = [rho ** (s + 1) for s in range(len(positions))]
+    # init_keep: every stage starts keeping rho of its live tokens (zero output weights)
+    schedule = {p: cls(dim, r, tau=tau, init_keep=rho if init_keep else None, freeze_pruned=freeze_pruned)
+                for p, r in zip(positions, ratios)}
+    config = MethodConfig(method, target, ratios, {"weight": weight},
+                          {"rho": rho, "tau": tau, "init_keep": init_keep, "freeze_pruned": freeze_pruned})
+    return LearnedPruner(model, schedule, config, execution=execution)
+
+
+@register_method("dynamicvit")
+def build_dynamicvit(model: nn.Module, target: float = 0.55, rho: float | None = None,
+                     positions: tuple[int, ...] = DYNAMICVIT_POSITIONS, tau: float = 1.0, weight: float = 2.0,
+                     init_keep: bool = False, freeze_pruned: bool = False, execution: str = "auto") -> LearnedPruner:
+    """DynamicViT: three stages keeping rho, rho^2, rho^3 of the grid (rho 0.6 / 0.4).
+
+    init_keep: our option, start every stage at rho (zero output weights) instead of the authors'
+    trunc-normal init. freeze_pruned: our option, gate pruned tokens' updates in training as VPP
+    does (the authors update every token; docs/learned/baselines.md)."""
+    return build_stages("dynamicvit", DynamicViTStage, model, target, rho, positions, tau, weight, execution,
+                        init_keep, freeze_pruned)

@@ -13,11 +13,13 @@ next block on. No parameters, nothing to train.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from patchprune.learned.common import ensure_one, record_keep
+from patchprune.learned.registry import LearnedPruner, MethodConfig, check_positions, depth, register_method
 from patchprune.policies.base import Decision, Merge, Policy, PolicyContext, register_policy
 from patchprune.policies.common import as_decision_mask, eligible_tokens, topk_mask
 from patchprune.tokens import gather_tokens, mask_to_slots
@@ -106,3 +108,25 @@ def evit_keep_rate(target: float, num_blocks: int = 12, positions: tuple[int, ..
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if pkr(mid) < target else (lo, mid)
     return math.floor(hi * 1e6) / 1e6
+
+
+@register_method("evit")
+def build_evit(model: nn.Module, target: float = 0.55, keep_rate: float | None = None,
+               positions: tuple[int, ...] = EVIT_POSITIONS, fuse: bool = False, match_pkr: bool = False,
+               execution: str = "auto", **unknown: Any) -> LearnedPruner:
+    """EViT (needs a CLS token): CLS-attention top-k between attention and MLP of blocks 3, 6, 9.
+
+    keep_rate: the authors' 0.7 by default; match_pkr=True (our option) picks the rate whose PKR
+    equals `target` instead (`evit_keep_rate`). No loss, no parameters."""
+    if unknown:
+        raise ValueError(f"unknown EViT options: {sorted(unknown)}")
+    if getattr(model, "num_prefix_tokens", 0) < 1 or getattr(model, "cls_token", None) is None:
+        raise ValueError("EViT needs a ViT with a CLS token (class_token=True)")
+    check_positions(model, positions, "evit")
+    if keep_rate is not None and match_pkr:
+        raise ValueError("evit: give keep_rate or match_pkr=True, not both")
+    rate = keep_rate if keep_rate is not None else (
+        evit_keep_rate(target, depth(model), positions) if match_pkr else EVIT_KEEP_RATE)
+    schedule = {p: EViT(rate, fuse=fuse) for p in positions}
+    config = MethodConfig("evit", target, [], {}, {"keep_rate": rate, "fuse": fuse, "match_pkr": match_pkr})
+    return LearnedPruner(model, schedule, config, execution=execution)

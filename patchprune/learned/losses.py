@@ -9,16 +9,31 @@
   weight 2 (DynamicViT's own code: the ratio error is taken per sample, then averaged).
 
 `sparsity_loss(method, aux, ...)` computes them from a runner output's `aux` (the records the
-policies wrote), so any training loop can add them.
+policies wrote), so any training loop can add them. Each method's reader is registered with
+`register_loss(method)` (a new method registers its own in its file).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from patchprune.learned.common import records
+from patchprune.learned.common import SparsityRecord, records
+from patchprune.registry import Registry
+
+LossReader = Callable[..., Tensor]  # (records {position: SparsityRecord}, targets, **weights) -> scalar loss
+_LOSSES: Registry[LossReader] = Registry("sparsity loss")
+
+
+def register_loss(method: str) -> Callable[[LossReader], LossReader]:
+    """Decorator: `reader(records, targets, **weights)` is `method`'s sparsity loss."""
+    return _LOSSES.register(method)
+
+
+def has_loss(method: str) -> bool:
+    """True when `method` registered a sparsity loss."""
+    return method in _LOSSES
 
 
 def vpp_targets(kappa: float, rho: float, stages: int = 3) -> list[float]:
@@ -83,17 +98,30 @@ def dynamicvit_loss(per_sample_keeps: Sequence[Tensor], targets: Sequence[float]
 def sparsity_loss(method: str, aux: dict, targets: Sequence[float], **weights: Any) -> Tensor:
     """The method's sparsity loss from the policies' records in a runner output's `aux`.
 
-    method: "vpp" | "svit" | "dynamicvit" | "tps". targets: per SM stage (vpp), per layer (svit),
-    per stage (dynamicvit / tps), in position order.
+    method: "vpp" | "svit" | "dynamicvit" | "tps" (or any method that registered one). targets: per SM
+    stage (vpp), per layer (svit), per stage (dynamicvit / tps), in position order.
     """
-    recs = records(aux)
-    if method == "vpp":
-        maps = [r for r in recs.values() if r.kind == "mapsm"]
-        sms = [r.keep_mean for r in recs.values() if r.kind == "sm"]
-        prob = maps[0].prob_mean if maps and maps[0].prob_mean is not None else None
-        return vpp_loss(prob, sms, targets, **weights)
-    if method == "svit":
-        return svit_loss([r.keep_mean for r in recs.values() if r.kind == "svit"], targets, **weights)
-    if method in ("dynamicvit", "tps"):
-        return dynamicvit_loss([r.keep_per_sample for r in recs.values() if r.kind == "dynamicvit"], targets, **weights)
-    raise ValueError(f"no sparsity loss for method {method!r}")
+    if not has_loss(method):
+        raise ValueError(f"no sparsity loss for method {method!r}; methods with one: {', '.join(_LOSSES.names())}")
+    return _LOSSES.get(method)(records(aux), targets, **weights)
+
+
+@register_loss("vpp")
+def _vpp_from_records(recs: dict[int, SparsityRecord], targets: Sequence[float], **weights: Any) -> Tensor:
+    maps = [r for r in recs.values() if r.kind == "mapsm"]
+    sms = [r.keep_mean for r in recs.values() if r.kind == "sm"]
+    prob = maps[0].prob_mean if maps and maps[0].prob_mean is not None else None
+    return vpp_loss(prob, sms, targets, **weights)
+
+
+@register_loss("svit")
+def _svit_from_records(recs: dict[int, SparsityRecord], targets: Sequence[float], **weights: Any) -> Tensor:
+    return svit_loss([r.keep_mean for r in recs.values() if r.kind == "svit"], targets, **weights)
+
+
+def _stages_from_records(recs: dict[int, SparsityRecord], targets: Sequence[float], **weights: Any) -> Tensor:
+    return dynamicvit_loss([r.keep_per_sample for r in recs.values() if r.kind == "dynamicvit"], targets, **weights)
+
+
+register_loss("dynamicvit")(_stages_from_records)
+register_loss("tps")(_stages_from_records)

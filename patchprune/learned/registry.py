@@ -1,7 +1,9 @@
 """Registry of learned pruning methods and `build(method, model, target)`.
 
-Each method file registers a builder `(model, target, **options) -> LearnedPruner`; `build`
-attaches the paper's configuration to a timm ViT. A `LearnedPruner` is the sparse ViT runner plus
+Each method file registers a builder `(model, target, **options) -> LearnedPruner` with
+`@register_method(name)` (and its policies with `register_policy`, its loss with
+`losses.register_loss`); `build` imports every module of `patchprune.learned` first, so a new learned
+method is one new file. `build` attaches the paper's configuration to a timm ViT. A `LearnedPruner` is the sparse ViT runner plus
 the method's sparsity loss: every forward call returns the runner's output with
 `out.aux["sparsity_loss"]` filled, so any training loop can add it to its task loss.
 """
@@ -12,8 +14,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 from torch import Tensor, nn
 
-from patchprune.learned.losses import sparsity_loss
-from patchprune.registry import Registry
+from patchprune.learned.losses import has_loss, sparsity_loss
+from patchprune.registry import Registry, import_family
 from patchprune.vit import SparseViT, SparseViTOutput, check_policy_eps, check_vit, sparse_vit
 
 LOSS_KEY = "sparsity_loss"
@@ -50,7 +52,7 @@ class LearnedPruner(nn.Module):
 
     def forward(self, images: Tensor, stream: Any = None, return_layers: Iterable[int] = ()) -> SparseViTOutput:
         out = self.runner(images, stream=stream, return_layers=return_layers)
-        if self.config.method in LOSS_METHODS:
+        if has_loss(self.config.method):
             out.aux[LOSS_KEY] = sparsity_loss(self.config.method, out.aux, self.config.targets, **self.config.loss_weights)
         return out
 
@@ -66,8 +68,6 @@ class LearnedPruner(nn.Module):
         """Parameter count of the pruning modules."""
         return sum(p.numel() for p in self.pruning_parameters())
 
-
-LOSS_METHODS = ("vpp", "svit", "dynamicvit", "tps")
 
 Builder = Callable[..., LearnedPruner]
 _METHODS: Registry[Builder] = Registry("learned method")
@@ -125,4 +125,4 @@ def check_positions(model: nn.Module, positions: Sequence[int], method: str) -> 
 
 
 def _load() -> None:
-    import patchprune.learned.methods  # noqa: F401  (registers every builder)
+    import_family("patchprune.learned")  # every module registers its builders / policies / losses on import

@@ -8,10 +8,12 @@ standard convention (tau = 1). Inference: deterministic argmax.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from patchprune.learned.common import ensure_one, grid_tokens, record_keep, rescue_empty
 from patchprune.learned.gumbel import KEEP, keep_decision
 from patchprune.learned.heads import SelectorMLP
+from patchprune.learned.registry import LearnedPruner, MethodConfig, check_positions, depth, embed_dim, register_method
 from patchprune.policies.base import Decision, Policy, PolicyContext, register_policy
 
 SVIT_POSITIONS = tuple(range(3, 12))
@@ -66,3 +68,22 @@ class SViTSelector(Policy):
 @register_policy("svit")
 def _make(ratio: float | None = None, dim: int = 384, tau: float = 1.0) -> SViTSelector:
     return SViTSelector(dim, tau=tau)
+
+
+@register_method("svit")
+def build_svit(model: nn.Module, target: float = 0.55, positions: tuple[int, ...] | None = None,
+               targets: list[float] | None = None, tau: float = 1.0, weight: float = 4.0, init_keep: bool = False,
+               execution: str = "auto") -> LearnedPruner:
+    """SViT: a selector at every position 3..depth-1, targets scaled to the PKR target.
+
+    init_keep: our option (docs/learned/baselines.md): start each selector at its layer's target
+    keep rate (zero output weights) instead of PyTorch's default init."""
+    positions = tuple(positions or range(3, depth(model)))
+    check_positions(model, positions, "svit")
+    targets = list(targets) if targets is not None else svit_targets(target, depth(model), positions)
+    if len(targets) != len(positions):
+        raise ValueError(f"svit: {len(targets)} targets for {len(positions)} positions")
+    dim = embed_dim(model)
+    schedule = {p: SViTSelector(dim, tau=tau, init_keep=t if init_keep else None) for p, t in zip(positions, targets)}
+    config = MethodConfig("svit", target, targets, {"weight": weight}, {"tau": tau})
+    return LearnedPruner(model, schedule, config, execution=execution)

@@ -14,9 +14,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from patchprune.learned.dynamicvit import DynamicViTStage
+from patchprune.learned.dynamicvit import DYNAMICVIT_POSITIONS, DynamicViTStage, build_stages
+from patchprune.learned.registry import LearnedPruner, register_method
 from patchprune.policies.base import Decision, PolicyContext, register_policy
 from patchprune.policies.common import eligible_tokens
 
@@ -59,3 +60,12 @@ class TPSStage(DynamicViTStage):
 def _make(ratio: float, dim: int = 384, tau: float = 1.0, init_keep: float | None = None,
           freeze_pruned: bool = False) -> TPSStage:
     return TPSStage(dim, ratio, tau=tau, init_keep=init_keep, freeze_pruned=freeze_pruned)
+
+
+@register_method("tps")
+def build_tps(model: nn.Module, target: float = 0.55, rho: float | None = None,
+              positions: tuple[int, ...] = DYNAMICVIT_POSITIONS, tau: float = 1.0, weight: float = 2.0,
+              init_keep: bool = False, freeze_pruned: bool = False, execution: str = "auto") -> LearnedPruner:
+    """TPS: DynamicViT's stages with squeezing of the pruned tokens into their hosts (options as DynamicViT)."""
+    return build_stages("tps", TPSStage, model, target, rho, positions, tau, weight, execution, init_keep,
+                        freeze_pruned)

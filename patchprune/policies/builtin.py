@@ -1,2 +1,4 @@
-"""Importing this module registers the built-in policies (one file per method)."""
-from patchprune.policies import keep_all, random, topk_norm  # noqa: F401
+"""Importing this module registers the built-in policies (one file per method, found by `import_family`)."""
+from patchprune.registry import import_family
+
+import_family("patchprune.policies")

@@ -8,8 +8,11 @@ vispruner, attention. `patchprune.select.policies` exposes every method to the s
 from patchprune.select.base import (MethodSpec, SelectInput, SelectResult, available_methods, budget, method_spec,
                                     register_method, select)
 
-# Importing a method registers it (one file per method).
-from patchprune.select import attention, divprune, evtp, kcenter, random, tome, visionzip, vispruner  # noqa: E402,F401
+from patchprune.registry import import_family  # noqa: E402
+
+# Every module of the package is imported, so each method file registers itself (one new file, no list).
+# `policies` (every method as a runner policy) is loaded by the policy registry once all methods exist.
+import_family("patchprune.select", skip=("policies",))
 from patchprune.select.evtp import ABLATION_LADDER  # noqa: E402
 
 __all__ = ["select", "SelectResult", "SelectInput", "MethodSpec", "available_methods", "method_spec",
