@@ -197,3 +197,29 @@ def test_not_covered_family_says_why():
                         vision_config=dict(depth=1, embed_dim=16, hidden_size=32, num_heads=2))
     with pytest.raises(ValueError, match="image_grid_thw.*supported: LlavaForConditionalGeneration"):
         VisualTokenPruner(Qwen2VLForConditionalGeneration(cfg))
+
+
+def test_a_kept_cls_token_is_never_pruned():
+    """CLIP under the "full" strategy hands the CLS to the LLM: it stays, K patches are selected beside it."""
+    from transformers import LlavaForConditionalGeneration
+
+    from patchprune.hf import tiny_llava_config
+
+    config = tiny_llava_config("llama", "clip")
+    config.vision_feature_select_strategy = "full"
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(config).eval()
+    ids, mask = llava_prompt([1, 2], N + 1, model.config.image_token_id, [4, 6])
+    px = _images(3, seed=6)
+    pruner = VisualTokenPruner(model, "evtp", 0.25)
+    with torch.no_grad():
+        full = model.get_image_features(pixel_values=px).pooler_output
+        inp = pruner.prepare(ids, px, mask)
+        dense = model(input_ids=ids, attention_mask=mask, pixel_values=px).logits
+        same = VisualTokenPruner(model, "evtp", 1.0)(ids, px, mask).logits
+    k = budget(N, 0.25)
+    assert ((inp.input_ids == model.config.image_token_id).sum(1)).tolist() == [k + 1, 2 * (k + 1)]
+    for i in range(3):
+        assert torch.equal(inp.features[i][0], full[i][0])  # the CLS, first
+        assert torch.equal(inp.features[i][1:], full[i][1:][inp.index[i]])
+    assert torch.equal(dense, same)

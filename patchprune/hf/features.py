@@ -48,7 +48,13 @@ def encode_images(model: nn.Module, family: Family, pixel_values: Tensor, *, kee
         raise ValueError(f"vision features hold {vision.shape[1]} tokens per image but the projector returned "
                          f"{projected.shape[1]}; the pruner needs one feature per placeholder")
     return ImageFeatures(vision=vision, projected=projected, hidden=tuple(hidden) if keep_hidden else None,
-                         feature_layer=layer)
+                         feature_layer=layer, prefix=_prefix_tokens(model, projected.shape[1]))
+
+
+def _prefix_tokens(model: nn.Module, tokens: int) -> int:
+    """Tokens per image beyond the patch grid (a CLS the model keeps, e.g. CLIP under "full"): always kept."""
+    vc = model.config.vision_config
+    return max(0, tokens - (vc.image_size // vc.patch_size) ** 2)
 
 
 def encode_videos(model: nn.Module, family: Family, pixel_values_videos: Tensor, *,
@@ -61,9 +67,8 @@ def encode_videos(model: nn.Module, family: Family, pixel_values_videos: Tensor,
     hidden = out.hidden_states
     layer = family.feature_layer(model) % len(hidden)
     vision = hidden[layer]
-    vc = model.config.vision_config
-    prefix = projected.shape[1] - (vc.image_size // vc.patch_size) ** 2
-    if vision.shape[:2] != projected.shape[:2] or prefix < 0:
+    prefix = _prefix_tokens(model, projected.shape[1])
+    if vision.shape[:2] != projected.shape[:2]:
         raise ValueError(f"video features {tuple(projected.shape)} do not match the tower's hidden states "
                          f"{tuple(vision.shape)} and its patch grid")
     return ImageFeatures(vision=vision, projected=projected, hidden=tuple(hidden) if keep_hidden else None,

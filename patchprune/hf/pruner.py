@@ -9,6 +9,7 @@ selected and the model sees exactly its usual inputs.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -58,7 +59,7 @@ def check_ratio(ratio: Any, name: str = "ratio") -> None:
     if not values:
         raise ValueError(f"{name} must be a number in (0, 1] or one per sample, got an empty sequence")
     for r in values:
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0.0 < float(r) <= 1.0) or math.isnan(r):
+        if isinstance(r, bool) or not isinstance(r, numbers.Real) or math.isnan(r) or not 0.0 < float(r) <= 1.0:
             raise ValueError(f"{name} must be in (0, 1] (keep ratio of visual tokens), got {r!r}")
 
 
