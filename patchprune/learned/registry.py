@@ -88,8 +88,8 @@ def build(method: str, model: nn.Module, target: float = 0.55, policy_eps: float
           **options: Any) -> LearnedPruner:
     """Attach `method`'s paper configuration (55 % or 40 % PKR target) to a timm ViT.
 
-    policy_eps: eps of the runner's policy attention in training (masking execution; default
-    `patchprune.vit.POLICY_ATTENTION_EPS`, see `patchprune.vit.policy_attention_bias`).
+    policy_eps: eps of DynamicViT's policy softmax in training (DynamicViT / TPS; default the
+    authors' `patchprune.vit.POLICY_ATTENTION_EPS` = 1e-6, see `patchprune.blocks.policy_softmax`).
     """
     _load()
     check_vit(model)  # the runner's one supported-model check, before a builder reads the model
