@@ -567,3 +567,52 @@ class TestRleCounts:
         assert compressed_run_sums(strings).tolist() == pixels
         # a bad string between good ones is flagged alone
         assert compressed_run_sums([strings[1], b"garbage", strings[2]]).tolist() == [pixels[1], -1, pixels[2]]
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI: bench fgseg (every option checked before any data or training; helper H1)
+
+
+class TestCliBenchFgseg:
+    @pytest.fixture(autouse=True)
+    def no_work(self, monkeypatch, tmp_path):
+        import patchprune.fgseg.study as study
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("bench fgseg started work before validating its options")
+
+        monkeypatch.setattr(study, "run_seed", refuse)
+        self.base = ["bench", "fgseg", "--quick", "--no-progress", "--workdir", str(tmp_path / "runs"),
+                     "--out", str(tmp_path / "out")]
+        self.tmp = tmp_path
+        yield
+        assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+    @pytest.mark.parametrize("argv,words", [
+        (["--dense-steps", "-5"], ("--dense-steps", ">= 1")),
+        (["--finetune-steps", "0"], ("--finetune-steps",)),
+        (["--train-videos", "0"], ("--train-videos", ">= 1")),
+        (["--valid-videos", "0"], ("--valid-videos",)),
+        (["--threads", "-1"], ("--threads", ">= 0")),
+        (["--targets", "0.3"], ("--targets", "0.55")),
+        (["--targets", "1.5"], ("--targets", "(0, 1)")),
+        (["--methods", "nosuch"], ("--methods", "nosuch")),
+        (["--policy-eps", "0"], ("--policy-eps",)),
+        (["--seeds", "-1"], ("--seeds",)),
+    ])
+    def test_bad_option_is_one_line_before_any_work(self, argv, words, capsys):
+        assert_cli_error(self.base + argv, capsys, *words)
+
+    def test_out_or_workdir_that_is_a_file(self, capsys):
+        (self.tmp / "file").write_text("x")
+        argv = ["bench", "fgseg", "--quick", "--workdir", str(self.tmp / "runs"), "--out", str(self.tmp / "file")]
+        assert_cli_error(argv, capsys, "--out", "existing file")
+        (self.tmp / "file").unlink()
+
+    def test_targets_other_than_the_tabled_ones_are_fine_for_svit(self):
+        from patchprune.cli import build_parser
+        from patchprune.fgseg.commands import config_from_args
+
+        args = build_parser().parse_args(self.base + ["--methods", "svit", "--targets", "0.3", "0.3"])
+        cfg = config_from_args(args)
+        assert cfg.methods == ("svit",) and cfg.targets == (0.3,)
