@@ -129,7 +129,8 @@ def register(groups) -> None:
     p.add_argument("--valid-videos", dest="valid_videos", type=int)
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--policy-eps", dest="policy_eps", type=float,
-                   help="policy-attention eps of the runner in fine-tuning (default: patchprune.vit.POLICY_ATTENTION_EPS)")
+                   help="eps of DynamicViT's policy softmax in fine-tuning (DynamicViT / TPS; default the authors' 1e-6, "
+                        "patchprune.vit.POLICY_ATTENTION_EPS; VPP / SViT train under a hard key mask)")
     p.add_argument("--vpp-first-frame-loss", dest="vpp_first_frame_loss", choices=("spec", "none", "live"),
                    help="VPP's sparsity loss on passes without the Map-SM prior (default spec; see docs/learned/vpp.md)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")

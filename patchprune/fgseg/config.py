@@ -57,7 +57,7 @@ class FgSegBenchConfig:
     # Sparsity loss of VPP's prior-free pass: "spec" (default), "none" or "live"; see
     # `patchprune.learned.losses.vpp_loss` (with "spec" VPP settles below its PKR target).
     vpp_first_frame_loss: str = "spec"
-    policy_eps: float = POLICY_ATTENTION_EPS  # runner's policy-attention eps in fine-tuning (bounds mask gradients)
+    policy_eps: float = POLICY_ATTENTION_EPS  # DynamicViT / TPS policy-softmax eps in fine-tuning
     class_weight_power: float = 0.5  # CE class weights freq^-power (0: unweighted)
     dense_finetune: bool = True  # also fine-tune the dense model with the same chain (reference row)
     methods: tuple[str, ...] = METHODS
