@@ -13,7 +13,6 @@ mode "eval": inference (eval runner, gather execution, no autograd).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import resource
 import time
@@ -76,9 +75,8 @@ def run_soak(frames: int = 10000, every: int = 500, switch: int = 250, mode: str
     stream = VideoStream()
     rows: list[tuple[int, float]] = []
     kept_graph = False
-    grad = torch.enable_grad() if mode == "grad" else torch.no_grad()
     start = time.perf_counter()
-    with grad if grad is not None else contextlib.nullcontext():
+    with torch.enable_grad() if mode == "grad" else torch.no_grad():
         for t in range(frames):
             x, shot = clips[(t // switch) % len(clips)]
             i = t % x.shape[0]
