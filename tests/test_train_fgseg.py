@@ -157,3 +157,22 @@ def test_config_eps_matches_the_runner_default():
     from patchprune.vit import POLICY_ATTENTION_EPS
 
     assert config_eps == POLICY_ATTENTION_EPS
+
+
+def test_study_runs_one_tiny_seed_end_to_end(tmp_path):
+    """The fgseg study's wiring (config -> training -> evaluation -> report) on a tiny configuration."""
+    from dataclasses import replace
+
+    from patchprune.fgseg.config import FgSegBenchConfig
+    from patchprune.fgseg.study import aggregate, checks, run_seed, write_report
+
+    cfg = replace(FgSegBenchConfig.quick(), size=32, dim=16, heads=2, frames=4, train_videos=4, valid_videos=2,
+                  dense_steps=2, finetune_steps=2, dense_batch=2, finetune_batch=1, fgs_train_frames=8, fgs_steps=2,
+                  timing_repeats=1, timing_batch=2, methods=("vpp",), targets=(0.55,))
+    res = run_seed(cfg, 0, tmp_path / "runs", progress=False, quiet=True)
+    summary = aggregate([res])
+    readme = write_report(tmp_path / "out", cfg, summary, [res], 1.0, "quick", checks(summary))
+    assert [r["method"] for r in summary["results"]] == ["dense", "dense-ft", "vpp"]
+    assert summary["results"][0]["pkr"] == 1.0 and summary["results"][2]["pkr"] < 1.0
+    assert (tmp_path / "out" / "results.json").is_file() and "vpp" in readme
+    assert (tmp_path / "runs" / "dense.safetensors").is_file()

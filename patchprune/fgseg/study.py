@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from patchprune.fgseg.config import DENSE_FT, FGS_LAYERS, FgSegBenchConfig
+from patchprune.fgseg.config import DENSE_FT, FGS_LAYERS, IOI_THRESHOLDS, FgSegBenchConfig
 from patchprune.fgseg.evaluation import evaluate, foreground_selectivity, streaming_macs, timing
 from patchprune.fgseg.training import finetune, make_data, train_dense
 
