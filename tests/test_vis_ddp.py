@@ -28,6 +28,14 @@ run_training(s, info)
 '''
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def weights(path: Path) -> dict[str, torch.Tensor]:
     with safe_open(str(path), framework="pt") as fh:
         return {k: fh.get_tensor(k) for k in fh.keys() if k.startswith("module/model/")}
@@ -41,9 +49,10 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, str(script), str(data), str(tmp_path / "one")], check=True, env=env, timeout=300)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                    str(script), str(data), str(tmp_path / "two")], check=True, env=env, timeout=300,
-                   capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(free_port()), str(script), str(data), str(tmp_path / "two")], env=env, timeout=300,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     init = {}
     torch.manual_seed(0)  # the runs start from seed 0's initialisation
     from patchprune.vis.config import VISConfig
