@@ -616,3 +616,13 @@ class TestCliBenchFgseg:
         args = build_parser().parse_args(self.base + ["--methods", "svit", "--targets", "0.3", "0.3"])
         cfg = config_from_args(args)
         assert cfg.methods == ("svit",) and cfg.targets == (0.3,)
+
+
+class TestCliBenchSoak:
+    @pytest.mark.parametrize("argv,words", [
+        (["--frames", "0"], ("--frames", ">= 1")),
+        (["--every", "-1"], ("--every",)),
+        (["--threads", "0"], ("--threads", ">= 1")),
+    ])
+    def test_bad_option_is_one_line(self, argv, words, capsys):
+        assert_cli_error(["bench", "soak"] + argv, capsys, *words)
