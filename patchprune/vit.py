@@ -91,12 +91,12 @@ class SparseViT(nn.Module):
         self.policies = nn.ModuleDict(
             {str(pos): pol for pos, pol in parse_schedule(schedule, self.depth, default_policy).items()}
         )
+        for pos, pol in self.schedule.items():
+            check_policy_execution(pol, pos, list(model.blocks))
         # Mode follows the wrapped model: an eval model gives an eval runner (gather execution). Only the
         # runner's own flag and its policies change; the user's model keeps its submodules' modes.
         self.training = model.training
         self.policies.train(model.training)
-        for pos, pol in self.schedule.items():
-            check_policy_execution(pol, pos, list(model.blocks))
 
     # -- schedule access --------------------------------------------------------------------------
     def policy_at(self, position: int) -> Policy | None:
