@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from patchprune.data import rle as rle_utils
 from patchprune.vis.data import VideoClip, VISData, load_split
 from patchprune.vis.model import VISModel, normalise
-from patchprune.vis.predict import VideoPredictor, tracks_to_results, upsample_mask
+from patchprune.vis.predict import VideoPredictor, tracks_to_results
 
 
 def stream_video(model: VISModel, encoder: nn.Module | None, clip: VideoClip, tracker: str,

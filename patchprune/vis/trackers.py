@@ -8,7 +8,7 @@ normalised query embeddings [Q, D] and raw outputs [Q, D]. `finish(T)` returns `
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
