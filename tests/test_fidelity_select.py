@@ -28,30 +28,9 @@ def groups_of(assign):
 
 
 def ref_tome_round(x, size, groups, r, protect_first):
-    """One round of ToMe's bipartite_soft_matching + merge_wavg, one sample: x [n, C], size [n]."""
-    metric = x / x.norm(dim=-1, keepdim=True)
-    a, b = metric[::2], metric[1::2]
-    scores = a @ b.T
-    if protect_first:
-        scores[0, :] = -math.inf
-    node_max, node_idx = scores.max(dim=-1)
-    edge_idx = node_max.argsort(descending=True)
-    unm_idx, src_idx = edge_idx[r:], edge_idx[:r]
-    dst_idx = node_idx[src_idx]
-    if protect_first:
-        unm_idx = unm_idx.sort().values
-    xs = x * size[:, None]
-    src, dst = xs[::2], xs[1::2].clone()
-    s_src, s_dst = size[::2], size[1::2].clone()
-    g_src, g_dst = groups[::2], [set(g) for g in groups[1::2]]
-    for s, d in zip(src_idx.tolist(), dst_idx.tolist()):
-        dst[d] = dst[d] + src[s]
-        s_dst[d] = s_dst[d] + s_src[s]
-        g_dst[d] |= g_src[s]
-    new_size = torch.cat([s_src[unm_idx], s_dst])
-    new_x = torch.cat([src[unm_idx], dst]) / new_size[:, None]
-    new_groups = [set(g_src[i]) for i in unm_idx.tolist()] + g_dst
-    return new_x, new_size, new_groups
+    """One round of ToMe's bipartite_soft_matching + merge_wavg, one sample: x [n, C], size [n]
+    (the tokens themselves are the matching metric)."""
+    return ref_tome_round_metric(x, x, size, groups, r, protect_first)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
