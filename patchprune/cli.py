@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 # Modules that contribute commands; each exposes `register(groups: CommandGroups) -> None` and follows
 # the lazy-import rule above.
@@ -57,9 +58,18 @@ class CommandGroups:
     train: argparse._SubParsersAction | None = None
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's own errors (a bad type, a missing option) as one line, like every other user
+    error: `patchprune <command>: error: ...`, exit 2, no usage block (`--help` still shows it).
+    Sub-parsers inherit the class through `add_subparsers`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser: root groups, then every `COMMAND_MODULES` entry's `register(groups)`."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="patchprune",
         description="Patch-token pruning for vision transformers on dense prediction.",
     )
@@ -113,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("patchprune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` & co.: stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     return int(code or 0)
 
 

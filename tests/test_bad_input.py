@@ -462,6 +462,44 @@ class TestCliMain:
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert proc.stderr.strip().splitlines() == ["patchprune: error: --frames must be >= 1, got 0"]
 
+    @pytest.mark.parametrize("argv, words", [
+        (["bench", "select", "--frames", "abc"], ("bench select", "--frames", "invalid int")),
+        (["bench"], ("patchprune bench", "required")),
+        (["data", "synth-vis"], ("synth-vis", "--out")),
+        (["nosuch"], ("invalid choice",)),
+    ])
+    def test_argparse_errors_are_one_line(self, capsys, argv, words):
+        """Errors argparse raises itself (bad type, missing option, unknown command): one line, exit 2."""
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("patchprune"), err
+        assert "usage:" not in err
+        for w in words:
+            assert w in lines[0], lines[0]
+
+    def test_output_piped_into_a_closed_reader_stops_quietly(self):
+        """`patchprune ... | head -c 1` on a command with long output: no BrokenPipeError traceback."""
+        import subprocess
+        import sys
+
+        script = (
+            "import argparse, sys\n"
+            "import patchprune.cli as cli\n"
+            "def chatty(args):\n"
+            "    for i in range(200000):\n"
+            "        print('row', i)\n"
+            "parser = argparse.ArgumentParser()\n"
+            "parser.set_defaults(func=chatty)\n"
+            "cli.build_parser = lambda: parser\n"
+            "sys.exit(cli.main([]))\n"
+        )
+        proc = subprocess.run(f"{sys.executable} -c \"$SCRIPT\" | head -c 1", shell=True, capture_output=True,
+                              text=True, timeout=120, env={**__import__('os').environ, "SCRIPT": script})
+        assert "BrokenPipeError" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
 
 # ------------------------------------------------------------------------------------------------
 # eval ytvis: ytvis_eval input validation (before anything is scored)
