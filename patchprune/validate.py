@@ -17,6 +17,16 @@ if TYPE_CHECKING:  # torch is imported where a check needs it: data commands sta
     from torch import Tensor
 
 
+def check_known_fields(what: str, cls: type, data: dict[str, Any]) -> None:
+    """ValueError naming the keys of `data` that are not fields of the dataclass `cls`."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; expected some of {sorted(names)}")
+
+
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
     """`value` as an int >= `minimum`, or a ValueError naming `name`."""
     integral = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())

@@ -23,7 +23,7 @@ tens of milliseconds.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from PIL import Image
 
 from patchprune.data.shapes import SHAPES, TEXTURES, rasterise, texture_pattern
 from patchprune.data.types import InstanceTrack, VideoSample
+from patchprune.validate import check_known_fields
 
 
 @dataclass(frozen=True)
@@ -118,10 +119,7 @@ class Difficulty:
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> "Difficulty":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - names)
-        if unknown:
-            raise ValueError(f"unknown difficulty option(s) {unknown}; expected some of {sorted(names)}")
+        check_known_fields("difficulty option", cls, kwargs)
         d = cls(**kwargs)
         d.validate()
         return d

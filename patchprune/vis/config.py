@@ -7,11 +7,12 @@ checkpoints, so `eval vis` / `segment` rebuild exactly the trained model.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from patchprune.data.io import read_json, write_json
+from patchprune.validate import check_known_fields
 
 CONFIG_FILE = "config.json"
 
@@ -78,10 +79,7 @@ class VISConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "VISConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown VIS config field(s) {unknown}; expected some of {sorted(names)}")
+        check_known_fields("VIS config field", cls, data)
         return cls(**data).validate()
 
     def save(self, folder: str | Path) -> Path:
@@ -126,9 +124,6 @@ def named_config(name: str, categories: list[int] | None = None, category_names:
     if categories is not None:
         cfg = replace(cfg, categories=list(categories), category_names=list(category_names or []))
     if overrides:
-        known = {f.name for f in fields(VISConfig)}
-        bad = sorted(set(overrides) - known)
-        if bad:
-            raise ValueError(f"unknown VIS config field(s) {bad}")
+        check_known_fields("VIS config field", VISConfig, overrides)
         cfg = replace(cfg, **overrides)
     return cfg.validate()
