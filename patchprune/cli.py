@@ -26,7 +26,9 @@ from typing import Callable, NoReturn, Sequence
 # the lazy-import rule above.
 COMMAND_MODULES: tuple[str, ...] = (
     "patchprune.bench.commands",
+    "patchprune.bench.ivs",
     "patchprune.bench.mllm",
+    "patchprune.bench.vis",
     "patchprune.fgseg.commands",
     "patchprune.data.commands",
     "patchprune.metrics.commands",

@@ -11,7 +11,7 @@ _DIFFICULTY_FLAGS = {
     "min_objects": int, "max_objects": int, "min_distractors": int, "max_distractors": int, "clutter": int,
     "min_radius": float, "max_radius": float, "max_speed": float, "max_rotation": float, "scale_change": float,
     "pan_speed": float, "enter_leave": float, "cut_prob": float, "noise": float, "bg_contrast": float,
-    "foreground": str, "cue_radius": float, "cue_position": str,
+    "foreground": str, "cue_radius": float, "cue_position": str, "texture_scale": float,
 }
 _FLAG_CHOICES = {"foreground": FOREGROUND_RULES, "cue_position": CUE_POSITIONS}
 _FLAG_HELP = {
@@ -20,6 +20,7 @@ _FLAG_HELP = {
                   "frame's beacon (a swatch elsewhere in the frame), so foreground needs context",
     "cue_radius": "beacon size with --foreground cue (fraction of the shorter side)",
     "cue_position": "beacon with --foreground cue: corner (solid square, top-left) or random (solid ring)",
+    "texture_scale": "multiplies the texture period of instances and distractors (coarser textures)",
 }
 
 

@@ -95,6 +95,10 @@ class Difficulty:
     an instance iff its colour equals the colour of the shot's beacon, drawn elsewhere in the frame;
     see the module docstring). cue_radius: the beacon's size (fraction of the shorter side);
     cue_position: "corner" (a solid square in the top-left corner) or "random" (a solid ring).
+    texture_scale: multiplies the texture period of instances and distractors (default 1: a period of
+    radius / U(2, 3), at least 3.5 px); > 1 makes stripes / dots / checks coarser than a ViT patch at
+    small frame sizes, so a model trained briefly from scratch can tell the categories apart.
+    Background clutter keeps its own fine period (it is decoration).
     """
 
     min_objects: int = 2
@@ -116,6 +120,7 @@ class Difficulty:
     foreground: str = "appearance"
     cue_radius: float = 0.13
     cue_position: str = "corner"
+    texture_scale: float = 1.0
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> "Difficulty":
@@ -140,6 +145,8 @@ class Difficulty:
             raise ValueError(f"cue_radius must be in (0, 0.5), got {self.cue_radius}")
         if self.cue_position not in CUE_POSITIONS:
             raise ValueError(f"cue_position must be one of {CUE_POSITIONS}, got {self.cue_position!r}")
+        if not self.texture_scale > 0:
+            raise ValueError(f"texture_scale must be > 0, got {self.texture_scale}")
         for name in ("max_speed", "max_rotation", "scale_change", "pan_speed", "noise", "bg_contrast", "clutter"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -263,7 +270,7 @@ def _make_sprite(rng: np.random.Generator, category: Category | None, length: in
     return _Sprite(
         shape=shape, texture=texture, colour_idx=ci,
         colour2=_second_colour(rng, _COLOUR_ARR[ci]),
-        period=max(3.5, r0 / rng.uniform(2.0, 3.0)),
+        period=max(3.5, d.texture_scale * r0 / rng.uniform(2.0, 3.0)),
         q0=q0.astype(np.float64), vel=vel.astype(np.float64), r0=float(r0),
         growth=float(rng.uniform(-d.scale_change, d.scale_change)),
         theta0=float(rng.uniform(0, 2 * np.pi)),

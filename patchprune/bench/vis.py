@@ -1,0 +1,270 @@
+"""`patchprune bench vis`: the VPP paper's VIS tables and figures at this project's scale.
+
+Cells: a dense stage-1 run per seed, then stage 2 of every (method, target) from that seed's dense
+run (the VPP protocol of `train vis`). Each cell is a `train vis` run folder under `--runs`
+(resumable: a finished cell is skipped, an interrupted one resumes) or an existing run given with
+`--use CELL=RUN` (never retrained); its `eval vis` metrics are cached in RUN/bench_eval.json.
+Then `patchprune.vis.report` writes Markdown + CSV + PNG under `--out`.
+
+Only the standard library is imported at the top (the CLI imports this module to build its parser).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+METHODS = ("vpp", "svit", "dynamicvit", "tps")
+TARGETS = (0.55, 0.40)
+EVAL_FILE = "bench_eval.json"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the benchmark: method "dense" (target None) or a stage-2 method at a target."""
+
+    method: str
+    target: float | None
+    seed: int
+
+    @property
+    def name(self) -> str:
+        if self.method == "dense":
+            return f"dense_s{self.seed}"
+        return f"{self.method}{round(100 * self.target):03d}_s{self.seed}"
+
+    @property
+    def key(self) -> str:
+        """The `--use` spelling: dense:SEED or METHOD:TARGET:SEED."""
+        return f"dense:{self.seed}" if self.method == "dense" else f"{self.method}:{self.target:g}:{self.seed}"
+
+
+def plan(seeds: list[int], methods: list[str], targets: list[float]) -> list[Cell]:
+    """Dense cells first (stage 2 needs them), then every method x target per seed."""
+    cells = [Cell("dense", None, s) for s in seeds]
+    cells += [Cell(m, t, s) for s in seeds for t in targets for m in methods]
+    return cells
+
+
+def parse_use(items: list[str], cells: list[Cell]) -> dict[str, Path]:
+    """`--use CELL=RUN` items -> {cell key: run folder}; unknown cells or missing folders raise."""
+    keys = {c.key for c in cells}
+    out = {}
+    for item in items:
+        key, sep, run = item.partition("=")
+        if not sep or not run:
+            raise ValueError(f"--use {item!r}: expected CELL=RUN, e.g. dense:0=runs/ref_dense or vpp:0.55:0=runs/ref_vpp055")
+        parts = key.split(":")
+        if len(parts) == 3:
+            try:
+                key = f"{parts[0]}:{float(parts[1]):g}:{int(parts[2])}"
+            except ValueError:
+                raise ValueError(f"--use {item!r}: METHOD:TARGET:SEED needs a number target and an integer seed") from None
+        if key not in keys:
+            raise ValueError(f"--use {item!r}: cell {key} is not in this benchmark (cells: {', '.join(sorted(keys))})")
+        if not (Path(run) / "checkpoint.safetensors").is_file():
+            raise ValueError(f"--use {item!r}: {run} holds no checkpoint.safetensors (a `train vis` run folder)")
+        out[key] = Path(run)
+    return out
+
+
+def train_command(cell: Cell, run: Path, dense_run: Path | None, args: argparse.Namespace) -> list[str]:
+    """The `patchprune train vis` command line of a cell (recorded, and run in-process)."""
+    cmd = ["patchprune", "train", "vis", "--data", str(args.data), "--out", str(run), "--seed", str(cell.seed),
+           "--threads", str(args.threads), "--no-progress"]
+    if cell.method == "dense":
+        cmd += ["--config", args.config, "--steps", str(args.dense_steps), "--batch", str(args.dense_batch),
+                "--lr", f"{args.dense_lr:g}", "--warmup", str(args.dense_warmup)]
+    else:
+        cmd += ["--method", cell.method, "--target", f"{cell.target:g}", "--init", str(dense_run),
+                "--steps", str(args.stage2_steps), "--batch", str(args.stage2_batch), "--lr", f"{args.stage2_lr:g}",
+                "--warmup", str(args.stage2_warmup)]
+    return cmd
+
+
+def _train(cmd: list[str]) -> None:
+    import contextlib
+
+    from patchprune.cli import main
+
+    with contextlib.redirect_stdout(sys.stderr):  # train vis prints its summary; stdout is the bench's JSON
+        rc = main(cmd[1:])
+    if rc not in (0, None):
+        raise RuntimeError(f"{' '.join(cmd)} exited with {rc}")
+
+
+def _finished(run: Path) -> bool:
+    """True when the run's checkpoint reached the steps its settings ask for."""
+    from patchprune.vis.run import checkpoint_meta
+
+    ckpt, settings = run / "checkpoint.safetensors", run / "train.json"
+    if not ckpt.is_file() or not settings.is_file():
+        return False
+    steps = json.loads(settings.read_text()).get("steps")
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), framework="pt") as fh:
+        step = int(json.loads((fh.metadata() or {}).get("step", "0")))
+    checkpoint_meta(ckpt)  # readable
+    return steps is not None and step >= int(steps)
+
+
+def evaluate_cell(run: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """`eval vis` metrics of a run, cached in RUN/bench_eval.json (recomputed when the checkpoint is newer)."""
+    from patchprune.data.io import write_json
+    from patchprune.vis.evaluate import evaluate_folder
+
+    cache = run / EVAL_FILE
+    ckpt = run / "checkpoint.safetensors"
+    if cache.is_file() and cache.stat().st_mtime >= ckpt.stat().st_mtime:
+        return json.loads(cache.read_text())
+    t0 = time.perf_counter()
+    m = evaluate_folder(run, args.data, timing_frames=args.timing_frames)
+    write_json(run / "results_valid.json", m.pop("results"))
+    m["eval_seconds"] = time.perf_counter() - t0
+    write_json(cache, m, indent=1)
+    return m
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Train / evaluate every cell (skipping finished ones), then the analyses and the report."""
+    import torch
+
+    from patchprune.vis import report
+
+    torch.set_num_threads(args.threads)
+    cells = plan(args.seeds, args.methods, args.targets)
+    use = parse_use(args.use, cells)
+    runs_root = Path(args.runs)
+    rows, commands = [], []
+    t_start = time.perf_counter()
+    for cell in cells:
+        run = use.get(cell.key, runs_root / cell.name)
+        dense = use.get(f"dense:{cell.seed}", runs_root / f"dense_s{cell.seed}")
+        cmd = train_command(cell, run, dense, args)
+        if cell.key in use:
+            commands.append(f"# {cell.key}: existing run {run}")
+        else:
+            commands.append(" ".join(cmd))
+            if not _finished(run):
+                print(f"bench vis: training {cell.name} -> {run}", file=sys.stderr)
+                _train(cmd)
+        print(f"bench vis: evaluating {cell.name} ({run})", file=sys.stderr)
+        m = evaluate_cell(run, args)
+        settings = json.loads((run / "train.json").read_text()) if (run / "train.json").is_file() else {}
+        rows.append({"cell": cell.name, "method": cell.method, "target": cell.target, "seed": cell.seed,
+                     "run": str(run), "train": settings, "metrics": m})
+    analyses = run_analyses(args, cells, use, runs_root)
+    out = report.write_report(Path(args.out), rows, analyses, {
+        "data": str(args.data), "seeds": args.seeds, "methods": args.methods, "targets": args.targets,
+        "threads": args.threads, "commands": commands, "argv": sys.argv[1:],
+        "minutes": (time.perf_counter() - t_start) / 60})
+    return {"out": str(out), "cells": len(rows)}
+
+
+def run_analyses(args: argparse.Namespace, cells: list[Cell], use: dict[str, Path], runs_root: Path) -> dict[str, Any]:
+    """FGS per layer of each seed's dense model (cached in RUN/bench_fgs.json) and the keep-mask
+    recovery of the first seed's VPP runs."""
+    from patchprune.data.io import write_json
+    from patchprune.vis.analysis import fgs_per_layer, keep_recovery
+    from patchprune.vis.data import load_split, square_size
+    from patchprune.vis.run import load_run
+
+    out: dict[str, Any] = {"fgs": {}, "recovery": {}}
+    if args.fgs_frames <= 0:
+        return out
+    data: dict[str, Any] = {}
+    for cell in cells:
+        run = use.get(cell.key, runs_root / cell.name)
+        if cell.method == "dense":
+            cache = run / "bench_fgs.json"
+            if not (cache.is_file() and cache.stat().st_mtime >= (run / "checkpoint.safetensors").stat().st_mtime):
+                loaded = load_run(run)
+                side = square_size(loaded.model.config.img_size)
+                if "train" not in data:
+                    cats = loaded.model.config.categories
+                    data["train"] = load_split(args.data, "train", side, cats)
+                    data["valid"] = load_split(args.data, "valid", side, cats)
+                write_json(cache, fgs_per_layer(loaded.model, data["train"], data["valid"], args.fgs_frames,
+                                                seed=cell.seed), indent=1)
+            out["fgs"][cell.seed] = json.loads(cache.read_text())
+        elif cell.method == "vpp" and cell.seed == args.seeds[0]:
+            loaded = load_run(run)
+            if "valid" not in data:
+                data["valid"] = load_split(args.data, "valid", square_size(loaded.model.config.img_size),
+                                           loaded.model.config.categories)
+            out["recovery"][f"{cell.target:g}"] = keep_recovery(loaded.model, loaded.encoder, data["valid"])
+    return out
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from patchprune.learned import available_methods
+
+    if args.quick:
+        args.seeds = args.seeds[:1]
+    if not args.seeds:
+        raise ValueError("--seeds: give at least one seed, e.g. --seeds 0,1,2")
+    bad = [m for m in args.methods if m not in available_methods()]
+    if bad:
+        raise ValueError(f"--methods: {bad} are not learned methods; expected some of {available_methods()}")
+    if any(not 0 < t <= 1 for t in args.targets):
+        raise ValueError(f"--targets must be in (0, 1], got {args.targets}")
+    for name in ("dense_steps", "stage2_steps", "dense_batch", "stage2_batch", "threads"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not (Path(args.data) / "valid.json").is_file() and not (Path(args.data) / "valid").is_dir():
+        from patchprune.vis.data import find_split
+
+        find_split(args.data, "valid")  # one-line error naming what is missing
+    print(json.dumps(run_bench(args)))
+    return 0
+
+
+def register(groups) -> None:
+    """Add `bench vis`."""
+    p = groups.bench.add_parser("vis", help="VIS tables of the VPP paper (AP / PKR / IoI / GMACs / FPS, FGS, "
+                                            "keep ratio per layer, keep-mask recovery) at this project's scale")
+    p.add_argument("--data", required=True, type=Path, help="YouTube-VIS-layout folder (train + valid)")
+    p.add_argument("--out", default=Path("benchmarks/vis"), type=Path, help="Markdown + CSV + PNG folder")
+    p.add_argument("--runs", default=Path("runs/bench_vis"), type=Path, help="where cells are trained")
+    p.add_argument("--quick", action="store_true", help="one seed (the first of --seeds)")
+    p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--methods", type=_names, default=list(METHODS), help="stage-2 methods (default vpp,svit,dynamicvit,tps)")
+    p.add_argument("--targets", type=_floats, default=list(TARGETS), help="PKR targets (default 0.55,0.40)")
+    p.add_argument("--use", action="append", default=[], metavar="CELL=RUN",
+                   help="reuse a finished run for a cell: dense:SEED=RUN or METHOD:TARGET:SEED=RUN (repeatable)")
+    p.add_argument("--config", default="tiny", choices=("tiny", "small"))
+    p.add_argument("--dense-steps", type=int, default=2600)
+    p.add_argument("--dense-batch", type=int, default=8)
+    p.add_argument("--dense-lr", type=float, default=6e-4)
+    p.add_argument("--dense-warmup", type=int, default=150)
+    p.add_argument("--stage2-steps", type=int, default=300)
+    p.add_argument("--stage2-batch", type=int, default=4)
+    p.add_argument("--stage2-lr", type=float, default=1e-4)
+    p.add_argument("--stage2-warmup", type=int, default=10)
+    p.add_argument("--timing-frames", type=int, default=20, help="frames timed for FPS per cell (0: no timing)")
+    p.add_argument("--fgs-frames", type=int, default=64, help="train frames for the FGS probes (0: skip the figures)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation")
+    p.set_defaults(func=_run)
