@@ -1,0 +1,1 @@
+"""Instructed visual segmentation (InstructSeg at laptop scale) from Hugging Face parts; see docs/ivs.md."""

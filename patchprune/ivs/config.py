@@ -1,0 +1,138 @@
+"""Named shapes of the instructed-segmentation model (`tiny`) and their JSON form.
+
+An `IVSConfig` fixes every tensor shape of an `IVSModel` (vision tower, projector, language model,
+perceivers, mask branch, tokenizer size) and the frame size it is fed. It is saved as `config.json`
+beside the checkpoint, with the tokenizer (`tokenizer.json`), so `eval ivs` rebuilds the exact model.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from patchprune.data.io import read_json, write_json
+from patchprune.validate import check_known_fields
+
+CONFIG_FILE = "config.json"
+LLM_KINDS = ("llama", "phi")
+
+
+@dataclass
+class IVSConfig:
+    """Shape of an `IVSModel`.
+
+    Vision tower (SigLIP, no CLS): img_size px frames, patch_size, vision_* widths. vision_path:
+    a local folder with real `SiglipVisionModel` weights (`from_pretrained`), else random init.
+    LLM: llm ("llama" | "phi") with llm_* widths, or real weights from the local folder llm_path.
+    latents / perceiver_layers: the object-aware video perceiver (latents per reference frame);
+    ref_frames: reference frames of a video key frame (its neighbours; an image uses itself).
+    Mask branch (never pruned): timm ViT mask_* -> simple pyramid fpn_dim -> HF Mask2Former pixel
+    decoder (pixel_layers) + masked-attention decoder (decoder_layers x hidden_dim); seg_queries:
+    the N <seg> slots = Mask2Former queries. target_layers: the target perceiver's layers.
+    vocab_size: the tokenizer's size (set from the data set's tokenizer when training starts).
+    """
+
+    name: str = "tiny"
+    img_size: int = 96
+    patch_size: int = 8
+    vision_dim: int = 128
+    vision_layers: int = 4
+    vision_heads: int = 4
+    vision_ffn: int = 512
+    vision_path: str | None = None
+    llm: str = "llama"
+    llm_dim: int = 192
+    llm_layers: int = 3
+    llm_heads: int = 4
+    llm_ffn: int = 512
+    llm_path: str | None = None
+    latents: int = 16
+    perceiver_layers: int = 2
+    perceiver_heads: int = 4
+    ref_frames: int = 2
+    mask_dim: int = 128
+    mask_depth: int = 6
+    mask_heads: int = 4
+    fpn_dim: int = 64
+    hidden_dim: int = 64
+    decoder_layers: int = 3
+    decoder_heads: int = 4
+    decoder_ffn: int = 256
+    pixel_layers: int = 1
+    pixel_ffn: int = 256
+    seg_queries: int = 8
+    target_layers: int = 2
+    vocab_size: int = 64
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch grid (h, w) of the vision tower."""
+        return self.img_size // self.patch_size, self.img_size // self.patch_size
+
+    def validate(self) -> "IVSConfig":
+        """ValueError naming the field and the fix for shapes the parts cannot take."""
+        if self.img_size < 32 or self.img_size % 32:
+            raise ValueError(f"img_size must be a positive multiple of 32 (the mask branch's coarsest stride), "
+                             f"got {self.img_size}")
+        if self.patch_size not in (4, 8, 16, 32):
+            raise ValueError(f"patch_size must be 4, 8, 16 or 32, got {self.patch_size}")
+        if self.llm not in LLM_KINDS:
+            raise ValueError(f"llm must be one of {LLM_KINDS}, got {self.llm!r}")
+        for dim, heads in (("vision_dim", "vision_heads"), ("llm_dim", "llm_heads"), ("llm_dim", "perceiver_heads"),
+                           ("mask_dim", "mask_heads"), ("hidden_dim", "decoder_heads")):
+            if getattr(self, dim) % getattr(self, heads):
+                raise ValueError(f"{dim} {getattr(self, dim)} must be divisible by {heads} {getattr(self, heads)}")
+        if self.fpn_dim % 32 or self.fpn_dim <= 0:
+            raise ValueError(f"fpn_dim must be a positive multiple of 32 (GroupNorm 32), got {self.fpn_dim}")
+        for name in ("vision_layers", "llm_layers", "latents", "perceiver_layers", "ref_frames", "mask_depth",
+                     "decoder_layers", "seg_queries", "target_layers", "vocab_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "IVSConfig":
+        check_known_fields("IVS config field", cls, data)
+        return cls(**data).validate()
+
+    def save(self, folder: str | Path) -> Path:
+        """Write `folder/config.json` atomically."""
+        return write_json(Path(folder) / CONFIG_FILE, self.to_json(), indent=2)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "IVSConfig":
+        """Read `folder/config.json` (FileNotFoundError naming the file when it is missing)."""
+        path = Path(folder) / CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: pass a run folder written by `patchprune train ivs`")
+        return cls.from_json(read_json(path, "IVS config"))
+
+    def fingerprint(self) -> str:
+        """The fields that shape the tensors (a checkpoint of another config does not load)."""
+        keep = {k: v for k, v in self.to_json().items() if k not in ("name", "vision_path", "llm_path")}
+        return json.dumps(keep, sort_keys=True)
+
+
+NAMED_CONFIGS = ("tiny", "micro")
+
+
+def named_config(name: str, **overrides: Any) -> IVSConfig:
+    """`tiny` (trains on a 2-core CPU) or `micro` (tests: the smallest shapes every part accepts)."""
+    if name == "tiny":
+        cfg = IVSConfig()
+    elif name == "micro":
+        cfg = IVSConfig(name="micro", img_size=32, patch_size=8, vision_dim=32, vision_layers=1, vision_heads=2,
+                        vision_ffn=64, llm_dim=32, llm_layers=1, llm_heads=2, llm_ffn=64, latents=4,
+                        perceiver_layers=1, perceiver_heads=2, ref_frames=2, mask_dim=32, mask_depth=1,
+                        mask_heads=2, fpn_dim=32, hidden_dim=32, decoder_layers=1, decoder_heads=2, decoder_ffn=64,
+                        pixel_layers=1, pixel_ffn=64, seg_queries=3, target_layers=1)
+    else:
+        raise ValueError(f"unknown config {name!r}; expected one of {list(NAMED_CONFIGS)}")
+    if overrides:
+        check_known_fields("IVS config field", IVSConfig, overrides)
+        cfg = replace(cfg, **overrides)
+    return cfg.validate()

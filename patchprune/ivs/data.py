@@ -1,0 +1,178 @@
+"""Training / evaluation samples of instructed segmentation, held in memory at model size.
+
+Layouts found under DIR (a `patchprune data synth-refer` folder holds both kinds):
+    images (RefCOCO-style): DIR/refcoco/ or DIR itself with refs.json | refs(unc).p + instances.json
+        + images/ (splits "train", "val"; "valid" is read as "val")
+    videos (Ref-YouTube-VOS): DIR/ref-ytvos/ or DIR itself with meta_expressions/<split>/meta_expressions.json
+        (splits "train", "valid"; "val" is read as "valid")
+Frames are resized to the model's square input and masks with them. A sample = one expression and
+its object's masks; `source` groups the samples of one image / video (the instruction-swap control
+draws the other object's expression from there). Batches are pure functions of (seed, step).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from patchprune.ivs.model import IVSBatch, normalise
+from patchprune.vis.data import resize_frames, resize_masks
+
+KINDS = ("image", "video")
+
+
+@dataclass
+class ReferItem:
+    """frames uint8 [T, S, S, 3] (shared by the items of one source); masks bool [T, S, S]; text;
+    source (image / video name); track (the referred object's id)."""
+
+    frames: Tensor
+    masks: Tensor
+    text: str
+    source: str
+    track: int
+
+
+def _refcoco_files(root: Path) -> tuple[Path, Path, Path] | None:
+    for base in (root / "refcoco", root):
+        refs = next((p for p in (base / "refs.json", base / "refs(unc).p", base / "refs.p") if p.is_file()), None)
+        inst = base / "instances.json"
+        if refs is not None and inst.is_file():
+            return refs, inst, base / "images"
+    return None
+
+
+def _ytvos_root(root: Path) -> Path | None:
+    for base in (root / "ref-ytvos", root):
+        if (base / "meta_expressions").is_dir():
+            return base
+    return None
+
+
+def available_kinds(root: str | Path) -> list[str]:
+    """Which kinds (image / video) the folder holds; FileNotFoundError naming the layouts otherwise."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} not found (give a `patchprune data synth-refer` output, a "
+                                "RefCOCO-style or a Ref-YouTube-VOS folder)")
+    kinds = [k for k, found in (("image", _refcoco_files(root)), ("video", _ytvos_root(root))) if found]
+    if not kinds:
+        raise FileNotFoundError(f"{root}: no referring data found; expected refcoco/refs.json + instances.json + "
+                                "images/ (RefCOCO-style) or ref-ytvos/meta_expressions/<split>/ (Ref-YouTube-VOS), "
+                                "or those files directly in the folder")
+    return kinds
+
+
+def load_items(root: str | Path, kind: str, split: str, size: int, limit: int | None = None) -> list[ReferItem]:
+    """Every expression of `split` of one kind, at `size` x `size` (ValueError for an unknown kind,
+    FileNotFoundError when the layout or split is missing)."""
+    from patchprune.data.refer import RefCocoDataset, RefYTVOSDataset
+
+    root = Path(root)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind not in available_kinds(root):
+        raise FileNotFoundError(f"{root}: no {kind} data (found only {available_kinds(root)})")
+    if kind == "image":
+        refs, inst, images = _refcoco_files(root)  # type: ignore[misc]
+        ds = RefCocoDataset(refs, inst, images, split={"valid": "val"}.get(split, split))
+    else:
+        base = _ytvos_root(root)
+        split = {"val": "valid"}.get(split, split)
+        if not (base / "meta_expressions" / split / "meta_expressions.json").is_file():  # type: ignore[operator]
+            raise FileNotFoundError(f"{base}: no split {split!r} (meta_expressions/{split}/meta_expressions.json)")
+        ds = RefYTVOSDataset(base, split)
+    if len(ds) == 0:
+        raise ValueError(f"{root}: split {split!r} of the {kind} data holds no expression")
+    n = len(ds) if limit is None else min(limit, len(ds))
+    cache: dict[str, Tensor] = {}
+    items = []
+    for i in range(n):
+        s = ds[i]
+        source = s.name.split("/")[0] if kind == "video" else s.name
+        if source not in cache:
+            cache[source] = resize_frames(s.frames, size)
+        items.append(ReferItem(cache[source], resize_masks(s.masks, size), s.expression, source, int(s.track_id or 0)))
+    return items
+
+
+def all_texts(items: list[ReferItem]) -> list[str]:
+    return [it.text for it in items]
+
+
+def reference_indices(t: int, frames: int, count: int) -> list[int]:
+    """The `count` neighbours of key frame t (half before, half after; clamped to the clip): InstructSeg
+    evaluates each frame with 2 before and 2 after."""
+    before = count // 2
+    offsets = [o for o in range(-before, 0)] + [o for o in range(1, count - before + 1)]
+    return [min(max(t + o, 0), frames - 1) for o in offsets]
+
+
+def swap_texts(items: list[ReferItem]) -> list[str | None]:
+    """For each item, the expression of another object of the same source (the first such in data
+    order), or None when its source has no other object's expression."""
+    by_source: dict[str, list[ReferItem]] = {}
+    for it in items:
+        by_source.setdefault(it.source, []).append(it)
+    out: list[str | None] = []
+    for it in items:
+        other = next((o.text for o in by_source[it.source] if o.track != it.track), None)
+        out.append(other)
+    return out
+
+
+def make_batch(items: list[ReferItem], keys: list[int], tokenizer, ref_frames: int,
+               texts: list[str] | None = None) -> tuple[IVSBatch, Tensor, Tensor]:
+    """(batch, target masks bool [B, S, S] of the key frames, present [B]) for items at key frames `keys`.
+    All items must be of one kind (frames T = 1: images, no reference frames)."""
+    from patchprune.ivs.tokenizer import encode_prompt
+
+    video = items[0].frames.shape[0] > 1
+    key = torch.stack([it.frames[t] for it, t in zip(items, keys)])
+    refs = None
+    if video:
+        refs = torch.stack([it.frames[reference_indices(t, it.frames.shape[0], ref_frames)] for it, t in zip(items, keys)])
+    enc = [encode_prompt(tokenizer, txt) for txt in (texts or [it.text for it in items])]
+    T = max(len(ids) for ids, _ in enc)
+    B = len(items)
+    ids = torch.zeros(B, T, dtype=torch.long)
+    text_mask = torch.zeros(B, T, dtype=torch.bool)
+    refer = torch.zeros(B, T, dtype=torch.bool)
+    for b, (i, r) in enumerate(enc):
+        ids[b, :len(i)] = torch.tensor(i)
+        text_mask[b, :len(i)] = True
+        refer[b, :len(r)] = torch.tensor(r)
+    masks = torch.stack([it.masks[t] for it, t in zip(items, keys)])
+    present = masks.flatten(1).any(1)
+    batch = IVSBatch(normalise(key), None if refs is None else normalise(refs), ids, text_mask, refer)
+    return batch, masks, present
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The random generator of one training step (batches do not depend on resumes)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def sample_batch(pools: dict[str, list[ReferItem]], batch: int, gen: torch.Generator, video_share: float
+                 ) -> tuple[str, list[int], list[int]]:
+    """(kind, item indices, key frames) of one global batch: the kind is video with probability
+    `video_share` when both kinds are loaded; no flips (they would swap "left of" / "right of")."""
+    kinds = [k for k in KINDS if pools.get(k)]
+    kind = kinds[0]
+    if len(kinds) == 2:
+        kind = "video" if float(torch.rand((), generator=gen)) < video_share else "image"
+    pool = pools[kind]
+    idx = torch.randint(0, len(pool), (batch,), generator=gen).tolist()
+    keys = [int(torch.randint(0, pool[i].frames.shape[0], (), generator=gen)) for i in idx]
+    return kind, idx, keys
+
+
+def frame_count(items: list[ReferItem]) -> int:
+    return int(sum(it.frames.shape[0] for it in items))
+
+
+def as_numpy(masks: Tensor) -> np.ndarray:
+    return masks.cpu().numpy().astype(bool)

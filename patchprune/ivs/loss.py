@@ -1,0 +1,67 @@
+"""Training loss of the instructed-segmentation model, on every decoder layer.
+
+Per sample and layer: Hungarian matching (scipy) of the N queries to the referred object's mask with
+cost 5 x BCE + 5 x dice on the mask points (class cost 0: there is no class vocabulary); the
+matched query's mask gets 5 x BCE + 5 x dice; the N query logits get a BCE with target 1 on the
+matched query, pos_weight N - 1 (one positive among N), weight 2. A sample whose object is absent
+(a video frame it left) has no match: all its query targets are 0 and no mask loss.
+
+Points: every pixel of the stride-4 mask grid (24 x 24 at 96 px). Mask2Former samples 12,544 points
+from a far larger map; on our maps sampling more points than pixels only repeats them (the VIS
+recipe's finding), so the grid itself is the point set. The pairwise and per-mask terms are HF
+Mask2Former's functions.
+"""
+from __future__ import annotations
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+from transformers.models.mask2former.modeling_mask2former import (dice_loss, pair_wise_dice_loss,
+                                                                  pair_wise_sigmoid_cross_entropy_loss,
+                                                                  sigmoid_cross_entropy_loss)
+
+MASK_WEIGHT, DICE_WEIGHT, QUERY_WEIGHT = 5.0, 5.0, 2.0
+
+
+def match(mask_logits: Tensor, target: Tensor) -> int:
+    """Index of the query matched to one target mask. mask_logits [N, P], target [P] float in [0, 1]."""
+    with torch.no_grad():
+        cost = MASK_WEIGHT * pair_wise_sigmoid_cross_entropy_loss(mask_logits, target[None]) + \
+            DICE_WEIGHT * pair_wise_dice_loss(mask_logits, target[None])
+    rows, _ = linear_sum_assignment(cost.float().cpu().numpy())
+    return int(rows[0])
+
+
+def target_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
+    """bool / float [B, H, W] -> float [B, h, w] (area fraction of each cell: soft targets)."""
+    return nn.functional.adaptive_avg_pool2d(masks.float().unsqueeze(1), size).squeeze(1)
+
+
+class ReferLoss(nn.Module):
+    """`forward(mask_logits per layer [B, N, h, w], query_logits per layer [B, N], masks [B, h, w]
+    float (see `target_masks`), present [B] bool) -> {"loss", "mask", "dice", "query"}` (last-layer
+    terms for logs; loss = sum over layers, mean over samples)."""
+
+    def forward(self, mask_logits: list[Tensor], query_logits: list[Tensor], masks: Tensor, present: Tensor
+                ) -> dict[str, Tensor]:
+        B, N = query_logits[-1].shape
+        flat_t = masks.flatten(1)
+        pos_weight = torch.tensor(float(max(N - 1, 1)), device=masks.device)
+        total = masks.new_zeros(())
+        logs: dict[str, Tensor] = {}
+        for m_l, q_l in zip(mask_logits, query_logits):
+            flat_m = m_l.flatten(2)
+            labels = torch.zeros_like(q_l)
+            mask_term, dice_term = masks.new_zeros(()), masks.new_zeros(())
+            for b in range(B):  # the few samples of a batch, not tokens
+                if not bool(present[b]):
+                    continue
+                j = match(flat_m[b], flat_t[b])
+                labels[b, j] = 1.0
+                mask_term = mask_term + sigmoid_cross_entropy_loss(flat_m[b, j:j + 1], flat_t[b:b + 1], 1)
+                dice_term = dice_term + dice_loss(flat_m[b, j:j + 1], flat_t[b:b + 1], 1)
+            query_term = nn.functional.binary_cross_entropy_with_logits(q_l, labels, pos_weight=pos_weight)
+            mask_term, dice_term = mask_term / B, dice_term / B
+            total = total + MASK_WEIGHT * mask_term + DICE_WEIGHT * dice_term + QUERY_WEIGHT * query_term
+            logs = {"mask": mask_term.detach(), "dice": dice_term.detach(), "query": query_term.detach()}
+        return {"loss": total, **logs}

@@ -1,0 +1,211 @@
+"""InstructSeg at laptop scale: SigLIP tower -> per-frame selection of K tokens -> MLP projector ->
+causal LM over [<temporal> perceiver tokens; <image> tokens; instruction + [SEG]; answer; N <seg>
+slots] -> <seg> states become Mask2Former queries of a never-pruned mask branch; the target head
+picks the referred query.
+
+Every part is a Hugging Face / timm class or a small module of ours: `SiglipVisionModel`,
+`AutoModelForCausalLM.from_config(LlamaConfig | PhiConfig)` (or `from_pretrained` of local folders),
+timm `VisionTransformer`, HF `Mask2FormerPixelDecoder` / `Mask2FormerTransformerModule`. The
+language model is fed `inputs_embeds` (one forward, no generation); nothing is patched.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager
+
+import torch
+from torch import Tensor, nn
+
+from patchprune.ivs.config import IVSConfig
+from patchprune.ivs.mask_branch import MaskBranch
+from patchprune.ivs.perceiver import ObjectPerceiver
+from patchprune.ivs.target_head import TargetHead
+from patchprune.ivs.tokenizer import IMAGE, SPECIAL_TOKENS, TEMPORAL
+from patchprune.tokens import keep_count
+
+IMAGE_MEAN = (0.5, 0.5, 0.5)  # SigLIP's normalisation
+IMAGE_STD = (0.5, 0.5, 0.5)
+COMPONENTS = ("vision", "selector", "projector", "perceiver", "llm", "mask_branch")
+Meter = Callable[[str], ContextManager[Any]]
+
+
+def normalise(frames: Tensor) -> Tensor:
+    """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [-1, 1]."""
+    if frames.shape[-1] != 3 or frames.dim() < 4:
+        raise ValueError(f"frames must be uint8 [..., H, W, 3], got {tuple(frames.shape)}")
+    x = frames.movedim(-1, -3).float() / 255.0
+    return (x - 0.5) / 0.5
+
+
+@dataclass
+class IVSBatch:
+    """One batch: key frames [B, 3, H, W] (normalised); refs [B, R, 3, H, W] or None (an image is
+    its own reference frame); text_ids [B, T] (0-padded prompt ids, see `tokenizer.encode_prompt`);
+    text_mask [B, T] True on real tokens; refer_mask [B, T] True on the <refer> span."""
+
+    key: Tensor
+    refs: Tensor | None
+    text_ids: Tensor
+    text_mask: Tensor
+    refer_mask: Tensor
+
+
+@dataclass
+class IVSOutput:
+    """mask_logits / query_logits per decoder layer (first = before any layer): [B, N, H/4, W/4] and
+    [B, N]; kept_index [F, K] grid positions kept per key frame; vision [F, N, Dv] the key frames'
+    tower features (coverage); kept_tokens: K per frame."""
+
+    mask_logits: list[Tensor]
+    query_logits: list[Tensor]
+    kept_index: Tensor
+    vision: Tensor
+    kept_tokens: int
+
+    def predict(self, size: tuple[int, int], empty_below: float = 0.0) -> tuple[Tensor, Tensor]:
+        """(masks bool [B, H, W], scores [B]): the top-1 query by sigmoid(logit) x mean mask probability
+        inside its mask; empty when sigmoid(logit) of that query is below `empty_below`."""
+        masks, logits = self.mask_logits[-1], self.query_logits[-1]
+        prob = masks.sigmoid()
+        inside = (prob > 0.5).float()
+        mask_score = (prob * inside).flatten(2).sum(-1) / inside.flatten(2).sum(-1).clamp_min(1.0)
+        score = logits.sigmoid() * mask_score
+        best = score.argmax(1)
+        rows = torch.arange(len(best), device=best.device)
+        up = nn.functional.interpolate(masks[rows, best].unsqueeze(1), size=size, mode="bilinear", align_corners=False)
+        pred = up.squeeze(1) > 0
+        if empty_below > 0:
+            pred = pred & (logits[rows, best].sigmoid() >= empty_below)[:, None, None]
+        return pred, score[rows, best]
+
+
+def build_vision_tower(cfg: IVSConfig) -> nn.Module:
+    """`SiglipVisionModel`: from `cfg.vision_path` (local folder) or random with the config's shape."""
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    if cfg.vision_path:
+        return SiglipVisionModel.from_pretrained(cfg.vision_path)
+    return SiglipVisionModel(SiglipVisionConfig(
+        hidden_size=cfg.vision_dim, intermediate_size=cfg.vision_ffn, num_hidden_layers=cfg.vision_layers,
+        num_attention_heads=cfg.vision_heads, image_size=cfg.img_size, patch_size=cfg.patch_size,
+        vision_use_head=False, attn_implementation="sdpa"))
+
+
+def build_language_model(cfg: IVSConfig) -> nn.Module:
+    """A causal LM: from `cfg.llm_path` (local folder; embeddings resized to our vocabulary) or
+    `AutoModelForCausalLM.from_config` of a Llama / Phi config with the config's shape."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, PhiConfig
+
+    if cfg.llm_path:
+        lm = AutoModelForCausalLM.from_pretrained(cfg.llm_path)
+        lm.resize_token_embeddings(cfg.vocab_size)
+        return lm
+    common = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.llm_dim, intermediate_size=cfg.llm_ffn,
+                  num_hidden_layers=cfg.llm_layers, num_attention_heads=cfg.llm_heads, max_position_embeddings=1024,
+                  pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    hf_cfg = LlamaConfig(**common) if cfg.llm == "llama" else PhiConfig(**common)
+    return AutoModelForCausalLM.from_config(hf_cfg, attn_implementation="sdpa")
+
+
+def _null(_: str) -> ContextManager[Any]:
+    return contextlib.nullcontext()
+
+
+class IVSModel(nn.Module):
+    """`forward(batch, method="dense", ratio=1.0, meter=None, **options) -> IVSOutput`.
+
+    method "dense" (or ratio 1) keeps all N tokens; any `patchprune.select` method keeps
+    K = keep_count(N, ratio) tokens per frame (reference frames included), gathered (never masked).
+    `meter(name)` (optional) wraps each component's work (timing / FLOP counting in `evaluate`).
+    """
+
+    def __init__(self, config: IVSConfig) -> None:
+        super().__init__()
+        self.config = cfg = config.validate()
+        self.vision = build_vision_tower(cfg)
+        self.lm = build_language_model(cfg)
+        v_dim, l_dim = self.vision.config.hidden_size, self.lm.config.hidden_size
+        self.projector = nn.Sequential(nn.Linear(v_dim, l_dim), nn.GELU(), nn.Linear(l_dim, l_dim))
+        self.perceiver = ObjectPerceiver(l_dim, cfg.latents, cfg.perceiver_layers, cfg.perceiver_heads)
+        self.seg_slots = nn.Parameter(torch.randn(cfg.seg_queries, l_dim) * 0.02)
+        self.query_proj = nn.Linear(l_dim, cfg.hidden_dim)
+        self.mask_branch = MaskBranch(cfg)
+        self.target_head = TargetHead(l_dim, cfg.fpn_dim, cfg.hidden_dim, cfg.target_layers, cfg.decoder_heads)
+        self.special = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+
+    # -- vision side ---------------------------------------------------------------------------------
+    def encode(self, frames: Tensor, need_attention: bool) -> tuple[Tensor, Tensor | None]:
+        """frames [F, 3, H, W] -> tower features [F, N, Dv] (+ last layer's attention [F, heads, N, N])."""
+        out = self.vision(pixel_values=frames, output_hidden_states=need_attention)
+        attn = None
+        if need_attention:
+            from patchprune.hf.features import layer_attention
+
+            attn = layer_attention(self.vision, out.hidden_states, -1)
+        return out.last_hidden_state, attn
+
+    def select(self, vision: Tensor, attn: Tensor | None, method: str, ratio: float, **options: Any
+               ) -> tuple[Tensor, Tensor]:
+        """Per frame K = keep_count(N, ratio) tokens: (tokens [F, K, Dv], grid index [F, K])."""
+        F_, N, _ = vision.shape
+        if method == "dense" or ratio >= 1.0:
+            return vision, torch.arange(N, device=vision.device).expand(F_, N)
+        from patchprune.select import select
+
+        res = select(vision, keep_count(N, ratio), method, self.config.grid, attn, **options)
+        return res.tokens, res.index
+
+    def embed_words(self, ids: Tensor) -> Tensor:
+        return self.lm.get_input_embeddings()(ids)
+
+    # -- the whole model -----------------------------------------------------------------------------
+    def forward(self, batch: IVSBatch, method: str = "dense", ratio: float = 1.0, meter: Meter | None = None,
+                **options: Any) -> IVSOutput:
+        meter = meter or _null
+        B = batch.key.shape[0]
+        frames = batch.key if batch.refs is None else torch.cat([batch.key, batch.refs.flatten(0, 1)], 0)
+        need_attn = False
+        if method != "dense" and ratio < 1.0:
+            from patchprune.select.base import method_spec
+
+            need_attn = method_spec(method).needs_attention
+        with meter("vision"):
+            vision, attn = self.encode(frames, need_attn)
+        with meter("selector"):
+            kept, index = self.select(vision, attn, method, ratio, **options)
+        with meter("projector"):
+            tokens = self.projector(kept)  # [F, K, D]
+        image_tokens = tokens[:B]
+        ref_tokens = image_tokens if batch.refs is None else tokens[B:]
+        R = 1 if batch.refs is None else batch.refs.shape[1]
+        text = self.embed_words(batch.text_ids)
+        with meter("perceiver"):
+            text_r = text.repeat_interleave(R, 0)
+            pad_r = (~batch.refer_mask).repeat_interleave(R, 0)
+            temporal = self.perceiver(ref_tokens, text_r, pad_r).reshape(B, -1, text.shape[-1])
+        with meter("llm"):
+            states = self._language(batch, text, temporal, image_tokens)
+        N = self.config.seg_queries
+        seg_states, text_states = states[:, -N:], states[:, -N - text.shape[1]:-N]
+        refer = (text_states * batch.refer_mask.unsqueeze(-1)).sum(1) / batch.refer_mask.sum(1, keepdim=True).clamp_min(1)
+        with meter("mask_branch"):
+            pix = self.mask_branch.pixels(batch.key)
+            masks, q_states = self.mask_branch.decode(pix, self.query_proj(seg_states))
+            target = self.target_head.target(refer, pix.coarsest)
+            logits = [self.target_head.logits(q, target) for q in q_states]
+        return IVSOutput(masks, logits, index[:B], vision[:B], int(kept.shape[1]))
+
+    def _language(self, batch: IVSBatch, text: Tensor, temporal: Tensor, image: Tensor) -> Tensor:
+        """Last hidden states [B, S, D] of [<temporal>; perceiver; <image>; image tokens; text; <seg> slots]."""
+        B, D = text.shape[0], text.shape[-1]
+        marks = self.embed_words(torch.tensor([self.special[TEMPORAL], self.special[IMAGE]], device=text.device))
+        seg = self.seg_slots.unsqueeze(0).expand(B, -1, -1)
+        embeds = torch.cat([marks[0].expand(B, 1, D), temporal, marks[1].expand(B, 1, D), image, text, seg], 1)
+        ones = lambda n: torch.ones(B, n, dtype=torch.bool, device=text.device)  # noqa: E731
+        mask = torch.cat([ones(2 + temporal.shape[1] + image.shape[1]), batch.text_mask, ones(seg.shape[1])], 1)
+        position_ids = (mask.long().cumsum(1) - 1).clamp_min(0)
+        all_real = bool(mask.all())
+        out = self.lm.get_decoder()(inputs_embeds=embeds, attention_mask=None if all_real else mask.long(),
+                                    position_ids=position_ids, use_cache=False)
+        return out.last_hidden_state

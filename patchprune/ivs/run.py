@@ -1,0 +1,65 @@
+"""A run folder: what `train ivs` writes and `eval ivs` reads.
+
+    RUN/config.json            the model's IVSConfig (rebuilds the exact model)
+    RUN/tokenizer.json         the word-level tokenizer (`tokenizer.py`)
+    RUN/train.json             training settings
+    RUN/checkpoint.safetensors module "model" and the optimiser; resumable
+    RUN/snapshots/step_*.safetensors   weights at regular steps (learning curve), optional
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+
+from patchprune.ivs.config import IVSConfig
+
+CHECKPOINT = "checkpoint.safetensors"
+SETTINGS = "train.json"
+SNAPSHOTS = "snapshots"
+
+
+def checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The `meta` JSON of a checkpoint (no tensors read); ValueError for an unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = (fh.metadata() or {}).get("meta", "{}")
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{path} is not a readable safetensors checkpoint: {err}") from err
+    return json.loads(meta)
+
+
+def check_compatible(path: str | Path, config: IVSConfig) -> None:
+    """ValueError when the checkpoint holds a model of another shape than `config`."""
+    theirs = checkpoint_meta(path).get("ivs_config")
+    if theirs is None:
+        raise ValueError(f"{path} is not an IVS checkpoint (no ivs_config in its metadata)")
+    other = IVSConfig.from_json(theirs)
+    if other.fingerprint() != config.fingerprint():
+        diff = sorted(k for k, v in config.to_json().items() if other.to_json().get(k) != v)
+        raise ValueError(f"{path} holds a model of another config (differs in {diff}); pass the run folder the "
+                         "checkpoint was trained in (its config.json) or a matching checkpoint")
+
+
+def load_run(run: str | Path, checkpoint: str | Path | None = None):
+    """(model in eval mode, tokenizer, config, step) of a run folder (or a snapshot `checkpoint` of it)."""
+    from patchprune.ivs.model import IVSModel
+    from patchprune.ivs.tokenizer import load_tokenizer
+    from patchprune.train.checkpoint import load_checkpoint
+
+    run = Path(run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder {run} not found (train one with `patchprune train ivs`)")
+    config = IVSConfig.load(run)
+    tok = load_tokenizer(run)
+    path = Path(checkpoint) if checkpoint else run / CHECKPOINT
+    check_compatible(path, config)
+    model = IVSModel(config)
+    info = load_checkpoint(path, {"model": model})
+    model.eval()
+    return model, tok, config, int(info["step"])

@@ -1,0 +1,152 @@
+"""`train ivs`: dense training of the instructed-segmentation model (pruning is training-free).
+
+Per step: a global batch of one kind (image, or video key frame with its neighbours as reference
+frames), the `ReferLoss` on every decoder layer, AdamW (no decay on norms / biases / embeddings),
+linear warm-up then x0.1 at 2/3 of the steps, gradient clipping. Checkpoints through `Trainer`
+(atomic safetensors, periodic, exact resume: every batch is a function of (seed, step) and the loss
+draws nothing at random); torchrun ranks split each global batch (items r, r + world, ...).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from patchprune.ivs.config import IVSConfig, named_config
+from patchprune.ivs.run import CHECKPOINT, SETTINGS, SNAPSHOTS
+
+
+@dataclass
+class TrainSettings:
+    """What `train ivs` was asked to do (written to RUN/train.json)."""
+
+    data: str
+    out: str
+    config: str = "tiny"
+    steps: int = 3000
+    batch: int = 8
+    lr: float = 6e-4
+    warmup: int = 150
+    clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 100
+    snapshot_every: int = 0
+    threads: int | None = None
+    video_share: float = 0.25
+    limit: int | None = None
+    progress: bool = True
+    overrides: dict[str, Any] | None = None
+
+
+def _validate(s: TrainSettings) -> None:
+    from patchprune.validate import check_int, check_number, check_threads
+
+    for name in ("steps", "batch"):
+        check_int(f"--{name}", getattr(s, name), 1)
+    check_int("--warmup", s.warmup, 0)
+    check_int("--checkpoint-every", s.checkpoint_every, 0)
+    check_int("--snapshot-every", s.snapshot_every, 0)
+    check_number("--lr", s.lr, 0.0)
+    if s.lr <= 0:
+        raise ValueError(f"--lr must be > 0, got {s.lr}")
+    check_number("--video-share", s.video_share, 0.0, 1.0)
+    check_threads("--threads", s.threads)
+    if s.config not in ("tiny", "micro"):
+        raise ValueError(f"--config must be tiny or micro, got {s.config!r}")
+
+
+def _seed_of(seed: int, step: int) -> int:
+    return (seed * 7919 + step * 104_729) % (2 ** 31)
+
+
+def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
+    """Train as `s` says; returns a summary (run folder, steps, minutes, last loss)."""
+    from patchprune.ivs.data import available_kinds, load_items, make_batch, sample_batch, step_generator
+    from patchprune.ivs.loss import ReferLoss, target_masks
+    from patchprune.ivs.model import IVSModel
+    from patchprune.ivs.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
+    from patchprune.train.distributed import DistInfo, broadcast_parameters
+    from patchprune.train.loop import LoopConfig, Trainer, param_groups
+
+    _validate(s)
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    dist_info = dist_info or DistInfo()
+    out = Path(s.out)
+    probe = named_config(s.config, **(s.overrides or {}))
+    pools = {k: load_items(s.data, k, "train", probe.img_size, s.limit) for k in available_kinds(s.data)}
+    existing = out / "config.json"
+    if existing.is_file():
+        tok = load_tokenizer(out)
+    else:
+        tok = build_tokenizer([it.text for pool in pools.values() for it in pool])
+    config = named_config(s.config, **{**(s.overrides or {}), "vocab_size": tok.get_vocab_size()})
+    if existing.is_file() and IVSConfig.load(out).fingerprint() != config.fingerprint():
+        raise ValueError(f"{out} holds a run of another config; pick a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(s.seed)
+    model = IVSModel(config)
+    broadcast_parameters(model, dist_info)
+    criterion = ReferLoss()
+    groups = param_groups({"model": (model.named_parameters(), 1.0)})
+    optimizer = torch.optim.AdamW(groups, lr=s.lr, weight_decay=0.05)
+    if dist_info.is_main:
+        config.save(out)
+        save_tokenizer(tok, out)
+        from patchprune.data.io import write_json
+
+        write_json(out / SETTINGS, {**asdict(s), "world_size": dist_info.world_size}, indent=2)
+    meta = {"ivs_config": config.to_json(), "settings": asdict(s)}
+    loop = LoopConfig(steps=s.steps, lr=s.lr, warmup=s.warmup, clip=s.clip, checkpoint=str(out / CHECKPOINT),
+                      checkpoint_every=s.checkpoint_every, desc="ivs", progress=s.progress)
+    trainer = Trainer({"model": model}, optimizer, loop, dist_info, meta)
+    start = trainer.maybe_resume()
+    last = trainer.history[-1] if trainer.history else {}
+    clock = {"t0": time.perf_counter(), "c0": time.process_time(), "base": last.get("minutes", 0.0),
+             "cpu_base": last.get("cpu_minutes", 0.0)}
+
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(_seed_of(s.seed, step))
+        kind, idx, keys = sample_batch(pools, s.batch, step_generator(s.seed, step), s.video_share)
+        r, w = dist_info.rank, dist_info.world_size
+        if s.batch < w:
+            raise ValueError(f"a global batch of {s.batch} cannot be split over {w} processes; raise --batch")
+        pool = pools[kind]
+        batch, masks, present = make_batch([pool[i] for i in idx[r::w]], keys[r::w], tok, config.ref_frames)
+        o = model(batch)
+        logs = criterion(o.mask_logits, o.query_logits, target_masks(masks, o.mask_logits[-1].shape[-2:]), present)
+        logs["video"] = torch.tensor(float(kind == "video"))
+        logs["minutes"] = torch.tensor(clock["base"] + (time.perf_counter() - clock["t0"]) / 60)
+        logs["cpu_minutes"] = torch.tensor(clock["cpu_base"] + (time.process_time() - clock["c0"]) / 60)
+        if s.snapshot_every and dist_info.is_main and step % s.snapshot_every == 0:
+            _snapshot(out, model, step, logs, meta)
+        return logs
+
+    history = trainer.fit(step_fn)
+    if s.snapshot_every and dist_info.is_main:
+        _snapshot(out, model, s.steps, history[-1] if history else {}, meta)
+    last = history[-1] if history else {}
+    return {"run": str(out), "steps": s.steps, "resumed_from": start, "minutes": float(last.get("minutes", 0.0)),
+            "cpu_minutes": float(last.get("cpu_minutes", 0.0)), "loss": float(last.get("loss", float("nan")))}
+
+
+def _snapshot(out: Path, model: torch.nn.Module, step: int, logs: dict[str, Any], meta: dict[str, Any]) -> None:
+    from patchprune.train.checkpoint import save_checkpoint
+
+    save_checkpoint(out / SNAPSHOTS / f"step_{step:06d}.safetensors", {"model": model}, None, step,
+                    {**meta, "minutes": float(logs.get("minutes", 0.0)), "cpu_minutes": float(logs.get("cpu_minutes", 0.0))})
+
+
+def train(data: str | Path, out: str | Path, config: str = "tiny", steps: int = 3000, seed: int = 0,
+          threads: int | None = None, progress: bool = True, **settings: Any) -> Path:
+    """Train a dense model into the run folder `out` (resumes when it holds a checkpoint); returns `out`.
+    `settings`: any other `TrainSettings` field (batch, lr, warmup, snapshot_every, overrides, ...)."""
+    from patchprune.validate import check_known_fields
+
+    check_known_fields("train setting", TrainSettings, settings)
+    run_training(TrainSettings(data=str(data), out=str(out), config=config, steps=steps, seed=seed, threads=threads,
+                               progress=progress, **settings))
+    return Path(out)
