@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "patchprune.bench.vis",
     "patchprune.fgseg.commands",
     "patchprune.data.commands",
+    "patchprune.ivs.commands",
     "patchprune.metrics.commands",
     "patchprune.vis.commands",
 )

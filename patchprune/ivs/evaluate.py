@@ -66,10 +66,13 @@ def _check(method: str, ratio: float, kind: str | None, limit: int | None) -> No
 def evaluate(run: str | Path, data: str | Path, method: str = "dense", ratio: float = 1.0, split: str | None = None,
              kind: str | None = None, limit: int | None = None, swap_instruction: bool = False,
              threads: int | None = None, progress: bool = True, seed: int = 0, timing: int = 8,
-             batch: int = 8, checkpoint: str | Path | None = None) -> dict[str, Any]:
+             batch: int = 8, checkpoint: str | Path | None = None, options: dict[str, Any] | None = None
+             ) -> dict[str, Any]:
     """Evaluate the run folder `run` on `data` (see the module docstring); returns a dict with kind,
     giou / ciou (images) or j / f / jf (videos), gmacs and latency_ms (per component + "total"),
-    coverage_radius, kept_tokens_per_frame, method, ratio, samples, skipped, split."""
+    coverage_radius, kept_tokens_per_frame, method, ratio, samples, skipped, split. `options`: the
+    selection method's own keyword options (e.g. EVTP's ablation switches); `checkpoint`: a snapshot
+    of the run to evaluate instead of its last checkpoint; `timing`: samples timed for latency."""
     from tqdm import tqdm
 
     from patchprune.ivs.data import available_kinds, load_items, make_batch, swap_texts
@@ -93,7 +96,11 @@ def evaluate(run: str | Path, data: str | Path, method: str = "dense", ratio: fl
     items, texts = [items[i] for i in keep], [texts[i] for i in keep]
     if not items:
         raise ValueError(f"no sample of {data} ({kind}, {split}) has another object's expression to swap in")
-    options = {"seed": seed} if method == "random" else {}
+    options = {**({"seed": seed} if method == "random" else {}), **(options or {})}
+    if options and method != "dense":
+        from patchprune.select.base import method_spec
+
+        method_spec(method).check_options(options)
     torch.manual_seed(seed)
     S = config.img_size
     radii: list[float] = []

@@ -1,0 +1,95 @@
+"""`patchprune train ivs` and `patchprune eval ivs` (torch imported lazily, in the handlers)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from patchprune.ivs.data import available_kinds
+    from patchprune.ivs.train import TrainSettings, run_training
+    from patchprune.train.distributed import init_distributed
+
+    available_kinds(args.data)  # a missing folder or an unknown layout fails before any work
+    s = TrainSettings(data=str(args.data), out=str(args.out), config=args.config, steps=args.steps, batch=args.batch,
+                      lr=args.lr, warmup=args.warmup, clip=args.clip, seed=args.seed,
+                      checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every, threads=args.threads,
+                      video_share=args.video_share, limit=args.limit, progress=not args.no_progress)
+    if not args.resume and (Path(args.out) / "checkpoint.safetensors").is_file():
+        raise ValueError(f"{args.out} already holds a checkpoint; pass --resume to continue it or pick a new --out")
+    dist_info = init_distributed("gloo")
+    summary = run_training(s, dist_info)
+    if dist_info.is_main:
+        print(json.dumps(summary))
+    return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from patchprune.ivs.evaluate import evaluate
+
+    if not Path(args.run).is_dir():
+        raise FileNotFoundError(f"--run {args.run}: run folder not found (train one with `patchprune train ivs`)")
+    m = evaluate(args.run, args.data, method=args.method, ratio=args.ratio, split=args.split, kind=args.kind,
+                 limit=args.limit, swap_instruction=args.swap_instruction, threads=args.threads,
+                 progress=not args.no_progress, seed=args.seed, timing=args.timing, checkpoint=args.checkpoint)
+    if args.json:
+        print(json.dumps(m))
+    else:
+        acc = ("giou", "ciou") if m["kind"] == "image" else ("j", "f", "jf")
+        print("  ".join(f"{k} {m[k]:.4f}" for k in acc) +
+              f"  kept {m['kept_tokens_per_frame']}/{m['tokens_per_frame']}  coverage {m['coverage_radius']:.3f}"
+              f"  GMACs {m['gmacs']['total']:.3f}  latency {m['latency_ms']['total']:.1f} ms  samples {m['samples']}")
+    return 0
+
+
+def _ratio(text: str) -> float:
+    try:
+        r = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ratio must be a number in (0, 1], got {text!r}") from None
+    if not 0.0 < r <= 1.0:
+        raise argparse.ArgumentTypeError(f"ratio must be in (0, 1] (share of visual tokens kept), got {text}")
+    return r
+
+
+def register(groups) -> None:
+    """Add `train ivs` and `eval ivs`."""
+    p = groups.train.add_parser("ivs", help="train the instructed-segmentation MLLM (dense) on referring data")
+    p.add_argument("--data", required=True, type=Path,
+                   help="`data synth-refer` output, a RefCOCO-style or a Ref-YouTube-VOS folder")
+    p.add_argument("--out", required=True, type=Path, help="run folder (config.json, tokenizer.json, checkpoint)")
+    p.add_argument("--config", default="tiny", choices=("tiny", "micro"))
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=6e-4)
+    p.add_argument("--warmup", type=int, default=150)
+    p.add_argument("--clip", type=float, default=1.0, help="max gradient L2 norm (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--snapshot-every", type=int, default=0, help="keep weights every N steps (learning curves)")
+    p.add_argument("--video-share", type=float, default=0.25, help="share of video batches when both kinds exist")
+    p.add_argument("--limit", type=int, default=None, help="use at most this many expressions per kind")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_train)
+
+    p = groups.eval.add_parser("ivs", help="evaluate an IVS run: gIoU / cIoU or J&F, GMACs, latency, coverage")
+    p.add_argument("--run", required=True, type=Path)
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--method", default="dense", help="dense or a selection method (evtp, kcenter, divprune, random, "
+                                                     "tome, visionzip, vispruner, attention)")
+    p.add_argument("--ratio", type=_ratio, default=1.0, help="share of visual tokens kept per frame, in (0, 1]")
+    p.add_argument("--kind", default=None, choices=("image", "video"), help="default: images when the data has them")
+    p.add_argument("--split", default=None, help="default: val (images) / valid (videos)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate at most this many expressions")
+    p.add_argument("--swap-instruction", action="store_true",
+                   help="control: replace each instruction by another object's expression from the same image / video")
+    p.add_argument("--checkpoint", default=None, type=Path, help="a snapshot of the run instead of its last checkpoint")
+    p.add_argument("--timing", type=int, default=8, help="samples timed for latency (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print all metrics as one JSON line")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_eval)
