@@ -102,7 +102,7 @@ def test_quick_run_trains_evaluates_every_cell_and_writes_the_report(fake, tmp_p
     assert [(c["kind"], c["method"], c["seed"]) for c in swap] == [("image", "dense", 0), ("video", "dense", 0),
                                                                    ("image", "dense", 1), ("video", "dense", 1)]
     plain = [c for c in fake.calls if not c["swap"] and not c["options"]]
-    assert {c["limit"] for c in plain if c["kind"] == "image"} >= {60, 12}  # accuracy cells / speed cells
+    assert {c["limit"] for c in plain if c["kind"] == "image"} == {120, 8}  # accuracy cells / speed cells
     assert all(c["run"].endswith(f"run_seed{c['seed']}") for c in fake.calls)
     # Table 1: dense + 7 x 3 rows; gIoU mean over the two seeds (fake: +0.01 per seed)
     t1 = _rows(out / "table1_image.csv")
@@ -184,23 +184,50 @@ def test_given_runs_are_evaluated_without_training(fake, tmp_path):
     assert {c["kind"] for c in fake.calls} == {"image"}
     assert {(c["run"], c["data"], c["threads"]) for c in fake.calls} == {(str(run), str(data), 1)}
     # dense + 2 methods + ladder (0.1 only: the quick ladder ratio 0.2 is not asked, the last ratio is used) + swap
-    assert len([c for c in fake.calls if not c["limit"] == 12]) == 1 + 2 + 3 + 1
+    assert len([c for c in fake.calls if not c["limit"] == 8]) == 1 + 2 + 3 + 1
 
 
-def test_an_evaluate_without_selector_options_skips_the_ladder_only(monkeypatch, tmp_path):
+def test_an_evaluate_without_selector_options_gets_the_ladder_as_method_names(monkeypatch, tmp_path):
+    from patchprune.select import base
+
+    monkeypatch.setattr(base._METHODS, "_entries", dict(base._METHODS._entries))  # registrations undone after
     model = FakeModel()
 
     def evaluate(run, data, method="dense", ratio=1.0, split=None, kind=None, limit=None, swap_instruction=False,
                  threads=None, progress=True, seed=0):
-        return model.evaluate(run, data, method, ratio, split, kind, limit, swap_instruction, threads, progress, seed)
+        if method != "dense":
+            base.method_spec(method)  # as the real evaluate does: the name must be registered
+        options = {"ablation": method[len(bench.LADDER_PREFIX):]} if method.startswith(bench.LADDER_PREFIX) else None
+        return model.evaluate(run, data, "evtp" if options else method, ratio, split, kind, limit, swap_instruction,
+                              threads, progress, seed, options)
 
     monkeypatch.setattr(bench, "_evaluate_fn", lambda: evaluate)
     monkeypatch.setattr(bench, "_train_fn", lambda: model.train)
     monkeypatch.setattr(bench, "DATA_RECIPE", {"images": 3, "videos": 2, "frames": 3, "size": 64})
     assert main(_argv(tmp_path, "--methods", "evtp", "--ratios", "0.2")) == 0
-    assert not any(c["options"] for c in model.calls)
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert len(summary["skipped"]) == 6 and "takes no selector options" in summary["skipped"][0]
+    assert sorted({c["options"]["ablation"] for c in model.calls if c["options"]}) == ["adaptive", "kcenter", "spatial"]
+    t4 = _rows(tmp_path / "out" / "table4_ablation.csv")
+    assert [round(float(r["image_giou"]), 3) for r in t4] == [0.66, 0.69, 0.70, 0.72]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["skipped"] == []
+
+
+def test_ladder_methods_select_what_evtp_with_the_ablation_option_selects(monkeypatch):
+    import torch
+
+    from patchprune.select import ABLATION_LADDER, base, select
+
+    monkeypatch.setattr(base._METHODS, "_entries", dict(base._METHODS._entries))
+    x = torch.randn(3, 144, 16, generator=torch.Generator().manual_seed(0))
+    orders = set()
+    for rung in ABLATION_LADDER:
+        got = select(x, 14, method=bench.ladder_method(rung), grid=(12, 12))
+        want = select(x, 14, method="evtp", grid=(12, 12), ablation=rung)
+        assert torch.equal(got.index, want.index)
+        orders.add(tuple(got.index.flatten().tolist()))
+    assert len(orders) > 1  # the rungs differ
+    assert bench.ladder_method("kcenter") == "evtp-ladder-kcenter"  # registered once, reused
+    with pytest.raises(ValueError, match="ablation rung must be one of"):
+        bench.ladder_method("nope")
 
 
 def _rec(kind, method, ratio, value, seed=0, variant="", radius=None):

@@ -39,10 +39,10 @@ TRAINED_MARK = "bench_trained.json"
 # The generated data set and the tiny model's training length (the ivs quick recipe, docs/ivs.md).
 DATA_RECIPE = {"images": 400, "videos": 60, "frames": 8, "size": 96}
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"seeds": (0,), "limit_image": 60, "limit_video": 6, "ladder_ratios": (0.2,), "speed_rounds": 3,
-              "speed_limit_image": 12, "speed_limit_video": 2, "steps": 600},
+    "quick": {"seeds": (0,), "limit_image": 120, "limit_video": 16, "ladder_ratios": (0.2,), "speed_rounds": 3,
+              "speed_limit_image": 8, "speed_limit_video": 1, "steps": 300},
     "full": {"seeds": (0, 1, 2), "limit_image": None, "limit_video": None, "ladder_ratios": RATIOS,
-             "speed_rounds": 5, "speed_limit_image": 24, "speed_limit_video": 3, "steps": 3000},
+             "speed_rounds": 5, "speed_limit_image": 8, "speed_limit_video": 1, "steps": 1800},
 }
 FIELDS = ("kind", "seed", "method", "ratio", "variant")  # the key of a cell
 
@@ -260,8 +260,9 @@ def _train_fn() -> Callable[..., Path]:
 
 
 def call_evaluate(evaluate: Callable[..., dict], options: dict[str, Any], **kwargs: Any) -> dict:
-    """evaluate(**kwargs) with selector options passed the way its signature takes them
-    (`options=` / `select_options=` / `method_options=` dict, or **keywords)."""
+    """evaluate(**kwargs) with selector options passed the way its signature takes them: an
+    `options=` / `select_options=` / `method_options=` dict or **keywords; an evaluate that takes
+    none gets the EVTP ladder rung as a method name of its own (`ladder_method`)."""
     if not options:
         return evaluate(**kwargs)
     params = inspect.signature(evaluate).parameters
@@ -270,8 +271,34 @@ def call_evaluate(evaluate: Callable[..., dict], options: dict[str, Any], **kwar
             return evaluate(**kwargs, **{name: dict(options)})
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return evaluate(**kwargs, **options)
-    raise TypeError("patchprune.ivs.evaluate.evaluate takes no selector options (needed for the EVTP ablation "
-                    "ladder)")
+    if set(options) == {"ablation"} and kwargs.get("method") == "evtp":
+        return evaluate(**{**kwargs, "method": ladder_method(options["ablation"])})
+    raise OptionsNotSupported(f"evaluate() takes no selector options; cannot pass {options}")
+
+
+class OptionsNotSupported(TypeError):
+    """The model's evaluate() cannot receive a cell's selector options (the cell is skipped)."""
+
+
+LADDER_PREFIX = "evtp-ladder-"
+
+
+def ladder_method(rung: str) -> str:
+    """The name of a selection method that is EVTP at ablation rung `rung` (Table 4), registered in
+    this process only, through the public `register_method` (for an evaluate() that passes no
+    selector options). Same code path as `select(..., method="evtp", ablation=rung)`."""
+    from patchprune.select import ABLATION_LADDER, available_methods, register_method
+    from patchprune.select.evtp import evtp
+
+    if rung not in ABLATION_LADDER:
+        raise ValueError(f"ablation rung must be one of {', '.join(ABLATION_LADDER)}, got {rung!r}")
+    name = LADDER_PREFIX + rung
+    if name not in available_methods():
+        def rung_method(x, k, inp, *, pool: int = 64):
+            return evtp(x, k, inp, ablation=rung, pool=pool)
+
+        register_method(name, needs_grid=True)(rung_method)
+    return name
 
 
 METRICS = {"image": ("giou", "ciou"), "video": ("j", "f", "jf")}
@@ -292,7 +319,7 @@ def evaluate_cell(cell: Cell, rep: Replicate, cfg: BenchConfig, evaluate: Callab
                            "variant": cell.variant}
     for m in METRICS[cell.kind]:
         rec[m] = _number(res.get(m))
-    for m in ("coverage_radius", "kept_tokens_per_frame", "samples"):
+    for m in ("coverage_radius", "kept_tokens_per_frame", "samples", "skipped", "step"):
         rec[m] = _number(res.get(m))
     rec["gmacs"] = {k: _number(v) for k, v in (res.get("gmacs") or {}).items()}
     rec["latency_ms"] = {k: _number(v) for k, v in (res.get("latency_ms") or {}).items()}
@@ -382,8 +409,10 @@ def run_bench(cfg: BenchConfig, evaluate: Callable[..., dict] | None = None, tra
         bar.set_postfix_str(f"{cell.kind} s{cell.seed} {cell.method}@{cell.ratio:g} {cell.variant}".strip())
         try:
             store.add(evaluate_cell(cell, reps[cell.seed], cfg, evaluate))
-        except TypeError as err:
-            if not cell.options():
+        except OptionsNotSupported as err:
+            skipped.append(f"{cell.key}: {err}")
+        except ValueError as err:  # e.g. no sample with another object's expression to swap in
+            if cell.variant != "swap":
                 raise
             skipped.append(f"{cell.key}: {err}")
     meta = {"config": cfg.as_dict(), "machine": machine(), "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -497,13 +526,15 @@ def register(groups: CommandGroups) -> None:
     p.add_argument("--data-image", default=None, help="image data folder (default: the generated one)")
     p.add_argument("--data-video", default=None, help="video data folder (default: the generated one)")
     p.add_argument("--quick", action="store_true",
-                   help="one seed, 60 images / 6 videos, ladder at 20 %% only, 3 speed rounds (about 30 min)")
+                   help="one seed, 120 image / 16 video expressions, ladder at 20 %% only, 3 speed rounds, "
+                        "300 training steps when it trains (about 30 min on 2 CPU cores)")
     p.add_argument("--seeds", default=None, help="comma-separated replicate seeds (default 0,1,2; --quick: 0)")
     p.add_argument("--methods", default=None, help=f"comma-separated (default {','.join(METHODS)})")
     p.add_argument("--ratios", default=None, help="comma-separated keep ratios (default 0.05,0.1,0.2)")
-    p.add_argument("--limit-image", type=int, default=None, help="evaluate the first N images (default: all; quick 60)")
-    p.add_argument("--limit-video", type=int, default=None, help="evaluate the first N videos (default: all; quick 6)")
-    p.add_argument("--steps", type=int, default=None, help="training steps of each bench-trained model")
+    p.add_argument("--limit-image", type=int, default=None, help="evaluate the first N image expressions (default: all; quick 120)")
+    p.add_argument("--limit-video", type=int, default=None, help="evaluate the first N video expressions (default: all; quick 16)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps of each bench-trained model (default 1800; quick 300)")
     p.add_argument("--speed-rounds", type=int, default=None, help="interleaved speed rounds (default 5; quick 3)")
     p.add_argument("--out", default="benchmarks/ivs", help="report folder (results.csv, tables, plots)")
     p.add_argument("--work", default="runs/bench_ivs", help="folder for the generated data and trained runs")

@@ -20,6 +20,7 @@ METRIC_NAMES = {"giou": "gIoU", "ciou": "cIoU", "j": "J", "f": "F", "jf": "J&F"}
 COMPONENT_ORDER = ("vision", "selector", "projector", "perceiver", "llm", "mask_branch")
 LADDER = (("kcenter", "k-center"), ("spatial", "+ spatial coordinates"), ("adaptive", "+ adaptive lambda"),
           ("full", "+ initialisation (EVTP)"))
+TIE = 1e-6  # metric differences below this are ties (float summation order), not misses
 CLAIM_RATIO = 0.1
 CLAIM_SHARE = 0.95
 DENSE_GIOU_TARGET = 0.6
@@ -286,7 +287,8 @@ def claims(agg: dict, kinds: Iterable[str]) -> list[dict[str, Any]]:
             if ev is None or ev[main]["mean"] is None or not base:
                 out.append({"claim": claim, "status": "n/a", "detail": "needs EVTP and baseline cells"})
                 continue
-            above = {m: a for m, a in base.items() if a[main]["mean"] is not None and a[main]["mean"] > ev[main]["mean"]}
+            above = {m: a for m, a in base.items()
+                     if a[main]["mean"] is not None and a[main]["mean"] > ev[main]["mean"] + TIE}
             if not above:
                 runner = max(base.items(), key=lambda kv: kv[1][main]["mean"] if kv[1][main]["mean"] is not None
                              else float("-inf"))
