@@ -21,6 +21,7 @@ _EXPORTS = {
     "Decision": "patchprune.policies.base", "Merge": "patchprune.policies.base",
     "register_policy": "patchprune.policies.base", "make_policy": "patchprune.policies.base",
     "available_policies": "patchprune.policies.base",
+    "load_reference": "patchprune.checkpoints", "reference_names": "patchprune.checkpoints",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
