@@ -187,47 +187,21 @@ def test_given_runs_are_evaluated_without_training(fake, tmp_path):
     assert len([c for c in fake.calls if not c["limit"] == 8]) == 1 + 2 + 3 + 1
 
 
-def test_an_evaluate_without_selector_options_gets_the_ladder_as_method_names(monkeypatch, tmp_path):
-    from patchprune.select import base
+def test_a_swap_cell_without_a_second_object_is_skipped_with_its_reason(fake, monkeypatch, tmp_path):
+    plain = fake.evaluate
 
-    monkeypatch.setattr(base._METHODS, "_entries", dict(base._METHODS._entries))  # registrations undone after
-    model = FakeModel()
-
-    def evaluate(run, data, method="dense", ratio=1.0, split=None, kind=None, limit=None, swap_instruction=False,
-                 threads=None, progress=True, seed=0):
-        if method != "dense":
-            base.method_spec(method)  # as the real evaluate does: the name must be registered
-        options = {"ablation": method[len(bench.LADDER_PREFIX):]} if method.startswith(bench.LADDER_PREFIX) else None
-        return model.evaluate(run, data, "evtp" if options else method, ratio, split, kind, limit, swap_instruction,
-                              threads, progress, seed, options)
+    def evaluate(*args, swap_instruction=False, **kwargs):
+        if swap_instruction and kwargs.get("kind") == "video":
+            raise ValueError("no sample of DATA (video, valid) has another object's expression to swap in")
+        return plain(*args, swap_instruction=swap_instruction, **kwargs)
 
     monkeypatch.setattr(bench, "_evaluate_fn", lambda: evaluate)
-    monkeypatch.setattr(bench, "_train_fn", lambda: model.train)
-    monkeypatch.setattr(bench, "DATA_RECIPE", {"images": 3, "videos": 2, "frames": 3, "size": 64})
     assert main(_argv(tmp_path, "--methods", "evtp", "--ratios", "0.2")) == 0
-    assert sorted({c["options"]["ablation"] for c in model.calls if c["options"]}) == ["adaptive", "kcenter", "spatial"]
-    t4 = _rows(tmp_path / "out" / "table4_ablation.csv")
-    assert [round(float(r["image_giou"]), 3) for r in t4] == [0.66, 0.69, 0.70, 0.72]
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["skipped"] == []
-
-
-def test_ladder_methods_select_what_evtp_with_the_ablation_option_selects(monkeypatch):
-    import torch
-
-    from patchprune.select import ABLATION_LADDER, base, select
-
-    monkeypatch.setattr(base._METHODS, "_entries", dict(base._METHODS._entries))
-    x = torch.randn(3, 144, 16, generator=torch.Generator().manual_seed(0))
-    orders = set()
-    for rung in ABLATION_LADDER:
-        got = select(x, 14, method=bench.ladder_method(rung), grid=(12, 12))
-        want = select(x, 14, method="evtp", grid=(12, 12), ablation=rung)
-        assert torch.equal(got.index, want.index)
-        orders.add(tuple(got.index.flatten().tolist()))
-    assert len(orders) > 1  # the rungs differ
-    assert bench.ladder_method("kcenter") == "evtp-ladder-kcenter"  # registered once, reused
-    with pytest.raises(ValueError, match="ablation rung must be one of"):
-        bench.ladder_method("nope")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert len(summary["skipped"]) == 1 and "video|0|dense|1|swap" in summary["skipped"][0]
+    status = {c["claim"]: c["status"] for c in summary["claims"]}
+    assert status["video: swapping the instruction for another object's lowers J&F"] == "n/a"
+    assert status["image: swapping the instruction for another object's lowers gIoU"] == "pass"
 
 
 def _rec(kind, method, ratio, value, seed=0, variant="", radius=None):

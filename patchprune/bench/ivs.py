@@ -16,7 +16,6 @@ cells already there and the runs already trained (resume). The report is `bench/
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import math
 import os
@@ -260,45 +259,9 @@ def _train_fn() -> Callable[..., Path]:
 
 
 def call_evaluate(evaluate: Callable[..., dict], options: dict[str, Any], **kwargs: Any) -> dict:
-    """evaluate(**kwargs) with selector options passed the way its signature takes them: an
-    `options=` / `select_options=` / `method_options=` dict or **keywords; an evaluate that takes
-    none gets the EVTP ladder rung as a method name of its own (`ladder_method`)."""
-    if not options:
-        return evaluate(**kwargs)
-    params = inspect.signature(evaluate).parameters
-    for name in ("options", "select_options", "method_options"):
-        if name in params:
-            return evaluate(**kwargs, **{name: dict(options)})
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return evaluate(**kwargs, **options)
-    if set(options) == {"ablation"} and kwargs.get("method") == "evtp":
-        return evaluate(**{**kwargs, "method": ladder_method(options["ablation"])})
-    raise OptionsNotSupported(f"evaluate() takes no selector options; cannot pass {options}")
-
-
-class OptionsNotSupported(TypeError):
-    """The model's evaluate() cannot receive a cell's selector options (the cell is skipped)."""
-
-
-LADDER_PREFIX = "evtp-ladder-"
-
-
-def ladder_method(rung: str) -> str:
-    """The name of a selection method that is EVTP at ablation rung `rung` (Table 4), registered in
-    this process only, through the public `register_method` (for an evaluate() that passes no
-    selector options). Same code path as `select(..., method="evtp", ablation=rung)`."""
-    from patchprune.select import ABLATION_LADDER, available_methods, register_method
-    from patchprune.select.evtp import evtp
-
-    if rung not in ABLATION_LADDER:
-        raise ValueError(f"ablation rung must be one of {', '.join(ABLATION_LADDER)}, got {rung!r}")
-    name = LADDER_PREFIX + rung
-    if name not in available_methods():
-        def rung_method(x, k, inp, *, pool: int = 64):
-            return evtp(x, k, inp, ablation=rung, pool=pool)
-
-        register_method(name, needs_grid=True)(rung_method)
-    return name
+    """evaluate(**kwargs), plus `options=` (the selector's keyword options, e.g. EVTP's `ablation`)
+    when the cell has any."""
+    return evaluate(**kwargs, options=dict(options)) if options else evaluate(**kwargs)
 
 
 METRICS = {"image": ("giou", "ciou"), "video": ("j", "f", "jf")}
@@ -409,8 +372,6 @@ def run_bench(cfg: BenchConfig, evaluate: Callable[..., dict] | None = None, tra
         bar.set_postfix_str(f"{cell.kind} s{cell.seed} {cell.method}@{cell.ratio:g} {cell.variant}".strip())
         try:
             store.add(evaluate_cell(cell, reps[cell.seed], cfg, evaluate))
-        except OptionsNotSupported as err:
-            skipped.append(f"{cell.key}: {err}")
         except ValueError as err:  # e.g. no sample with another object's expression to swap in
             if cell.variant != "swap":
                 raise
