@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
@@ -37,6 +38,48 @@ def attention_part(block: nn.Module, x: Tensor, attn_mask: Tensor | None = None,
     h = block.norm1(x)
     a = block.attn(h, attn_mask=attn_mask) if attend is None else attend(block.attn, h)
     return x + block.drop_path1(block.ls1(a))
+
+
+def attention_part_scored(block: nn.Module, x: Tensor, attn_mask: Tensor | None = None, *,
+                          rows: int | None = None, keys: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """`attention_part` that also hands back what a policy acting after the attention scores with,
+    from the block's own q / k (no second projection): (x + attention branch, softmax weights of the
+    first `rows` queries [B, heads, rows, n] or None, keys [B, heads, n, head_dim] or None).
+
+    The branch runs timm Attention's steps with the block's submodules (qkv, q_norm / k_norm, SDPA,
+    norm, gate, proj), so its output is the one `attention_part` gives. Only for a fused-attention
+    timm `Attention` in eval mode (`reuses_qkv`); callers fall back to a separate scoring pass otherwise.
+    """
+    a = block.attn
+    h = block.norm1(x)
+    B, n, _ = h.shape
+    gate = a.gate(h).sigmoid() if getattr(a, "gate", None) is not None else None
+    q, k, v = a.qkv(h).reshape(B, n, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k = a.q_norm(q), a.k_norm(k)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    out = a.norm(out.transpose(1, 2).reshape(B, n, a.num_heads * a.head_dim))
+    if gate is not None:
+        out = out * gate
+    y = x + block.drop_path1(block.ls1(a.proj_drop(a.proj(out))))
+    weights = None if rows is None else attention_weights(q[:, :, :rows], k, a.scale, attn_mask)
+    return y, weights, (k if keys else None)
+
+
+def attention_weights(q: Tensor, k: Tensor, scale: float, attn_mask: Tensor | None = None) -> Tensor:
+    """softmax(q k^T * scale + mask) [B, heads, q, n] in fp32 at least (a bool mask hides keys)."""
+    logits = (q * scale) @ k.transpose(-2, -1)
+    if attn_mask is not None:
+        logits = logits.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else logits + attn_mask
+    return logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32))
+
+
+def reuses_qkv(block: nn.Module) -> bool:
+    """True when `attention_part_scored` reproduces the block's attention branch: a timm `Attention`
+    (that exact class, so no overridden forward) with fused attention, in eval mode."""
+    from timm.layers import Attention
+
+    a = getattr(block, "attn", None)
+    return type(a) is Attention and bool(getattr(a, "fused_attn", False)) and not a.training
 
 
 def mlp_part(block: nn.Module, x: Tensor) -> Tensor:
@@ -101,5 +144,5 @@ def policy_attention(policy: Tensor, eps: float = POLICY_SOFTMAX_EPS) -> Attend:
     return attend
 
 
-__all__ = ["attention_part", "mlp_part", "key_padding_mask", "policy_vector", "policy_softmax",
+__all__ = ["attention_part", "attention_part_scored", "attention_weights", "reuses_qkv", "mlp_part", "key_padding_mask", "policy_vector", "policy_softmax",
            "policy_attention", "check_block_parts", "BLOCK_PARTS", "POLICY_SOFTMAX_EPS"]

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from patchprune.policies.base import Decision, Merge, Policy, PolicyContext, check_ratio, make_policy
 from patchprune.tokens import TokenState, check_grid, gather_tokens, keep_at_least_one, mask_to_slots
 from patchprune.validate import check_finite
-from patchprune.blocks import (POLICY_SOFTMAX_EPS, attention_part, check_block_parts, key_padding_mask, mlp_part,
+from patchprune.blocks import (POLICY_SOFTMAX_EPS, attention_part, attention_part_scored, attention_weights,
+                               check_block_parts, reuses_qkv, key_padding_mask, mlp_part,
                                policy_attention, policy_vector)
 
 ScheduleEntry = Policy | tuple | str
@@ -274,27 +275,64 @@ def parse_keep_string(text: str, policy: str = "random") -> dict[int, tuple]:
 
 def block_keys(block: nn.Module, x: Tensor) -> Tensor:
     """Attention keys [B, heads, n, head_dim] of a timm Block on input x (the block's own modules)."""
-    attn = block.attn
-    h = block.norm1(x)
-    B, n, _ = h.shape
-    k = attn.qkv(h).reshape(B, n, 3, attn.num_heads, attn.head_dim)[:, :, 1].transpose(1, 2)
-    return attn.k_norm(k)
+    return block_scores(block, x, keys=True)[1]
 
 
-def block_attention(block: nn.Module, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-    """Softmax attention weights [B, heads, n, n] of a timm Block on input x (for scoring only).
+def block_attention(block: nn.Module, x: Tensor, attn_mask: Tensor | None = None, rows: int | None = None) -> Tensor:
+    """Softmax attention weights [B, heads, q, n] of a timm Block on input x (for scoring only): every
+    query (q = n) or, with `rows`, the first `rows` queries only (e.g. 1 for CLS-attention scores).
 
-    Recomputes q and k with the block's own modules; the block itself still runs with SDPA.
+    Recomputes what it needs with the block's own modules; the block itself still runs with SDPA.
     """
-    attn = block.attn
+    return block_scores(block, x, attn_mask, attention=True, rows=rows)[0]
+
+
+def block_scores(block: nn.Module, x: Tensor, attn_mask: Tensor | None = None, *, attention: bool = False,
+                 rows: int | None = None, keys: bool = False) -> tuple[Tensor | None, Tensor | None]:
+    """(attention weights [B, heads, q, n] | None, keys [B, heads, n, head_dim] | None) of a timm Block
+    on input x, with one projection of the block's input for both.
+
+    rows: leading query rows of the weights (None: all n). With few rows only the key third of the
+    qkv projection runs on every token (`qkv_part`) and the query third on the `rows` tokens, so a
+    CLS score costs a third of a full recompute and no n x n softmax. Softmax in fp32 at least.
+    """
+    a = block.attn
     h = block.norm1(x)
     B, n, _ = h.shape
-    qkv = attn.qkv(h).reshape(B, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
-    logits = (q * attn.scale) @ k.transpose(-2, -1)
-    if attn_mask is not None:
-        logits = logits.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else logits + attn_mask
-    return logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32))  # fp32 at least
+    q = k = None
+    if attention and (rows is None or rows >= n):
+        qkv = a.qkv(h).reshape(B, n, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = a.q_norm(qkv[0]), a.k_norm(qkv[1])
+    elif attention or keys:
+        k = a.k_norm(qkv_part(a, h, 1))
+        if attention:
+            q = a.q_norm(qkv_part(a, h[:, :rows], 0))
+    weights = attention_weights(q, k, a.scale, attn_mask) if attention else None
+    return weights, (k if keys else None)
+
+
+def qkv_part(attn: nn.Module, h: Tensor, part: int) -> Tensor:
+    """One third of a timm Attention's qkv projection of h [B, n, C] (part 0 = q, 1 = k, 2 = v) as
+    [B, heads, n, head_dim]; only that third of the weight runs when qkv is a plain nn.Linear."""
+    B, n, _ = h.shape
+    qkv = attn.qkv
+    if type(qkv) is nn.Linear:
+        d = attn.num_heads * attn.head_dim
+        bias = None if qkv.bias is None else qkv.bias[part * d:(part + 1) * d]
+        out = torch.nn.functional.linear(h, qkv.weight[part * d:(part + 1) * d], bias)
+    else:
+        out = qkv(h).reshape(B, n, 3, -1)[:, :, part]
+    return out.reshape(B, n, attn.num_heads, attn.head_dim).transpose(1, 2)
+
+
+def policy_scores(policy: Policy, block: nn.Module, x: Tensor, attn_mask: Tensor | None,
+                  num_prefix: int) -> tuple[Tensor | None, Tensor | None]:
+    """(ctx.attn, ctx.keys) for `policy` at `block` on input x: only what it asked for, attention
+    limited to the query rows it reads (`Policy.attention_queries`)."""
+    if not (policy.needs_attention or policy.needs_keys):
+        return None, None
+    rows = policy.attention_queries(num_prefix) if policy.needs_attention else None
+    return block_scores(block, x, attn_mask, attention=policy.needs_attention, rows=rows, keys=policy.needs_keys)
 
 
 def to_image_layout(x: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -407,9 +445,7 @@ class _MaskRun(_Run):
 
     def scores(self, policy: Policy, block: nn.Module) -> tuple[Tensor | None, Tensor | None]:
         """The attention weights / keys a policy asked for, of `block` on the current input."""
-        attn = block_attention(block, self.x, self.attn_mask) if policy.needs_attention else None
-        keys = block_keys(block, self.x) if policy.needs_keys else None
-        return attn, keys
+        return policy_scores(policy, block, self.x, self.attn_mask, self.P)
 
     def apply(self, pos: int, policy: Policy, index: Tensor, block: nn.Module,
               attn: Tensor | None = None, keys: Tensor | None = None) -> None:
@@ -481,8 +517,7 @@ class _GatherRun(_Run):
             policy = self.owner.policy_at(pos)
             if policy is not None and policy.acts_after_attention:
                 self.keep_masks[pos] = self.processed  # the block's attention ran on these tokens
-                attn, keys = self.scores(policy, block)
-                self.x = attention_part(block, self.x, self.attn_mask)
+                self.x, attn, keys = self.attention_with_scores(policy, block)
                 self.flushed = False
                 self.apply(pos, policy, block, attn, keys)
                 self.x = mlp_part(block, self.x)
@@ -497,9 +532,18 @@ class _GatherRun(_Run):
 
     def scores(self, policy: Policy, block: nn.Module) -> tuple[Tensor | None, Tensor | None]:
         """The attention weights / keys a policy asked for, of `block` on the current live tokens."""
-        attn = block_attention(block, self.x, self.attn_mask) if policy.needs_attention else None
-        keys = block_keys(block, self.x) if policy.needs_keys else None
-        return attn, keys
+        return policy_scores(policy, block, self.x, self.attn_mask, self.P)
+
+    def attention_with_scores(self, policy: Policy, block: nn.Module) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Block's attention branch plus the weights / keys a mid-block policy asked for, from the
+        branch's own q / k when the block allows it (`reuses_qkv`), else by a separate scoring pass."""
+        if (policy.needs_attention or policy.needs_keys) and reuses_qkv(block):
+            rows = None
+            if policy.needs_attention:
+                rows = policy.attention_queries(self.P) or self.x.shape[1]
+            return attention_part_scored(block, self.x, self.attn_mask, rows=rows, keys=policy.needs_keys)
+        attn, keys = self.scores(policy, block)
+        return attention_part(block, self.x, self.attn_mask), attn, keys
 
     def apply(self, pos: int, policy: Policy, block: nn.Module,
               attn: Tensor | None = None, keys: Tensor | None = None) -> None:
@@ -603,4 +647,4 @@ def _compose_owner(owner: Tensor, new_of_old: Tensor) -> Tensor:
 
 
 __all__ = ["sparse_vit", "SparseViT", "SparseViTOutput", "parse_schedule", "parse_keep_string",
-           "block_attention", "block_keys", "check_vit", "image_grid", "embed"]
+           "block_attention", "block_keys", "block_scores", "check_vit", "image_grid", "embed"]

@@ -40,6 +40,10 @@ class EViT(Policy):
             raise ValueError(f"EViT keep rate must be in (0, 1], got {keep_rate}")
         self.keep_rate, self.fuse = float(keep_rate), bool(fuse)
 
+    def attention_queries(self, num_prefix: int) -> int | None:
+        """EViT reads the CLS query row only (the runner computes just that row)."""
+        return 1
+
     def cls_attention(self, ctx: PolicyContext) -> Tensor:
         """[B, n]: attention of the CLS token (prefix slot 0) to each live token, mean over heads."""
         if ctx.prefix.shape[1] < 1:

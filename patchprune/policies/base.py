@@ -80,7 +80,7 @@ class Policy(nn.Module):
 
     Class attributes a subclass may set:
     - needs_attention: the runner computes this block's attention weights into ctx.attn (only for
-      this block; every other block keeps SDPA).
+      this block; every other block keeps SDPA); `attention_queries` may limit them to the first rows.
     - observe_positions: block positions whose input features (full grid) the runner hands to
       `observe` (e.g. a temporal cache that stores x_6 for the next frame).
     - needs_keys: the runner puts this block's attention keys [B, heads, P+n, head_dim] into ctx.keys.
@@ -99,6 +99,11 @@ class Policy(nn.Module):
     training_attention: str = "hard"
     training_gate: bool = True
     observe_positions: tuple[int, ...] = ()
+
+    def attention_queries(self, num_prefix: int) -> int | None:
+        """Leading query rows of ctx.attn this policy reads (None: all). A CLS score reads 1: the runner
+        then computes ctx.attn as [B, heads, 1, P+n] (one query row, no n x n softmax)."""
+        return None
 
     def observe(self, position: int, features: Tensor, alive: Tensor, stream: Any) -> None:
         """Called with the full-grid input features [B, N, C] of an observed block."""

@@ -14,7 +14,8 @@ from patchprune.select.base import SelectInput, register_method
 
 
 def attention_scores(attn: Tensor, n: int, score: str = "auto", valid: Tensor | None = None) -> Tensor:
-    """[B, n] importance of the n patch tokens (the last n keys of `attn`)."""
+    """[B, n] importance of the n patch tokens (the last n keys of `attn`; "cls" needs only the
+    first query row, so attn may be [B, heads, 1, P+n])."""
     num_prefix = attn.shape[-1] - n
     if score == "auto":
         score = "cls" if num_prefix > 0 else "mean"
@@ -24,6 +25,9 @@ def attention_scores(attn: Tensor, n: int, score: str = "auto", valid: Tensor | 
             raise ValueError("score='cls' needs a CLS token: attn must be [B, heads, 1+N, 1+N] (or more prefix tokens)")
         s = a[:, :, 0, num_prefix:].mean(1)
     elif score == "mean":
+        if a.shape[-2] != a.shape[-1]:
+            raise ValueError(f"score='mean' averages over every query: attn must be [B, heads, P+N, P+N], "
+                             f"got {a.shape[-2]} query rows of {a.shape[-1]}")
         if valid is None:
             s = a[:, :, :, num_prefix:].mean(2).mean(1)
         else:  # average over real queries only (prefix queries are always real)

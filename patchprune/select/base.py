@@ -206,7 +206,8 @@ def prepare_input(tokens: Tensor, k: int, grid: tuple[int, int] | None, attn: Te
 
 
 def check_attention(attn: Tensor | None, B: int, N: int, method: str) -> Tensor:
-    """Attention [B, heads, T, T] (or [B, T, T]) with T = P + N; returns the 4-d form."""
+    """Attention [B, heads, T, T] (or [B, T, T]) with T = P + N, or its first Q query rows
+    [B, heads, Q, T] (enough for CLS scores: the runner passes Q = 1); returns the 4-d form."""
     if attn is None:
         raise ValueError(
             f"method {method!r} scores tokens by attention: pass attn=[B, heads, P+N, P+N] "
@@ -214,8 +215,9 @@ def check_attention(attn: Tensor | None, B: int, N: int, method: str) -> Tensor:
         )
     if attn.dim() == 3:
         attn = attn.unsqueeze(1)
-    if attn.dim() != 4 or attn.shape[0] != B or attn.shape[-1] != attn.shape[-2] or attn.shape[-1] < N:
-        raise ValueError(f"attn must be [B={B}, heads, P+N, P+N] with N={N}, got {tuple(attn.shape)}")
+    if attn.dim() != 4 or attn.shape[0] != B or not 1 <= attn.shape[-2] <= attn.shape[-1] or attn.shape[-1] < N:
+        raise ValueError(f"attn must be [B={B}, heads, P+N, P+N] (or its first query rows) with N={N}, "
+                         f"got {tuple(attn.shape)}")
     if not all_finite(attn):
         raise ValueError("attn contains NaN or inf")
     return attn

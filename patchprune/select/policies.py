@@ -42,6 +42,12 @@ class SelectPolicy(Policy):
         # the authors, unless the caller gave one
         self.needs_keys = "metric" in self.spec.options and "metric" not in options
 
+    def attention_queries(self, num_prefix: int) -> int | None:
+        """1 when the method scores by CLS attention (score "cls", or "auto" with a prefix token): the
+        runner then computes only the CLS query row of the block's attention."""
+        score = self.options.get("score", "auto")
+        return 1 if num_prefix > 0 and score in ("auto", "cls") else None
+
     def method_options(self, ctx: PolicyContext) -> dict:
         """The method's options, with the block's keys averaged over heads as `metric` when asked for."""
         if not self.needs_keys or ctx.keys is None:
