@@ -32,8 +32,15 @@ def _add_speed(groups: CommandGroups) -> None:
     p.add_argument("--policy", default="random",
                    help="registered policy for every position (random, random-bernoulli, topk-norm, evtp, ...)")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--methods", default=None,
+                   help="'all' or a comma list of in-ViT methods (training-free policies at --keep, learned methods "
+                        "untrained at their default target, tome-block r = 40 per block): one table, dense timed "
+                        "once per batch and interleaved with every method")
+    p.add_argument("--batches", default="1,8", help="with --methods: comma-separated batch sizes (default 1,8)")
+    p.add_argument("--dtype", default="fp32", help="with --methods: comma list of fp32, fp16, bf16 (default fp32)")
+    p.add_argument("--quick", action="store_true", help="with --methods: 3 repeats instead of 5 (about 10 minutes for --methods all --batches 1,8 on 2 cores)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 3; 1 with --methods)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 15; 5 with --methods)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("PATCHPRUNE_THREADS", 0)) or None)
     p.add_argument("--seed", type=int, default=0)

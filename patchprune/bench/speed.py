@@ -102,6 +102,166 @@ def run_speed_bench(model: str = "vit_small_patch16_224", img_size: int = 512, k
     }
 
 
+# ------------------------------------------------------------------------------------------------
+# Every in-ViT method side by side (`--methods all`)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+TOME_BLOCK_R = 40  # ToMe per block: r tokens merged in every block (issue 10's configuration)
+LEARNED_TARGET = 0.55  # learned methods: untrained modules at their paper configuration for this PKR target
+# policies that are no method of their own: the identity, the generic "select" alias (its methods are listed)
+NOT_METHODS = ("keep-all", "select", "tome-block")
+# must-show bars of issue 10: efficiency at batch 1, and at larger batches (per-sample counts)
+EFFICIENCY_BARS = {1: 0.95, "batched": 0.9}
+
+
+def method_catalogue() -> dict[str, str]:
+    """Every in-ViT method by name -> kind: "policy" (training-free, at the `--keep` schedule),
+    "learned" (`patchprune.learned.build` at its default configuration, untrained modules) or
+    "tome-block" (ToMe per block, r = TOME_BLOCK_R at every block). From the registries, so a new
+    method file shows up here without a list to edit."""
+    from patchprune.learned.registry import available_methods as learned_methods
+    from patchprune.policies.base import _POLICIES, available_policies
+
+    learned = learned_methods()
+    out = {name: "policy" for name in available_policies()
+           if name not in NOT_METHODS and not _POLICIES.get(name).__module__.startswith("patchprune.learned")}
+    out.update({name: "learned" for name in learned})
+    out["tome-block"] = "tome-block"
+    return dict(sorted(out.items()))
+
+
+def resolve_methods(text: str) -> list[str]:
+    """"all" or a comma list of catalogue names -> names, or a ValueError listing the available ones."""
+    catalogue = method_catalogue()
+    if text.strip() == "all":
+        return list(catalogue)
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in catalogue]
+    if unknown or not names:
+        raise ValueError(f"unknown method(s) {', '.join(unknown) or repr(text)}; available: all, {', '.join(catalogue)}")
+    return list(dict.fromkeys(names))
+
+
+def parse_list(name: str, text: str, cast: Any, allowed: Any = None) -> list:
+    """"1,8" -> [1, 8] with a ValueError naming the option for a bad or unknown item."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    try:
+        values = [cast(t) for t in items]
+    except ValueError:
+        raise ValueError(f"{name} must be a comma-separated list, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{name} is empty")
+    if allowed is not None and any(v not in allowed for v in values):
+        raise ValueError(f"{name}: {text!r} has an item outside {', '.join(map(str, allowed))}")
+    return values
+
+
+def build_method(name: str, kind: str, vit: nn.Module, keep: str, seed: int) -> SparseViT:
+    """The eval runner of one catalogue method around `vit` (the same model for every method)."""
+    if kind == "learned":
+        from patchprune.learned.registry import build
+
+        runner = build(name, vit, target=LEARNED_TARGET).eval().runner
+    elif kind == "tome-block":
+        from patchprune.select.policies import tome_schedule
+
+        runner = sparse_vit(vit, tome_schedule(len(vit.blocks), TOME_BLOCK_R)).eval()
+    else:
+        runner = sparse_vit(vit, keep, default_policy=name).eval()
+    for pol in runner.policies.values():  # seeded draws, so repeated calls prune alike
+        if hasattr(pol, "seed") and getattr(pol, "seed") is None:
+            pol.seed = seed
+    return runner
+
+
+def run_methods_bench(methods: list[str] | str = "all", batches: tuple[int, ...] = (1, 8),
+                      dtypes: tuple[str, ...] = ("fp32",), model: str = "vit_small_patch16_224", img_size: int = 512,
+                      keep: str = "1:0.6,3:0.8,6:0.8,9:0.8", warmup: int = 1, repeats: int = 5,
+                      device: str | None = None, threads: int | None = None, seed: int = 0,
+                      progress: bool = False) -> dict[str, Any]:
+    """One table of every method in `methods` at every batch x dtype: dense (timm forward_features)
+    timed once per (batch, dtype), interleaved with every method's pruned forward in one
+    side-by-side run; FLOP ratio = dense MACs / MACs of the kept tokens (pruning modules included)."""
+    names = resolve_methods(methods) if isinstance(methods, str) else list(methods)
+    catalogue = method_catalogue()
+    check_speed_options(img_size=img_size, warmup=warmup, repeats=repeats, threads=threads)
+    for b in batches:
+        check_int("batches", b, 1)
+    dev = check_device("device", device)
+    if threads:
+        torch.set_num_threads(threads)
+    rows: list[dict[str, Any]] = []
+    for dtype_name in dtypes:
+        dtype = DTYPES[dtype_name]
+        torch.manual_seed(seed)
+        vit = build_vit(model, img_size, dev).to(dtype)
+        runners, errors = {}, {}
+        for name in names:
+            try:
+                runners[name] = build_method(name, catalogue[name], vit, keep, seed)
+            except ValueError as err:  # e.g. EViT on a model without a CLS token
+                errors[name] = str(err)
+        for batch in batches:
+            torch.manual_seed(seed)
+            x = torch.randn(batch, 3, img_size, img_size, device=dev, dtype=dtype)
+            dense_flops, _ = flops_with_output(vit.forward_features, x)
+            measured = {}
+            for name, runner in runners.items():
+                torch.manual_seed(seed)
+                pruned_flops, out = flops_with_output(runner, x)
+                measured[name] = (pruned_flops.macs, unpadded_pruned_macs(runner, out, pruned_flops.macs), out)
+            fns = {"dense": lambda: vit.forward_features(x)}
+            fns.update({name: (lambda r=runner: r(x)) for name, runner in runners.items()})
+            times = time_side_by_side(fns, dev, warmup=warmup, repeats=repeats, progress=progress)
+            for name in names:
+                row: dict[str, Any] = {"method": name, "kind": catalogue[name], "batch": batch, "dtype": dtype_name}
+                if name in errors:
+                    rows.append({**row, "error": errors[name]})
+                    continue
+                executed, ideal, out = measured[name]
+                speedup = times["dense"] / times[name]
+                ratio = dense_flops.macs / ideal
+                rows.append({**row, "dense_ms": round(times["dense"], 3), "pruned_ms": round(times[name], 3),
+                             "speedup": round(speedup, 4), "flops_ratio": round(ratio, 4),
+                             "flops_ratio_executed": round(dense_flops.macs / executed, 4),
+                             "efficiency": round(speedup / ratio, 4), "pkr": round(out.pkr, 4),
+                             "tokens_per_block": [round(t, 1) for t in out.tokens_per_block]})
+    return {"model": model, "img_size": img_size, "keep": keep, "tome_block_r": TOME_BLOCK_R,
+            "learned_target": LEARNED_TARGET, "batches": list(batches), "dtypes": list(dtypes),
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "threads": torch.get_num_threads(), "warmup": warmup, "repeats": repeats, "seed": seed,
+            "rows": rows, "checks": efficiency_checks(rows)}
+
+
+def efficiency_checks(rows: list[dict[str, Any]]) -> dict[str, bool]:
+    """Issue 10's bars per row: efficiency >= 0.95 at batch 1, >= 0.9 at larger batches."""
+    out = {}
+    for r in rows:
+        if "efficiency" in r:
+            bar = EFFICIENCY_BARS[1] if r["batch"] == 1 else EFFICIENCY_BARS["batched"]
+            out[f'{r["method"]} b{r["batch"]} {r["dtype"]} >= {bar}'] = r["efficiency"] >= bar
+    return out
+
+
+def format_methods_table(result: dict[str, Any]) -> str:
+    """The markdown table of `run_methods_bench` with a header line saying what ran where."""
+    head = (f'{result["model"]} at {result["img_size"]} px, keep {result["keep"]} (training-free), learned at '
+            f'target {result["learned_target"]} (untrained), tome-block r = {result["tome_block_r"]}; '
+            f'{result["device"]}, {result["threads"]} threads, median of {result["repeats"]} interleaved repeats')
+    lines = [head, "", "| method | batch | dtype | dense ms | pruned ms | speed-up | FLOP ratio | efficiency | PKR |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in result["rows"]:
+        if "error" in r:
+            lines.append(f'| {r["method"]} | {r["batch"]} | {r["dtype"]} | not run: {r["error"]} | | | | | |')
+            continue
+        lines.append(f'| {r["method"]} | {r["batch"]} | {r["dtype"]} | {r["dense_ms"]:.1f} | {r["pruned_ms"]:.1f} | '
+                     f'{r["speedup"]:.2f}x | {r["flops_ratio"]:.2f}x | {r["efficiency"]:.2f} | {r["pkr"]:.3f} |')
+    missed = [k for k, ok in result["checks"].items() if not ok]
+    lines += ["", f'efficiency bars (>= 0.95 at batch 1, >= 0.9 batched): {len(result["checks"]) - len(missed)} of '
+              f'{len(result["checks"])} met' + (f'; missed: {", ".join(missed)}' if missed else "")]
+    return "\n".join(lines)
+
+
 def format_table(result: dict[str, Any]) -> str:
     rows = [("model", result["model"]), ("image", f'{result["img_size"]} px, batch {result["batch"]}'),
             ("schedule", f'{result["keep"]} ({result["policy"]})'),
@@ -138,8 +298,31 @@ def _run(args) -> int:
             check()
         except ValueError as err:
             raise ValueError(f"{label}: {err}") from None
+    if getattr(args, "methods", None):
+        return _run_methods(args)
+    warmup = 3 if args.warmup is None else args.warmup
+    repeats = 15 if args.repeats is None else args.repeats
     result = run_speed_bench(model=args.model, img_size=args.img_size, keep=args.keep, batch=args.batch,
-                             policy=args.policy, warmup=args.warmup, repeats=args.repeats, device=args.device,
+                             policy=args.policy, warmup=warmup, repeats=repeats, device=args.device,
                              threads=args.threads, seed=args.seed, progress=not args.json)
     print(json.dumps(result) if args.json else format_table(result))
+    return 0
+
+
+def _run_methods(args) -> int:
+    """`--methods`: the table of every listed method at every `--batches` x `--dtype`."""
+    try:
+        methods = resolve_methods(args.methods)
+    except ValueError as err:
+        raise ValueError(f"--methods: {err}") from None
+    batches = parse_list("--batches", args.batches, int)
+    for b in batches:
+        check_int("--batches", b, 1)
+    dtypes = parse_list("--dtype", args.dtype, str, tuple(DTYPES))
+    warmup = args.warmup if args.warmup is not None else 1
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
+    result = run_methods_bench(methods, tuple(batches), tuple(dtypes), model=args.model, img_size=args.img_size,
+                               keep=args.keep, warmup=warmup, repeats=repeats, device=args.device,
+                               threads=args.threads, seed=args.seed, progress=not args.json)
+    print(json.dumps(result) if args.json else format_methods_table(result))
     return 0
