@@ -412,7 +412,11 @@ def plot_accuracy(rows_by_kind: dict[str, list[dict]], path: Path, caption: str)
 
 def _meta_lines(meta: dict[str, Any]) -> list[str]:
     cfg, mach = meta["config"], meta["machine"]
-    return [f"date: {meta['date_utc']}; command: {cfg['command']}",
+    time_line = ""
+    if meta.get("cells"):
+        time_line = (f"; time: {meta['evaluation_minutes']:.1f} min of evaluation over {meta['cells']} cells, "
+                     f"{meta['wall_seconds_this_invocation'] / 60:.1f} min wall in the last invocation")
+    return [f"date: {meta['date_utc']}{time_line}; command: {cfg['command']}",
             f"seeds: {','.join(str(s) for s in cfg['seeds'])}; quick: {cfg['quick']}; methods: {','.join(cfg['methods'])}; "
             f"ratios: {','.join(f'{r:g}' for r in cfg['ratios'])}; limits: image {cfg['limit_image']}, "
             f"video {cfg['limit_video']}; speed rounds {cfg['speed_rounds']}",
@@ -446,6 +450,8 @@ def write_report(records: list[dict[str, Any]], meta: dict[str, Any], out: Path)
     from patchprune.data.io import atomic_path, write_json
 
     out = Path(out)
+    meta = {**meta, "cells": len(records),
+            "evaluation_minutes": sum(float(r.get("seconds") or 0.0) for r in records) / 60}
     plain = [r for r in records if not str(r.get("variant") or "").startswith("speed")]
     agg = aggregate(plain)
     kinds = [k for k in ("image", "video") if any(key[0] == k for key in agg)]
