@@ -11,15 +11,19 @@ from patchprune.cli import CommandGroups, handler
 
 
 def _add_demo(groups: CommandGroups) -> None:
-    p = groups.root.add_parser("demo", help="speed-up on a generated video + picture of the kept patches")
-    p.add_argument("--out", default="patchprune_demo", help="output folder")
-    p.add_argument("--model", default="vit_small_patch16_224")
-    p.add_argument("--img-size", type=int, default=384)
-    p.add_argument("--keep", default="1:0.6,3:0.8,6:0.8,9:0.8")
-    p.add_argument("--policy", default="evtp", help="any registered policy (evtp, random, topk-norm, ...)")
-    p.add_argument("--frames", type=int, default=4, help="frames of the synthetic video (the batch)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p = groups.root.add_parser("demo", help="segment a short video with the shipped dense and VPP checkpoints; "
+                                            "writes patchprune_demo/index.html")
+    p.add_argument("--out", default="patchprune_demo", help="output folder (index.html and its pictures)")
+    p.add_argument("--video", default=None,
+                   help="your video (mp4 / avi / mkv / mov / webm) or a folder of frames, instead of generated "
+                        "videos (no AP then)")
+    p.add_argument("--frames", type=int, default=24, help="frames per generated video; with --video, the first N frames")
+    p.add_argument("--videos", type=int, default=6, help="generated videos (AP is measured on all of them)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the generated videos")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--threshold", type=float, default=0.5, help="score a track needs to be drawn")
+    p.add_argument("--timing-frames", type=int, default=20, help="frames timed per model for FPS")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=handler("patchprune.demo:_run"))
 
 
