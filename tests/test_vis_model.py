@@ -103,3 +103,29 @@ def test_from_timm_backbone_with_local_weights(tmp_path) -> None:
     with pytest.raises(ValueError, match="safetensors"):
         VISModel(named_config("from-timm", timm_model="vit_tiny_patch16_224", weights=str(tmp_path / "w.pt"),
                               fpn_dim=32, hidden_dim=32, categories=[1]))
+
+
+def test_class_weight_scales_only_the_classification_terms() -> None:
+    torch.manual_seed(0)
+    cfg = small_config()
+    model = VISModel(cfg).eval()
+    with torch.no_grad():
+        out = model(normalise(torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8)))
+    masks = torch.zeros(1, 64, 64)
+    masks[0, 8:40, 16:48] = 1
+    targets = [FrameTargets(masks, torch.tensor([2]))]
+    terms = {}
+    for w in (2.0, 5.0):
+        torch.manual_seed(1)  # the same mask points for both
+        terms[w] = SetLoss(cfg, class_weight=w)(out.head, targets)
+    assert torch.equal(terms[2.0]["ce"], terms[5.0]["ce"]) and torch.equal(terms[2.0]["dice"], terms[5.0]["dice"])
+    # every decoder layer's cross-entropy is weighted: total(5) - total(2) = 3 x the sum of those terms
+    torch.manual_seed(1)
+    crit = SetLoss(cfg)
+    aux = [{"masks_queries_logits": m, "class_queries_logits": c}
+           for m, c in zip(out.head.mask_logits[:-1], out.head.class_logits[:-1])]
+    raw = crit.criterion(out.head.mask_logits[-1], out.head.class_logits[-1], [masks], [torch.tensor([2])], aux)
+    ce_sum = sum(v for k, v in raw.items() if k.startswith("loss_cross_entropy"))
+    torch.testing.assert_close(terms[5.0]["loss"] - terms[2.0]["loss"], 3 * ce_sum)
+    with pytest.raises(ValueError, match="class_weight"):
+        SetLoss(cfg, class_weight=0)

@@ -16,7 +16,7 @@ def _run_train(args: argparse.Namespace) -> int:
                       warmup=args.warmup, clip=args.clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
                       snapshot_every=args.snapshot_every, threads=args.threads, max_videos=args.max_videos,
                       timm_model=args.timm_model, weights=args.weights, progress=not args.no_progress,
-                      tracker=args.tracker)
+                      tracker=args.tracker, class_weight=args.class_weight)
     dist_info = init_distributed("gloo")
     summary = run_training(s, dist_info)
     if dist_info.is_main:
@@ -83,6 +83,8 @@ def register(groups) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--clip", type=float, default=0.01, help="max gradient L2 norm (0: none)")
+    p.add_argument("--class-weight", type=float, default=2.0,
+                   help="weight of the classification term of the set loss (Mask2Former: 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--snapshot-every", type=int, default=0, help="keep weights every N steps (learning curves)")

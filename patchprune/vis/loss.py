@@ -34,9 +34,13 @@ class SetLoss(nn.Module):
     a global batch reproduce the single-process gradient, and a resumed run its batches.
     """
 
-    def __init__(self, cfg: VISConfig) -> None:
+    def __init__(self, cfg: VISConfig, class_weight: float = LOSS_WEIGHTS["loss_cross_entropy"]) -> None:
         super().__init__()
-        self.criterion = Mask2FormerLoss(mask2former_config(cfg), LOSS_WEIGHTS)
+        if not class_weight > 0:
+            raise ValueError(f"class_weight must be > 0, got {class_weight}")
+        # class_weight scales the classification term of the loss; the matching cost keeps Mask2Former's 2
+        self.weights = {**LOSS_WEIGHTS, "loss_cross_entropy": float(class_weight)}
+        self.criterion = Mask2FormerLoss(mask2former_config(cfg), self.weights)
 
     def forward(self, out: HeadOutput, targets: list[FrameTargets], seeds: list[int] | None = None
                 ) -> dict[str, Tensor]:
@@ -57,7 +61,7 @@ class SetLoss(nn.Module):
         terms = self.criterion(out.mask_logits[-1], out.class_logits[-1], masks, labels, aux)
         total = torch.zeros((), device=out.mask_logits[-1].device)
         for key, value in terms.items():
-            weight = next(w for name, w in LOSS_WEIGHTS.items() if key.startswith(name))
+            weight = next(w for name, w in self.weights.items() if key.startswith(name))
             total = total + weight * value
         return {"loss": total, "ce": terms["loss_cross_entropy"].detach(), "mask": terms["loss_mask"].detach(),
                 "dice": terms["loss_dice"].detach()}

@@ -54,6 +54,7 @@ class TrainSettings:
     progress: bool = True
     overrides: dict[str, Any] | None = None  # VISConfig fields to change (tests, ablations)
     tracker: str = "minvis"  # "rovis": stage 1 adds the frame-pair track-query losses (rovis_train.py)
+    class_weight: float = 2.0  # weight of the classification term of the set loss (Mask2Former: 2)
 
     @property
     def stage(self) -> int:
@@ -79,6 +80,8 @@ def _validate(s: TrainSettings) -> None:
             raise ValueError(f"--{name} must be >= 1, got {getattr(s, name)}")
     if s.lr <= 0:
         raise ValueError(f"--lr must be > 0, got {s.lr}")
+    if s.class_weight <= 0:
+        raise ValueError(f"--class-weight must be > 0, got {s.class_weight}")
 
 
 def _init_path(init: str) -> Path:
@@ -159,7 +162,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     broadcast_parameters(model, dist_info)
     if encoder is not None:
         broadcast_parameters(encoder.runner.policies, dist_info)
-    criterion = SetLoss(config)
+    criterion = SetLoss(config, s.class_weight)
 
     if s.stage == 1:
         bb_mult = 0.1 if loaded else 1.0
