@@ -91,6 +91,25 @@ def test_eval_and_ytvis_results(data_dir: Path, dense_run: Path, capsys) -> None
     assert again["AP"] == pytest.approx(m["AP"])
 
 
+@pytest.mark.parametrize("policy", ["evtp", "random"])
+def test_eval_training_free_policy_on_a_dense_run(data_dir: Path, dense_run: Path, tmp_path: Path, policy: str,
+                                                  capsys) -> None:
+    from patchprune.vis.run import training_free_schedule
+
+    assert training_free_schedule(policy, 0.40, 12) == {1: (policy, 0.6), 3: (policy, 0.7), 6: (policy, 0.7),
+                                                        9: (policy, 0.7)}
+    assert main(["eval", "vis", "--run", str(dense_run), "--data", str(data_dir), "--json", "--timing-frames", "0",
+                 "--method", policy, "--target", "0.40", "--results", str(tmp_path / "r.json")]) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # VPP's 40 % schedule: (1 + 2 x 0.6 + 3 x 0.42 + 3 x 0.294 + 3 x 0.206) / 12 = 0.413, up to token rounding
+    assert m["method"] == policy and abs(m["pkr"] - 0.413) < 0.03
+    kept = m["keep_ratio_per_block"]
+    assert kept[0] == 1.0 and kept[1] < 0.7 and kept[-1] < kept[3] < kept[1]
+    assert main(["train", "vis", "--data", str(data_dir), "--out", str(tmp_path / "x"), "--method", policy,
+                 "--init", str(dense_run)]) == 2
+    assert "eval vis --run DENSE_RUN --method POLICY" in capsys.readouterr().err
+
+
 def test_stage2_vpp_from_dense(data_dir: Path, dense_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "vpp"
     summary = run_training(settings(data_dir, out, method="vpp", target=0.4, init=str(dense_run), steps=2,

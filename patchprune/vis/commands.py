@@ -102,7 +102,9 @@ def register(groups) -> None:
     p.add_argument("--tracker", default="minvis", choices=("minvis", "rovis"))
     p.add_argument("--random-init", default=None, choices=("tiny", "small"),
                    help="evaluate a randomly initialised named config instead of a run (speed checks)")
-    p.add_argument("--method", default=None, help="pruning method (default: the run's)")
+    p.add_argument("--method", default=None,
+                   help="pruning method (default: the run's): a learned one, or a training-free policy "
+                        "(evtp, tome, random, ...) applied at VPP's positions and rates")
     p.add_argument("--target", type=float, default=None)
     p.add_argument("--max-videos", type=int, default=None)
     p.add_argument("--timing-frames", type=int, default=20, help="frames timed for FPS (0: no timing)")

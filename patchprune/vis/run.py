@@ -60,13 +60,44 @@ class LoadedRun:
     step: int
 
 
+# Training-free policies prune where VPP's modules sit (Map-SM at 1, SM at 3, 6, 9 of 12 blocks),
+# keeping VPP's per-stage rates (kappa, then rho of the live tokens), so PKRs match VPP's.
+TRAINING_FREE_POSITIONS = (1, 3, 6, 9)
+
+
+def training_free_schedule(method: str, target: float, depth: int) -> dict[int, tuple[str, float]]:
+    """{block position: (policy, keep ratio of the live tokens)} for a training-free `method` at a
+    PKR `target` (0.55 or 0.40, VPP's kappa / rho); positions scaled to the depth."""
+    from patchprune.learned.mapsm import default_kappa
+    from patchprune.learned.vpp import vpp_rho
+
+    positions = [max(1, min(depth - 1, round(p * depth / 12))) for p in TRAINING_FREE_POSITIONS]
+    rates = [default_kappa(target)] + [vpp_rho(target)] * (len(positions) - 1)
+    return {p: (method, r) for p, r in zip(positions, rates)}
+
+
 def build_encoder(model: VISModel, method: str, target: float) -> nn.Module | None:
-    """The learned pruner of `method` on `model.backbone` (None for "dense")."""
+    """The pruner of `method` on `model.backbone`: None for "dense", a `patchprune.learned` method,
+    or a training-free policy (`patchprune.policies`, e.g. evtp, tome) at VPP's positions and rates."""
     if method == "dense":
         return None
-    from patchprune.learned import build
+    from patchprune.learned import available_methods, build
+    from patchprune.policies.base import available_policies
 
-    return build(method, model.backbone, target)
+    if method in available_methods():
+        return build(method, model.backbone, target)
+    if method in available_policies():
+        from patchprune.vit import sparse_vit
+
+        return sparse_vit(model.backbone, training_free_schedule(method, target, len(model.backbone.blocks)),
+                          execution="gather")
+    raise ValueError(f"method {method!r} is unknown; expected dense, a learned method {available_methods()} "
+                     f"or a training-free policy {available_policies()}")
+
+
+def is_learned(encoder: nn.Module | None) -> bool:
+    """True for a learned pruner (its policies are trained and saved as module "policies")."""
+    return encoder is not None and hasattr(encoder, "runner")
 
 
 def load_run(run: str | Path, method: str | None = None, target: float | None = None) -> LoadedRun:
@@ -85,7 +116,7 @@ def load_run(run: str | Path, method: str | None = None, target: float | None = 
     model = VISModel(config)
     encoder = build_encoder(model, method, target)
     modules: dict[str, nn.Module] = {"model": model}
-    if encoder is not None and settings.get("method") == method:
+    if is_learned(encoder) and settings.get("method") == method:
         modules["policies"] = encoder.runner.policies
     info = load_checkpoint(ckpt, modules)
     model.eval()

@@ -66,7 +66,8 @@ def _validate(s: TrainSettings) -> None:
 
     methods = ["dense"] + available_methods()
     if s.method not in methods:
-        raise ValueError(f"--method {s.method!r} is unknown; expected one of {methods}")
+        raise ValueError(f"--method {s.method!r} is unknown; expected one of {methods} (training-free policies "
+                         f"need no training: `eval vis --run DENSE_RUN --method POLICY --target T`)")
     if s.stage == 2 and not s.init:
         raise ValueError(f"--method {s.method} is stage 2: pass --init with a dense VIS run or checkpoint")
     if s.tracker not in ("minvis", "rovis"):
