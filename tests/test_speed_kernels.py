@@ -99,3 +99,22 @@ def test_deduplicate_shortcut_equals_the_plain_rounds(order, near):
         sim = torch.bmm(m, m.transpose(1, 2))
         assert torch.equal(deduplicate(sim, keep, order=order, near=near),
                            deduplicate_reference(sim, keep, order=order))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("pool", [3, 16, 128])
+def test_compacting_engine_equals_the_textbook_loop_at_in_vit_ratios(monkeypatch, share, pool):
+    from patchprune.select import farthest
+
+    monkeypatch.setattr(farthest, "COMPACT_SHARE", share)  # 0: compact before every round
+    g = torch.Generator().manual_seed(11)
+    for B, N, k, padded in [(1, 256, 154, False), (3, 200, 160, False), (2, 180, 100, True), (2, 64, 63, False)]:
+        z = torch.randn(B, N, 8, generator=g) + torch.randn(B, 1, 8, generator=g)
+        valid = None
+        if padded:
+            valid = torch.rand(B, N, generator=g) > 0.3
+            valid[:, 0] = True
+            k = min(k, int(valid.sum(1).min()))
+        start = torch.zeros(B, dtype=torch.long)
+        ref = farthest.farthest_first_reference(z, k, start, valid=valid)
+        assert torch.equal(farthest.farthest_first(z, k, start, valid=valid, pool=pool), ref)

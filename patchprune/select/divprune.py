@@ -19,7 +19,7 @@ from torch import Tensor
 
 from patchprune.select.base import SelectInput, register_method, resolve_start, take_rows
 from patchprune.select.evtp import joint_space
-from patchprune.select.farthest import farthest_first, sq_distances
+from patchprune.select.farthest import DEFAULT_POOL, farthest_first, sq_distances
 
 INF = float("inf")
 
@@ -72,7 +72,7 @@ def most_isolated(z: Tensor, sq: Tensor, valid: Tensor | None = None, width: int
 
 
 @register_method("divprune")
-def divprune(x: Tensor, k: int, inp: SelectInput, *, init: Any = "isolated", seed: int = 0, pool: int = 64) -> Tensor:
+def divprune(x: Tensor, k: int, inp: SelectInput, *, init: Any = "isolated", seed: int = 0, pool: int = DEFAULT_POOL) -> Tensor:
     """Kept slots [B, k] in pick order.
 
     init: "isolated" (DivPrune's first pick, default), or any k-center start: "mean", "first",

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from patchprune.select.base import SelectInput, grid_coordinates, masked_mean, register_method, resolve_start
-from patchprune.select.farthest import farthest_first, safe_scale, squared_norms
+from patchprune.select.farthest import DEFAULT_POOL, farthest_first, safe_scale, squared_norms
 
 # Table 4 of the paper: k-center -> + spatial coordinates -> + adaptive lambda -> + initialisation.
 ABLATION_LADDER: dict[str, dict[str, Any]] = {
@@ -156,7 +156,7 @@ def _scratch(shape: tuple[int, ...], like: Tensor) -> Tensor:
 @register_method("evtp", needs_grid=True)
 def evtp(x: Tensor, k: int, inp: SelectInput, *, ablation: str = "full", normalize: str = "l2",
          spatial: Any = _UNSET, lam: Any = _UNSET, variance: str = "total", scale: str = "inv_var",
-         per: str = "frame", eps: float = 1e-6, init: Any = _UNSET, seed: int = 0, pool: int = 64) -> Tensor:
+         per: str = "frame", eps: float = 1e-6, init: Any = _UNSET, seed: int = 0, pool: int = DEFAULT_POOL) -> Tensor:
     """Kept slots [B, k] in pick order.
 
     ablation: "full" (default) | "kcenter" | "spatial" | "adaptive" (Table 4 rungs, see

@@ -11,12 +11,12 @@ from torch import Tensor
 
 from patchprune.select.base import SelectInput, register_method, resolve_start
 from patchprune.select.evtp import joint_space
-from patchprune.select.farthest import farthest_first
+from patchprune.select.farthest import DEFAULT_POOL, farthest_first
 
 
 @register_method("kcenter")
 def kcenter(x: Tensor, k: int, inp: SelectInput, *, init: Any = "mean", normalize: bool = False,
-            seed: int = 0, pool: int = 64) -> Tensor:
+            seed: int = 0, pool: int = DEFAULT_POOL) -> Tensor:
     """Kept slots [B, k] in pick order.
 
     init: "mean" (farthest from the mean), "first" (first slot, the textbook arbitrary start),
