@@ -57,10 +57,11 @@ def test_plan_and_use_parsing(dense_run: Path) -> None:
 
 
 def test_bench_trains_evaluates_reports_and_resumes(data_dir: Path, dense_run: Path, tmp_path: Path, capsys) -> None:
-    args = bench_args(data_dir, tmp_path, "--methods", "vpp,svit", "--targets", "0.4", "--use", f"dense:0={dense_run}")
+    args = bench_args(data_dir, tmp_path, "--methods", "vpp,svit", "--targets", "0.4", "--use", f"dense:0={dense_run}",
+                      "--policies", "evtp")
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["cells"] == 3
+    assert summary["cells"] == 4
     runs = tmp_path / "runs"
     assert not (runs / "dense_s0").exists()  # the given dense run was used, not retrained
     for name in ("vpp040_s0", "svit040_s0"):
@@ -71,7 +72,9 @@ def test_bench_trains_evaluates_reports_and_resumes(data_dir: Path, dense_run: P
     with (out / "table2.csv").open() as fh:
         table = list(csv.reader(fh))
     assert table[0][:3] == ["method", "seeds", "AP"]
-    assert [r[0] for r in table[1:]] == ["dense", "VPP @ 40 %", "SViT @ 40 %"]
+    assert [r[0] for r in table[1:]] == ["dense", "VPP @ 40 %", "SViT @ 40 %", "evtp (training-free) @ 40 %"]
+    assert abs(float(table[4][-1]) - 0.413) < 0.03  # VPP's 40 % schedule (see test_vis_train)
+    assert (dense_run / "bench_eval_evtp_0.4.json").is_file()
     pkr_vpp = float(table[2][-1])
     assert 0 < pkr_vpp < 1  # the pruned cell keeps fewer patches than the dense one
     assert float(table[1][-1]) == 1.0
@@ -88,6 +91,7 @@ def test_bench_trains_evaluates_reports_and_resumes(data_dir: Path, dense_run: P
     assert "VPP @ 55 % within 1 AP of dense" in readme and "not run" in readme  # no 55 % cell in this run
     assert f"# dense:0: existing run {dense_run}" in readme
     assert "patchprune train vis" in readme and "--method svit --target 0.4" in readme
+    assert "--method evtp --target 0.4" in readme
 
     # a rerun trains nothing and reuses the cached evaluations
     stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/*.json")}
@@ -122,7 +126,7 @@ def test_checks_pass_and_miss() -> None:
 
 
 def test_bad_options_are_one_line_errors(data_dir: Path, tmp_path: Path, capsys) -> None:
-    for extra, needle in ((["--methods", "nope"], "--methods"), (["--targets", "1.5"], "--targets"),
+    for extra, needle in ((["--methods", "nope"], "--methods"), (["--policies", "vpp"], "--policies"), (["--targets", "1.5"], "--targets"),
                           (["--seeds", "x"], "--seeds"), (["--use", "dense:0"], "CELL=RUN")):
         try:
             code = main(bench_args(data_dir, tmp_path, *extra))

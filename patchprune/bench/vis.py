@@ -113,18 +113,22 @@ def _finished(run: Path) -> bool:
     return steps is not None and step >= int(steps)
 
 
-def evaluate_cell(run: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """`eval vis` metrics of a run, cached in RUN/bench_eval.json (recomputed when the checkpoint is newer)."""
+def evaluate_cell(run: Path, args: argparse.Namespace, policy: str | None = None, target: float | None = None
+                  ) -> dict[str, Any]:
+    """`eval vis` metrics of a run, cached in RUN/bench_eval.json (recomputed when the checkpoint is
+    newer); with `policy`, the run (a dense one) under that training-free policy at `target`,
+    cached in RUN/bench_eval_POLICY_TARGET.json."""
     from patchprune.data.io import write_json
     from patchprune.vis.evaluate import evaluate_folder
 
-    cache = run / EVAL_FILE
+    suffix = "" if policy is None else f"_{policy}_{target:g}"
+    cache = run / EVAL_FILE.replace(".json", f"{suffix}.json")
     ckpt = run / "checkpoint.safetensors"
     if cache.is_file() and cache.stat().st_mtime >= ckpt.stat().st_mtime:
         return json.loads(cache.read_text())
     t0 = time.perf_counter()
-    m = evaluate_folder(run, args.data, timing_frames=args.timing_frames)
-    write_json(run / "results_valid.json", m.pop("results"))
+    m = evaluate_folder(run, args.data, timing_frames=args.timing_frames, method=policy, target=target)
+    write_json(run / f"results_valid{suffix}.json", m.pop("results"))
     m["eval_seconds"] = time.perf_counter() - t0
     write_json(cache, m, indent=1)
     return m
@@ -158,6 +162,16 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         settings = json.loads((run / "train.json").read_text()) if (run / "train.json").is_file() else {}
         rows.append({"cell": cell.name, "method": cell.method, "target": cell.target, "seed": cell.seed,
                      "run": str(run), "train": settings, "metrics": m})
+    for seed in args.seeds:  # training-free policies on each seed's dense run: evaluation only
+        dense = use.get(f"dense:{seed}", runs_root / f"dense_s{seed}")
+        for target in args.targets:
+            for policy in args.policies:
+                print(f"bench vis: evaluating {policy} @ {target:g} on {dense}", file=sys.stderr)
+                m = evaluate_cell(dense, args, policy, target)
+                commands.append(f"patchprune eval vis --run {dense} --data {args.data} --method {policy} "
+                                f"--target {target:g} --json")
+                rows.append({"cell": f"{policy}{round(100 * target):03d}_s{seed}", "method": policy, "target": target,
+                             "seed": seed, "run": str(dense), "train": {}, "metrics": m, "training_free": True})
     analyses = run_analyses(args, cells, use, runs_root)
     out = report.write_report(Path(args.out), rows, analyses, {
         "data": str(args.data), "seeds": args.seeds, "methods": args.methods, "targets": args.targets,
@@ -229,6 +243,11 @@ def _run(args: argparse.Namespace) -> int:
     bad = [m for m in args.methods if m not in available_methods()]
     if bad:
         raise ValueError(f"--methods: {bad} are not learned methods; expected some of {available_methods()}")
+    from patchprune.policies.base import available_policies
+
+    bad = [p for p in args.policies if p not in available_policies()]
+    if bad:
+        raise ValueError(f"--policies: {bad} are not training-free policies; expected some of {available_policies()}")
     if any(not 0 < t <= 1 for t in args.targets):
         raise ValueError(f"--targets must be in (0, 1], got {args.targets}")
     for name in ("dense_steps", "stage2_steps", "dense_batch", "stage2_batch", "threads"):
@@ -253,6 +272,8 @@ def register(groups) -> None:
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--methods", type=_names, default=list(METHODS), help="stage-2 methods (default vpp,svit,dynamicvit,tps)")
     p.add_argument("--targets", type=_floats, default=list(TARGETS), help="PKR targets (default 0.55,0.40)")
+    p.add_argument("--policies", type=_names, default=[],
+                   help="training-free policies evaluated on each dense run at VPP's positions and rates (e.g. evtp,tome)")
     p.add_argument("--use", action="append", default=[], metavar="CELL=RUN",
                    help="reuse a finished run for a cell: dense:SEED=RUN or METHOD:TARGET:SEED=RUN (repeatable)")
     p.add_argument("--config", default="tiny", choices=("tiny", "small"))

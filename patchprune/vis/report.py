@@ -38,7 +38,8 @@ def group(rows: list[dict[str, Any]]) -> list[tuple[str, float | None, list[dict
 
 
 def _name(method: str, target: float | None) -> str:
-    return LABELS.get(method, method) + ("" if target is None else f" @ {round(100 * target)} %")
+    label = LABELS.get(method, f"{method} (training-free)")
+    return label + ("" if target is None else f" @ {round(100 * target)} %")
 
 
 def table_rows(rows: list[dict[str, Any]]) -> dict[str, list[list[str]]]:
