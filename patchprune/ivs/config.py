@@ -125,7 +125,7 @@ def named_config(name: str, **overrides: Any) -> IVSConfig:
     if name == "tiny":
         cfg = IVSConfig()
     elif name == "micro":
-        cfg = IVSConfig(name="micro", img_size=32, patch_size=8, vision_dim=32, vision_layers=1, vision_heads=2,
+        cfg = IVSConfig(name="micro", img_size=64, patch_size=16, vision_dim=32, vision_layers=1, vision_heads=2,
                         vision_ffn=64, llm_dim=32, llm_layers=1, llm_heads=2, llm_ffn=64, latents=4,
                         perceiver_layers=1, perceiver_heads=2, ref_frames=2, mask_dim=32, mask_depth=1,
                         mask_heads=2, fpn_dim=32, hidden_dim=32, decoder_layers=1, decoder_heads=2, decoder_ffn=64,

@@ -1,0 +1,186 @@
+"""train ivs -> resume -> eval ivs round trip on a tiny generated referring set: exact resume, config +
+tokenizer written beside the checkpoint, eval keys for images and videos, the instruction-swap
+control, and bad input at the command line (one line, exit 2)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from patchprune.cli import main
+from patchprune.data.synth_refer import write_synth_refer
+from patchprune.ivs.train import TrainSettings, run_training
+
+DIFFICULTY = dict(min_objects=2, max_objects=2, min_distractors=0, max_distractors=1, min_radius=0.2, max_radius=0.3)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ivs") / "data"
+    write_synth_refer(root, images=5, videos=3, frames=3, size=64, seed=2, progress=False, **DIFFICULTY)
+    return root
+
+
+def settings(data: Path, out: Path, steps: int = 3) -> TrainSettings:
+    return TrainSettings(data=str(data), out=str(out), config="micro", steps=steps, batch=2, lr=1e-3, warmup=1,
+                         checkpoint_every=2, threads=1, progress=False, video_share=0.5, seed=1)
+
+
+def tensors(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as fh:
+        return {k: fh.get_tensor(k) for k in fh.keys()}
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_dir: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ivs_run") / "run"
+    run_training(settings(data_dir, out))
+    return out
+
+
+def test_run_folder_holds_config_tokenizer_and_a_checkpoint(run_dir: Path) -> None:
+    from patchprune.ivs.config import IVSConfig
+    from patchprune.ivs.tokenizer import load_tokenizer
+
+    cfg = IVSConfig.load(run_dir)
+    tok = load_tokenizer(run_dir)
+    assert cfg.vocab_size == tok.get_vocab_size() and cfg.name == "micro"
+    meta = json.loads(tensors_meta(run_dir / "checkpoint.safetensors"))
+    assert meta["step"] == 3 and len(meta["meta"]["history"]) == 3
+    assert {"loss", "mask", "dice", "query", "cpu_minutes"} <= set(meta["meta"]["history"][-1])
+
+
+def tensors_meta(path: Path) -> str:
+    with safe_open(str(path), framework="pt") as fh:
+        md = fh.metadata()
+    return json.dumps({"step": int(md["step"]), "meta": json.loads(md["meta"])})
+
+
+def test_resume_is_exact(data_dir: Path, run_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import patchprune.ivs.data as ivs_data
+
+    part = tmp_path / "part"
+    calls = {"n": 0}
+    real = ivs_data.sample_batch
+
+    def crash_in_step_two(*args, **kw):  # dies in step 2, after the step-2 checkpoint
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ivs_data, "sample_batch", crash_in_step_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(settings(data_dir, part))
+    monkeypatch.setattr(ivs_data, "sample_batch", real)
+    summary = run_training(settings(data_dir, part))
+    assert summary["resumed_from"] == 2
+    a, b = tensors(run_dir / "checkpoint.safetensors"), tensors(part / "checkpoint.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_training_changes_the_weights(run_dir: Path) -> None:
+    from patchprune.ivs.config import IVSConfig
+    from patchprune.ivs.model import IVSModel
+
+    torch.manual_seed(1)
+    init = IVSModel(IVSConfig.load(run_dir)).state_dict()
+    done = {k.split("/", 2)[2]: v for k, v in tensors(run_dir / "checkpoint.safetensors").items()
+            if k.startswith("module/model/")}
+    changed = [k for k, v in init.items() if v.is_floating_point() and not torch.equal(v, done[k])]
+    assert len(changed) > 0.8 * len([v for v in init.values() if v.is_floating_point()])
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_eval_keys(run_dir: Path, data_dir: Path, kind: str) -> None:
+    from patchprune.ivs.evaluate import evaluate
+
+    m = evaluate(run_dir, data_dir, method="evtp", ratio=0.2, kind=kind, limit=3, progress=False, timing=1,
+                 threads=1)
+    acc = ("giou", "ciou") if kind == "image" else ("j", "f", "jf")
+    for key in (*acc, "gmacs", "latency_ms", "coverage_radius", "kept_tokens_per_frame", "method", "ratio", "samples"):
+        assert key in m, key
+    assert m["kind"] == kind and m["method"] == "evtp" and m["kept_tokens_per_frame"] == 3  # keep_count(16, 0.2)
+    assert set(m["gmacs"]) == set(m["latency_ms"]) == {"vision", "selector", "projector", "perceiver", "llm",
+                                                        "mask_branch", "total"}
+    assert m["gmacs"]["selector"] > 0 and m["coverage_radius"] > 0
+    assert m["gmacs"]["total"] == pytest.approx(sum(v for k, v in m["gmacs"].items() if k != "total"))
+    for a in acc:
+        assert 0.0 <= m[a] <= 1.0
+    dense = evaluate(run_dir, data_dir, kind=kind, limit=3, progress=False, timing=0)
+    assert dense["coverage_radius"] == 0.0 and dense["kept_tokens_per_frame"] == 16
+    assert dense["gmacs"]["llm"] > m["gmacs"]["llm"] and dense["gmacs"]["mask_branch"] == m["gmacs"]["mask_branch"]
+
+
+def test_swap_instruction_control_runs(run_dir: Path, data_dir: Path) -> None:
+    from patchprune.ivs.data import load_items, swap_texts
+    from patchprune.ivs.evaluate import evaluate
+
+    items = load_items(data_dir, "image", "val", 64)
+    swapped = swap_texts(items)
+    for it, s in zip(items, swapped):
+        if s is not None:
+            other = [o for o in items if o.source == it.source and o.text == s]
+            assert other and all(o.track != it.track for o in other)
+    m = evaluate(run_dir, data_dir, swap_instruction=True, progress=False, timing=0)
+    assert m["swap_instruction"] and m["samples"] + m["skipped"] == len(items)
+    assert m["samples"] == sum(s is not None for s in swapped)
+
+
+def test_cli_train_and_eval_json(data_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cli_run"
+    assert main(["train", "ivs", "--data", str(data_dir), "--out", str(out), "--config", "micro", "--steps", "1",
+                 "--batch", "2", "--threads", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "ivs", "--run", str(out), "--data", str(data_dir), "--method", "kcenter", "--ratio", "0.5",
+                 "--limit", "2", "--timing", "0", "--json", "--no-progress"]) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert m["method"] == "kcenter" and m["kept_tokens_per_frame"] == 8 and "giou" in m
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "ivs", "--run", "{tmp}/missing", "--data", "{data}"], "run folder not found"),
+    (["eval", "ivs", "--run", "{run}", "--data", "{tmp}/nodata"], "data folder"),
+    (["eval", "ivs", "--run", "{run}", "--data", "{data}", "--method", "bogus"], "unknown selection method"),
+    (["eval", "ivs", "--run", "{run}", "--data", "{data}", "--ratio", "0"], "ratio must be in (0, 1]"),
+    (["eval", "ivs", "--run", "{run}", "--data", "{data}", "--ratio", "1.5"], "ratio must be in (0, 1]"),
+    (["train", "ivs", "--data", "{tmp}/nodata", "--out", "{tmp}/o"], "data folder"),
+    (["train", "ivs", "--data", "{data}", "--out", "{run}"], "--resume"),
+    (["train", "ivs", "--data", "{tmp}", "--out", "{tmp}/o"], "no referring data found"),
+])
+def test_cli_bad_input_is_one_line_exit_2(argv, message, run_dir: Path, data_dir: Path, tmp_path: Path,
+                                          capsys) -> None:
+    args = [a.format(tmp=tmp_path, data=data_dir, run=run_dir) for a in argv]
+    with pytest.raises(SystemExit) if "--ratio" in args else _no_exit() as ctx:
+        code = main(args)
+    code = ctx.value.code if ctx is not None and hasattr(ctx, "value") else code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
+class _no_exit:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_checkpoint_of_another_config_is_refused(run_dir: Path, data_dir: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from patchprune.ivs.config import IVSConfig
+
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    cfg = IVSConfig.load(other)
+    cfg.seg_queries += 1
+    cfg.save(other)
+    assert main(["eval", "ivs", "--run", str(other), "--data", str(data_dir), "--timing", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "another config" in err and "seg_queries" in err
