@@ -300,7 +300,7 @@ def claims(agg: dict, kinds: Iterable[str]) -> list[dict[str, Any]]:
                     gap = a[main]["mean"] - ev[main]["mean"]
                     spread = max(a[main]["std"] or 0.0, ev[main]["std"] or 0.0)
                     within = " (within one std)" if a[main]["n"] > 1 and gap <= spread else ""
-                    parts.append(f"{m} {fmt(a[main])} (+{gap:.3f}){within}")
+                    parts.append(f"{m} {fmt(a[main])} (+{gap:.3f}{'' if gap >= 5e-4 else f', {gap:.1e}'}){within}")
                 out.append({"claim": claim, "status": "miss",
                             "detail": f"EVTP {fmt(ev[main])}; above it: " + ", ".join(parts)})
     if dense_img:
