@@ -57,7 +57,8 @@ class SparseViTOutput:
 
 
 def sparse_vit(model: nn.Module, schedule: Schedule | None = None, execution: str = "auto",
-               default_policy: str = "random", policy_eps: float = POLICY_ATTENTION_EPS) -> "SparseViT":
+               default_policy: str = "random", policy_eps: float = POLICY_ATTENTION_EPS,
+               compile: bool = False) -> "SparseViT":
     """Wrap a timm VisionTransformer with a pruning schedule.
 
     schedule: {block position: Policy | (name, ratio) | (name, ratio, options)} or a string
@@ -69,9 +70,13 @@ def sparse_vit(model: nn.Module, schedule: Schedule | None = None, execution: st
     policy_eps: eps of DynamicViT's policy softmax in masking execution, for policies that train
     with it (`training_attention = "policy"`; default the authors' 1e-6). Hard-masked policies
     (VPP, SViT) and gather execution do not use it.
+    compile: in gather execution, run every whole block through one `torch.compile`d call
+    (`compiled_block_call`: the block's own forward, compiled; the policies, the token bookkeeping
+    and the blocks a policy splits stay eager). Meant for inference at fixed budgets, where each
+    block sees few distinct token counts; the first calls compile (minutes on a CPU).
     """
     return SparseViT(model, schedule or {}, execution=execution, default_policy=default_policy,
-                     policy_eps=policy_eps)
+                     policy_eps=policy_eps, compile=compile)
 
 
 class SparseViT(nn.Module):
@@ -79,9 +84,10 @@ class SparseViT(nn.Module):
 
     def __init__(self, model: nn.Module, schedule: Schedule, execution: str = "auto",
                  default_policy: str = "random", proportional_attention: bool = True,
-                 policy_eps: float = POLICY_ATTENTION_EPS) -> None:
+                 policy_eps: float = POLICY_ATTENTION_EPS, compile: bool = False) -> None:
         super().__init__()
         check_vit(model)
+        self.compile = bool(compile)
         if execution not in ("auto", "mask", "gather"):
             raise ValueError(f"execution must be 'auto', 'mask' or 'gather', got {execution!r}")
         self.policy_eps = check_policy_eps(policy_eps)
@@ -335,6 +341,24 @@ def policy_scores(policy: Policy, block: nn.Module, x: Tensor, attn_mask: Tensor
     return block_scores(block, x, attn_mask, attention=policy.needs_attention, rows=rows, keys=policy.needs_keys)
 
 
+def call_block(block: nn.Module, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    """block(x), with attn_mask= only when there is one (the plain SDPA path otherwise)."""
+    return block(x) if attn_mask is None else block(x, attn_mask=attn_mask)
+
+
+_COMPILED_BLOCK_CALL = None
+
+
+def compiled_block_call():
+    """`call_block` under `torch.compile` (one compiled function for every block: parameters are
+    graph inputs, so blocks of one model share a graph; a new token count recompiles once, then the
+    count becomes dynamic)."""
+    global _COMPILED_BLOCK_CALL
+    if _COMPILED_BLOCK_CALL is None:
+        _COMPILED_BLOCK_CALL = torch.compile(call_block)
+    return _COMPILED_BLOCK_CALL
+
+
 def to_image_layout(x: Tensor, grid: tuple[int, int]) -> Tensor:
     """[B, N, C] -> [B, C, H, W]."""
     B, N, C = x.shape
@@ -525,7 +549,7 @@ class _GatherRun(_Run):
                 continue
             if policy is not None:
                 self.apply(pos, policy, block)
-            self.x = block(self.x) if self.attn_mask is None else block(self.x, attn_mask=self.attn_mask)
+            self.x = (compiled_block_call() if self.owner.compile else call_block)(block, self.x, self.attn_mask)
             self.flushed = False
             self.keep_masks[pos] = self.processed
         return self.finish()
