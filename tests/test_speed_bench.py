@@ -1,0 +1,87 @@
+"""`patchprune bench speed --methods` (issue 10): every in-ViT method in one side-by-side table."""
+import json
+
+import pytest
+import torch
+
+from patchprune.bench.speed import (efficiency_checks, format_methods_table, method_catalogue, resolve_methods,
+                                    run_methods_bench)
+from patchprune.cli import main as cli_main
+
+TINY = dict(model="vit_tiny_patch16_224", img_size=64, warmup=0, repeats=1, device="cpu", threads=1)
+
+
+def test_catalogue_lists_every_in_vit_method_from_the_registries():
+    cat = method_catalogue()
+    issue_table = {"random", "tome", "evtp", "kcenter", "divprune", "visionzip", "attention", "vispruner"}
+    assert issue_table <= {m for m, kind in cat.items() if kind == "policy"}
+    assert {m for m, kind in cat.items() if kind == "learned"} == {"vpp", "svit", "dynamicvit", "tps", "evit"}
+    assert cat["tome-block"] == "tome-block"
+    assert not {"keep-all", "select", "vpp-sm", "vpp-mapsm"} & set(cat)
+    assert resolve_methods("all") == list(cat)
+    assert resolve_methods("evtp, random,evtp") == ["evtp", "random"]
+    with pytest.raises(ValueError, match="available: all"):
+        resolve_methods("evtp,nosuch")
+
+
+def test_one_table_dense_timed_once_per_batch():
+    res = run_methods_bench("random,evtp,vpp,tome-block", batches=(1, 2), **TINY)
+    rows = res["rows"]
+    assert [(r["method"], r["batch"]) for r in rows] == [(m, b) for b in (1, 2)
+                                                         for m in ("random", "evtp", "vpp", "tome-block")]
+    for b in (1, 2):
+        assert len({r["dense_ms"] for r in rows if r["batch"] == b}) == 1  # one dense timing per batch
+    for r in rows:
+        assert r["flops_ratio"] > 1.0 and 0.0 < r["pkr"] < 1.0
+        assert r["efficiency"] == pytest.approx(r["speedup"] / r["flops_ratio"], rel=1e-3)
+        assert r["speedup"] == pytest.approx(r["dense_ms"] / r["pruned_ms"], rel=1e-2)
+    by = {(r["method"], r["batch"]): r for r in rows}
+    assert by[("random", 1)]["pkr"] == by[("evtp", 1)]["pkr"]  # same schedule, same counts
+    assert by[("evtp", 1)]["flops_ratio"] < by[("random", 1)]["flops_ratio"]  # selection MACs are counted
+    assert set(res["checks"]) == {f'{r["method"]} b{r["batch"]} fp32 >= {0.95 if r["batch"] == 1 else 0.9}'
+                                  for r in rows}
+    table = format_methods_table(res)
+    assert "| tome-block | 2 | fp32 |" in table and "efficiency bars" in table
+
+
+def test_a_method_the_model_cannot_run_is_a_row_with_its_reason():
+    res = run_methods_bench("evit,random", batches=(1,), **{**TINY, "model": "vit_base_patch16_gap_224", "img_size": 32})
+    evit, random = res["rows"]
+    assert "CLS token" in evit["error"] and "efficiency" not in evit  # no CLS: EViT cannot run
+    assert "error" not in random and random["efficiency"] > 0
+    assert "not run: " in format_methods_table(res)
+    assert list(res["checks"]) == ["random b1 fp32 >= 0.95"]
+    assert efficiency_checks([{"method": "x", "batch": 8, "dtype": "fp32", "efficiency": 0.91}]) == {"x b8 fp32 >= 0.9": True}
+
+
+def test_cli_json(capsys):
+    code = cli_main(["bench", "speed", "--methods", "random,kcenter", "--batches", "1", "--model", "vit_tiny_patch16_224",
+                     "--img-size", "64", "--repeats", "1", "--warmup", "0", "--threads", "1", "--device", "cpu", "--json"])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
+    assert [r["method"] for r in res["rows"]] == ["random", "kcenter"] and res["threads"] == 1
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--methods", "nosuch"], ["--methods:", "nosuch", "available"]),
+    (["--methods", "all", "--batches", "1,x"], ["--batches"]),
+    (["--methods", "all", "--batches", "0"], ["--batches must be >= 1"]),
+    (["--methods", "all", "--dtype", "fp8"], ["--dtype", "fp32"]),
+])
+def test_cli_bad_options_are_one_line(capsys, monkeypatch, args, words):
+    import patchprune.bench.speed as speed
+
+    monkeypatch.setattr(speed, "run_methods_bench", lambda *a, **k: pytest.fail("work started"))
+    capsys.readouterr()
+    code = cli_main(["bench", "speed", "--model", "vit_tiny_patch16_224", "--img-size", "64"] + args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("patchprune: error: ")
+    for w in words:
+        assert w in err[0], err[0]
+
+
+def test_fp16_and_bf16_rows_run_on_the_cpu_too():
+    if not hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        pytest.skip("no CPU SDPA kernel")
+    res = run_methods_bench("random", batches=(1,), dtypes=("bf16",), **TINY)
+    assert res["rows"][0]["dtype"] == "bf16" and res["rows"][0]["pruned_ms"] > 0
