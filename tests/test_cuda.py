@@ -1,0 +1,64 @@
+"""Issue 10: every path runs on CUDA (selectors, runner, bench speed). Skipped without a CUDA GPU."""
+import pytest
+import timm
+import torch
+
+import patchprune
+from patchprune.select import available_methods, method_spec, select
+from patchprune.select.policies import tome_schedule
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _attn(x: torch.Tensor, heads: int = 2) -> torch.Tensor:
+    """[B, heads, 1+N, 1+N] softmax attention with a CLS row (float64 softmax, then fp32)."""
+    B, N, _ = x.shape
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(B, heads, N + 1, N + 1, generator=g, dtype=torch.float64)
+    return logits.softmax(-1).float()
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_selectors_pick_on_cuda_what_they_pick_on_the_cpu(method):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 64, 32, generator=g)
+    attn = _attn(x) if method_spec(method).needs_attention else None
+    cpu = select(x, 20, method, grid=(8, 8), attn=attn)
+    gpu = select(x.cuda(), 20, method, grid=(8, 8), attn=None if attn is None else attn.cuda())
+    assert gpu.tokens.device.type == "cuda" and gpu.index.device.type == "cuda"
+    assert torch.equal(gpu.index.cpu(), cpu.index)
+    torch.testing.assert_close(gpu.tokens.cpu(), cpu.tokens, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", ["evtp", "attention", "visionzip", "vispruner", "tome", "tome-block", "evit", "vpp"])
+def test_runner_on_cuda_keeps_what_it_keeps_on_the_cpu(schedule):
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, num_classes=0).eval()
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+
+    def runner(model):
+        if schedule == "tome-block":
+            return patchprune.sparse_vit(model, tome_schedule(len(model.blocks), 3)).eval()
+        if schedule in ("evit", "vpp"):
+            kw = {"noise": False} if schedule == "vpp" else {}
+            return patchprune.learned.build(schedule, model, **kw).eval().runner
+        return patchprune.sparse_vit(model, {1: (schedule, 0.6), 3: (schedule, 0.8)}).eval()
+
+    cpu_runner = runner(vit)
+    with torch.inference_mode():
+        ref = cpu_runner(images)
+        gpu_runner = cpu_runner.cuda()
+        out = gpu_runner(images.cuda())
+    assert out.features.device.type == "cuda"
+    assert {b: m.cpu().tolist() for b, m in out.keep_masks.items()} == {b: m.tolist() for b, m in ref.keep_masks.items()}
+    torch.testing.assert_close(out.features.cpu(), ref.features, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
+def test_bench_speed_methods_on_cuda(dtype):
+    from patchprune.bench.speed import run_methods_bench
+
+    res = run_methods_bench("random,evtp,tome-block,vpp", batches=(1, 4), dtypes=(dtype,),
+                            model="vit_tiny_patch16_224", img_size=64, warmup=1, repeats=2, device="cuda")
+    assert res["device"] == torch.cuda.get_device_name(0)
+    assert len(res["rows"]) == 8 and all("error" not in r and r["pruned_ms"] > 0 for r in res["rows"])
