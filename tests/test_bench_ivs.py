@@ -90,9 +90,9 @@ def test_quick_run_trains_evaluates_every_cell_and_writes_the_report(fake, tmp_p
     # data generated once, one dense model per seed, trained with the given steps
     assert (tmp_path / "work" / "data" / "refcoco" / "refs.json").exists()
     assert [(t["seed"], t["steps"], t["config"]) for t in fake.trained] == [(0, 7, "tiny"), (1, 7, "tiny")]
-    # cells: per seed and kind 1 dense + 7 methods x 3 ratios + 3 ladder rungs (20 % in quick) + swap;
-    # speed: 2 rounds x 2 kinds x (dense + 3 ratios) on seed 0
-    per = 1 + 7 * 3 + 3 + 1
+    # cells: per seed and kind 1 dense + 7 methods x 3 ratios + 3 ladder rungs (20 % in quick) + swap
+    # + token floor; speed: 2 rounds x 2 kinds x (dense + 3 ratios) on seed 0
+    per = 1 + 7 * 3 + 3 + 1 + 1
     assert len(fake.calls) == 2 * 2 * per + 2 * 2 * 4
     assert len(_rows(out / "results.csv")) == len(fake.calls)
     ladder = [c for c in fake.calls if c["options"]]
@@ -101,6 +101,8 @@ def test_quick_run_trains_evaluates_every_cell_and_writes_the_report(fake, tmp_p
     swap = [c for c in fake.calls if c["swap"]]
     assert [(c["kind"], c["method"], c["seed"]) for c in swap] == [("image", "dense", 0), ("video", "dense", 0),
                                                                    ("image", "dense", 1), ("video", "dense", 1)]
+    floor = [c for c in fake.calls if c["ratio"] == bench.FLOOR_RATIO]
+    assert len(floor) == 4 and {c["method"] for c in floor} == {"random"} and keep_count(N, bench.FLOOR_RATIO) == 1
     plain = [c for c in fake.calls if not c["swap"] and not c["options"]]
     assert {c["limit"] for c in plain if c["kind"] == "image"} == {120, 8}  # accuracy cells / speed cells
     assert all(c["run"].endswith(f"run_seed{c['seed']}") for c in fake.calls)
@@ -130,7 +132,7 @@ def test_quick_run_trains_evaluates_every_cell_and_writes_the_report(fake, tmp_p
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme = (out / "README.md").read_text()
     for section in ("## Claims", "## Table 1", "## Table 2", "## Table 3", "## Table 4", "## Fig. 3",
-                    "## Instruction-swap control", "seeds: 0,1", "machine:"):
+                    "## Controls (dense)", "1 token / frame", "seeds: 0,1", "machine:"):
         assert section in readme
     summary = json.loads((out / "summary.json").read_text())
     status = {c["claim"]: c["status"] for c in summary["claims"]}
@@ -170,7 +172,7 @@ def test_an_interrupted_run_keeps_its_finished_cells(fake, tmp_path):
     fake.fail_after = None
     fake.calls.clear()
     assert main(_argv(tmp_path)) == 0
-    assert len(fake.calls) == 2 * (1 + 21 + 3 + 1) + 2 * 2 * 4 - 9
+    assert len(fake.calls) == 2 * (1 + 21 + 3 + 1 + 1) + 2 * 2 * 4 - 9
 
 
 def test_given_runs_are_evaluated_without_training(fake, tmp_path):
@@ -183,8 +185,9 @@ def test_given_runs_are_evaluated_without_training(fake, tmp_path):
     assert fake.trained == [] and not (tmp_path / "work" / "data").exists()
     assert {c["kind"] for c in fake.calls} == {"image"}
     assert {(c["run"], c["data"], c["threads"]) for c in fake.calls} == {(str(run), str(data), 1)}
-    # dense + 2 methods + ladder (0.1 only: the quick ladder ratio 0.2 is not asked, the last ratio is used) + swap
-    assert len([c for c in fake.calls if not c["limit"] == 8]) == 1 + 2 + 3 + 1
+    # dense + 2 methods + ladder (0.1 only: the quick ladder ratio 0.2 is not asked, the last ratio is used)
+    # + swap + token floor
+    assert len([c for c in fake.calls if not c["limit"] == 8]) == 1 + 2 + 3 + 1 + 1
 
 
 def test_a_swap_cell_without_a_second_object_is_skipped_with_its_reason(fake, monkeypatch, tmp_path):
@@ -221,6 +224,10 @@ def test_claims_pass_and_miss_logic():
     assert miss[0] == "miss" and "divprune" in miss[1]
     assert status["dense gIoU on the image set >= 0.6"][0] == "pass"
     assert status["image: swapping the instruction for another object's lowers gIoU"][0] == "pass"
+    assert not any("diagnostic" in c for c in status)  # no floor cell, no diagnostic line
+    floor = claims(aggregate(recs + [_rec("image", "random", 1e-3, 0.69, variant="floor")]), ["image"])
+    (diag,) = [c for c in floor if "diagnostic" in c["claim"]]
+    assert diag["status"] == "info" and "(drop 0.010;" in diag["detail"]
     recs[2]["giou"] = 0.66  # 0.66 / 0.70 = 0.943
     recs[1]["giou"] = 0.71
     status = {c["claim"]: c["status"] for c in claims(aggregate(recs), ["image"])}

@@ -6,6 +6,7 @@ One replicate = one trained dense model (a run folder) and its seed. For every r
 - the EVTP ablation ladder (Table 4): rungs kcenter / spatial / adaptive as the selector option
   `ablation=` (`select(..., method="evtp", ablation=...)`; the "full" rung is the plain evtp cell);
 - the instruction-swap control: dense, each instruction replaced by another object's;
+- the token-floor control: one random visual token per frame (does the model use them at all?);
 - speed (Table 3, first replicate only): `speed_rounds` interleaved rounds of dense and EVTP at
   every ratio on a few samples, so each ratio's latency is measured beside the dense one (medians).
 Without `--run-image` / `--run-video` it generates the data (`write_synth_refer`) and trains one
@@ -33,6 +34,10 @@ METHODS = ("random", "kcenter", "divprune", "tome", "visionzip", "vispruner", "e
 LADDER_RUNGS = ("kcenter", "spatial", "adaptive")  # "full" = the plain evtp cell
 KINDS = ("image", "video")
 SPEED_METHOD = "evtp"
+# The token-floor control: one random visual token per frame (keep_count(N, 1e-3) = 1 for N < 1500).
+# If accuracy barely moves from dense, the model does not use the LLM's image tokens and no
+# selection method can be told apart from another.
+FLOOR_METHOD, FLOOR_RATIO = "random", 1e-3
 RESULTS_FILE = "results.csv"
 TRAINED_MARK = "bench_trained.json"
 # The generated data set and the tiny model's training length (the ivs quick recipe, docs/ivs.md).
@@ -49,7 +54,8 @@ FIELDS = ("kind", "seed", "method", "ratio", "variant")  # the key of a cell
 @dataclass(frozen=True)
 class Cell:
     """One evaluation: kind (image|video), replicate seed, method, ratio, variant ("" plain,
-    "swap" instruction swap, "ladder-<rung>" EVTP ablation, "speed<i>" speed round i)."""
+    "swap" instruction swap, "floor" one token per frame, "ladder-<rung>" EVTP ablation, "speed<i>"
+    speed round i)."""
 
     kind: str
     seed: int
@@ -149,7 +155,7 @@ class BenchConfig:
 
 def plan_cells(cfg: BenchConfig) -> list[Cell]:
     """Every cell of the bench, in run order: per replicate and kind, dense, methods x ratios, the
-    ladder, the swap control; then the speed rounds (first replicate)."""
+    ladder, the swap and token-floor controls; then the speed rounds (first replicate)."""
     cells: list[Cell] = []
     for seed in cfg.seeds:
         for kind in cfg.kinds:
@@ -157,6 +163,7 @@ def plan_cells(cfg: BenchConfig) -> list[Cell]:
             cells += [Cell(kind, seed, m, r) for r in cfg.ratios for m in cfg.methods]
             cells += [Cell(kind, seed, "evtp", r, f"ladder-{rung}") for r in cfg.ladder_ratios for rung in LADDER_RUNGS]
             cells.append(Cell(kind, seed, "dense", 1.0, "swap"))
+            cells.append(Cell(kind, seed, FLOOR_METHOD, FLOOR_RATIO, "floor"))
     for i in range(cfg.speed_rounds):
         for kind in cfg.kinds:
             cells.append(Cell(kind, cfg.seeds[0], "dense", 1.0, f"speed{i}"))
