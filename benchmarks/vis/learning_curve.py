@@ -2,11 +2,12 @@
 on the valid split and plot YouTube-VIS AP against training minutes.
 
     python benchmarks/vis/learning_curve.py --run runs/vis_q30 --data runs/vis_quick \
-        --out docs/img/vis_learning_curve.png [--threads 1] [--every 1]
+        --out docs/img/vis_learning_curve.png [--threads 1] [--every 1] [--compare OTHER_RUN]
 
 Minutes are the CPU minutes of the 1-thread training process (equal to wall minutes on an idle
 core; the machine was shared while the curve in docs/vis.md was trained) and its wall minutes.
 Evaluated snapshots are cached in RUN/curve.json, so the script can be rerun while training goes on.
+`--compare` draws the AP of other runs' cached curves (their curve.json) in grey for reference.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="PNG plot")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--every", type=int, default=1, help="evaluate every n-th snapshot (the last one always)")
+    ap.add_argument("--compare", type=Path, action="append", default=[], help="another run with a curve.json (drawn in grey)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = VISConfig.load(args.run)
@@ -69,6 +71,10 @@ def main() -> None:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         for key, style in (("AP", "o-"), ("AP50", "s--"), ("AP75", "^:")):
             ax.plot(x, [100 * r[key] for r in rows], style, label=key)
+        for other in args.compare:
+            prev = sorted(json.loads((other / "curve.json").read_text()), key=lambda r: r["step"])
+            ax.plot([r["cpu_minutes"] for r in prev], [100 * r["AP"] for r in prev], ".-", color="0.6",
+                    label=f"AP, {other.name}")
         ax.axhline(25, color="grey", lw=0.8, ls="--")
         ax.set_xlabel("training minutes (CPU minutes, 1 thread)")
         ax.set_ylabel("YouTube-VIS (%)")
