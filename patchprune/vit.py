@@ -578,7 +578,9 @@ class _GatherRun(_Run):
         ctx = self.context(pos, policy, tokens=self.live_tokens(), index=st.index, prefix=self.prefix_tokens(),
                            training=False, alive=alive, valid=st.valid, size=st.size, attn=attn, keys=keys)
         decision = policy(ctx)
-        self.grid_features()  # pruned positions must keep the feature they have now
+        if not (isinstance(decision, Merge) and bool((decision.assign >= 0).all())):
+            self.grid_features()  # pruned positions must keep the feature they have now (a merge that
+            # keeps every live slot prunes nothing: its groups stand for every position they held)
         if isinstance(decision, Merge):
             self.merge(pos, decision)
         elif decision.keep is not None:

@@ -141,7 +141,7 @@ class ToMeBlockPolicy(Policy):
                 metric = ctx.keys.mean(1).float()[:, ctx.keys.shape[2] - P - n:]
             else:
                 metric = None
-            st = merge_round(MergeState.start(x, size, metric), r, self.order, protected=P)
+            st = merge_round(MergeState.start(x, size, metric), r, self.order, protected=P, last=True)
             patch = st.anchor >= P  # the protected prefix groups are dropped: the runner keeps the prefix
             slots, _ = mask_to_slots(patch)
             group = torch.cumsum(patch.long(), dim=1) - 1  # patch-group number of every group slot

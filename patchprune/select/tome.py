@@ -42,14 +42,16 @@ class MergeState:
 MERGE_ORDERS = ("authors", "raster")
 
 
-def merge_round(st: MergeState, r: int, order: str = "authors", protected: int = 0) -> MergeState:
+def merge_round(st: MergeState, r: int, order: str = "authors", protected: int = 0,
+                last: bool = False) -> MergeState:
     """One bipartite soft-matching round that removes r tokens (0 <= r <= n // 2).
 
     order: the list the next round splits into A / B. "authors" (ToMe's code): [unmerged A; B], the
     unmerged a's by descending match score, or ascending position when tokens are protected (ToMe
     sorts them to keep the CLS token first). "raster": the survivors in their previous relative order.
     protected: the first `protected` tokens (e.g. CLS) never merge: as a's their scores are -inf, as
-    b's they receive nothing.
+    b's they receive nothing. last: no round follows (ToMe per block), so the merged metric is not
+    built (the result's metric is None).
     """
     B, n, C = st.feats.shape
     if not 0 <= r <= n // 2:
@@ -79,7 +81,7 @@ def merge_round(st: MergeState, r: int, order: str = "authors", protected: int =
     feats = st.feats.clone()
     feats[:, 1::2] = merged(st.feats, st.size) / sb[..., None]
     metric = None
-    if st.metric is not None:
+    if st.metric is not None and not last:
         metric = st.metric.clone()
         metric[:, 1::2] = merged(st.metric, st.size) / sb[..., None]
     size = st.size.clone()
