@@ -248,7 +248,7 @@ def page_notes(refs: list[Any], source: DemoSource, threads: int, timing_frames:
 
 
 def run_demo(out: str | Path = "patchprune_demo", video: str | Path | None = None, frames: int = 24, videos: int = 6,
-             seed: int = 1, threads: int | None = None, threshold: float = 0.5, timing_frames: int = 20,
+             seed: int = 1, threads: int | None = None, threshold: float = 0.3, timing_frames: int = 20,
              models: tuple[str, ...] | None = None, weights: str | Path | None = None,
              progress: bool = True) -> dict[str, Any]:
     """Run the demo (module docstring); returns {"rows", "page", "threads", "seconds"}. weights: a

@@ -21,7 +21,7 @@ def _add_demo(groups: CommandGroups) -> None:
     p.add_argument("--videos", type=int, default=6, help="generated videos (AP is measured on all of them)")
     p.add_argument("--seed", type=int, default=1, help="seed of the generated videos")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    p.add_argument("--threshold", type=float, default=0.5, help="score a track needs to be drawn")
+    p.add_argument("--threshold", type=float, default=0.3, help="score a track needs to be drawn (default 0.3)")
     p.add_argument("--timing-frames", type=int, default=20, help="frames timed per model for FPS")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=handler("patchprune.demo:_run"))
