@@ -85,3 +85,14 @@ def test_fp16_and_bf16_rows_run_on_the_cpu_too():
         pytest.skip("no CPU SDPA kernel")
     res = run_methods_bench("random", batches=(1,), dtypes=("bf16",), **TINY)
     assert res["rows"][0]["dtype"] == "bf16" and res["rows"][0]["pruned_ms"] > 0
+
+
+def test_cpu_time_clock_for_busy_machines(capsys):
+    res = run_methods_bench("random", batches=(1,), clock="cpu", **TINY)
+    assert res["clock"] == "cpu" and res["rows"][0]["pruned_ms"] > 0
+    assert "CPU time of one thread" in format_methods_table(res)
+    with pytest.raises(ValueError, match="threads 1"):
+        run_methods_bench("random", batches=(1,), clock="cpu", **{**TINY, "threads": 2})
+    code = cli_main(["bench", "speed", "--methods", "random", "--cpu-time", "--threads", "2", "--model",
+                     "vit_tiny_patch16_224", "--img-size", "64"])
+    assert code == 2 and "--threads 1" in capsys.readouterr().err

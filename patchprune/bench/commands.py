@@ -42,6 +42,9 @@ def _add_speed(groups: CommandGroups) -> None:
                         "once per batch and interleaved with every method")
     p.add_argument("--batches", default="1,8", help="with --methods: comma-separated batch sizes (default 1,8)")
     p.add_argument("--dtype", default="fp32", help="with --methods: comma list of fp32, fp16, bf16 (default fp32)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="with --methods: time CPU time of one thread (needs --threads 1): a development estimate "
+                        "on a busy machine, not a latency")
     p.add_argument("--quick", action="store_true", help="with --methods: 3 repeats instead of 5 (about 10 minutes for --methods all --batches 1,8 on 2 cores)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 3; 1 with --methods)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 15; 5 with --methods)")

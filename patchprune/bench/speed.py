@@ -178,16 +178,19 @@ def run_methods_bench(methods: list[str] | str = "all", batches: tuple[int, ...]
                       dtypes: tuple[str, ...] = ("fp32",), model: str = "vit_small_patch16_224", img_size: int = 512,
                       keep: str = "1:0.6,3:0.8,6:0.8,9:0.8", warmup: int = 1, repeats: int = 5,
                       device: str | None = None, threads: int | None = None, seed: int = 0,
-                      progress: bool = False) -> dict[str, Any]:
+                      progress: bool = False, clock: str = "wall") -> dict[str, Any]:
     """One table of every method in `methods` at every batch x dtype: dense (timm forward_features)
     timed once per (batch, dtype), interleaved with every method's pruned forward in one
-    side-by-side run; FLOP ratio = dense MACs / MACs of the kept tokens (pruning modules included)."""
+    side-by-side run; FLOP ratio = dense MACs / MACs of the kept tokens (pruning modules included).
+    clock "cpu": CPU time of the timing thread (needs threads=1 on a CPU; a development estimate)."""
     names = resolve_methods(methods) if isinstance(methods, str) else list(methods)
     catalogue = method_catalogue()
     check_speed_options(img_size=img_size, warmup=warmup, repeats=repeats, threads=threads)
     for b in batches:
         check_int("batches", b, 1)
     dev = check_device("device", device)
+    if clock == "cpu" and (dev.type != "cpu" or threads != 1):
+        raise ValueError("clock 'cpu' times one CPU thread: use it with device cpu and threads 1")
     if threads:
         torch.set_num_threads(threads)
     rows: list[dict[str, Any]] = []
@@ -212,7 +215,7 @@ def run_methods_bench(methods: list[str] | str = "all", batches: tuple[int, ...]
                 measured[name] = (pruned_flops.macs, unpadded_pruned_macs(runner, out, pruned_flops.macs), out)
             fns = {"dense": lambda: vit.forward_features(x)}
             fns.update({name: (lambda r=runner: r(x)) for name, runner in runners.items()})
-            times = time_side_by_side(fns, dev, warmup=warmup, repeats=repeats, progress=progress)
+            times = time_side_by_side(fns, dev, warmup=warmup, repeats=repeats, progress=progress, clock=clock)
             for name in names:
                 row: dict[str, Any] = {"method": name, "kind": catalogue[name], "batch": batch, "dtype": dtype_name}
                 if name in errors:
@@ -230,7 +233,7 @@ def run_methods_bench(methods: list[str] | str = "all", batches: tuple[int, ...]
             "learned_target": LEARNED_TARGET, "batches": list(batches), "dtypes": list(dtypes),
             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "threads": torch.get_num_threads(), "warmup": warmup, "repeats": repeats, "seed": seed,
-            "rows": rows, "checks": efficiency_checks(rows)}
+            "clock": clock, "rows": rows, "checks": efficiency_checks(rows)}
 
 
 def efficiency_checks(rows: list[dict[str, Any]]) -> dict[str, bool]:
@@ -247,7 +250,8 @@ def format_methods_table(result: dict[str, Any]) -> str:
     """The markdown table of `run_methods_bench` with a header line saying what ran where."""
     head = (f'{result["model"]} at {result["img_size"]} px, keep {result["keep"]} (training-free), learned at '
             f'target {result["learned_target"]} (untrained), tome-block r = {result["tome_block_r"]}; '
-            f'{result["device"]}, {result["threads"]} threads, median of {result["repeats"]} interleaved repeats')
+            f'{result["device"]}, {result["threads"]} threads, median of {result["repeats"]} interleaved repeats'
+            + (", CPU time of one thread (development estimate)" if result.get("clock") == "cpu" else ""))
     lines = [head, "", "| method | batch | dtype | dense ms | pruned ms | speed-up | FLOP ratio | efficiency | PKR |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
@@ -321,8 +325,11 @@ def _run_methods(args) -> int:
     dtypes = parse_list("--dtype", args.dtype, str, tuple(DTYPES))
     warmup = args.warmup if args.warmup is not None else 1
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
+    clock = "cpu" if getattr(args, "cpu_time", False) else "wall"
+    if clock == "cpu" and (args.threads != 1 or check_device("--device", args.device).type != "cpu"):
+        raise ValueError("--cpu-time times one CPU thread: add --threads 1 (and --device cpu)")
     result = run_methods_bench(methods, tuple(batches), tuple(dtypes), model=args.model, img_size=args.img_size,
                                keep=args.keep, warmup=warmup, repeats=repeats, device=args.device,
-                               threads=args.threads, seed=args.seed, progress=not args.json)
+                               threads=args.threads, seed=args.seed, progress=not args.json, clock=clock)
     print(json.dumps(result) if args.json else format_methods_table(result))
     return 0
