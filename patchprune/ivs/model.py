@@ -202,8 +202,9 @@ class IVSModel(nn.Module):
         marks = self.embed_words(torch.tensor([self.special[TEMPORAL], self.special[IMAGE]], device=text.device))
         seg = self.seg_slots.unsqueeze(0).expand(B, -1, -1)
         embeds = torch.cat([marks[0].expand(B, 1, D), temporal, marks[1].expand(B, 1, D), image, text, seg], 1)
-        ones = lambda n: torch.ones(B, n, dtype=torch.bool, device=text.device)  # noqa: E731
-        mask = torch.cat([ones(2 + temporal.shape[1] + image.shape[1]), batch.text_mask, ones(seg.shape[1])], 1)
+        dev = text.device
+        mask = torch.cat([torch.ones(B, 2 + temporal.shape[1] + image.shape[1], dtype=torch.bool, device=dev),
+                          batch.text_mask, torch.ones(B, seg.shape[1], dtype=torch.bool, device=dev)], 1)
         position_ids = (mask.long().cumsum(1) - 1).clamp_min(0)
         all_real = bool(mask.all())
         out = self.lm.get_decoder()(inputs_embeds=embeds, attention_mask=None if all_real else mask.long(),
