@@ -224,10 +224,11 @@ def test_claims_pass_and_miss_logic():
     assert miss[0] == "miss" and "divprune" in miss[1]
     assert status["dense gIoU on the image set >= 0.6"][0] == "pass"
     assert status["image: swapping the instruction for another object's lowers gIoU"][0] == "pass"
-    assert not any("diagnostic" in c for c in status)  # no floor cell, no diagnostic line
+    assert not any("1 random visual token" in c for c in status)  # no floor cell, no floor line
     floor = claims(aggregate(recs + [_rec("image", "random", 1e-3, 0.69, variant="floor")]), ["image"])
-    (diag,) = [c for c in floor if "diagnostic" in c["claim"]]
+    spread, diag = [c for c in floor if "diagnostic" in c["claim"]]
     assert diag["status"] == "info" and "(drop 0.010;" in diag["detail"]
+    assert spread["status"] == "info" and spread["detail"].startswith("10 %: 0.0700, 20 %: 0.0100")
     recs[2]["giou"] = 0.66  # 0.66 / 0.70 = 0.943
     recs[1]["giou"] = 0.71
     status = {c["claim"]: c["status"] for c in claims(aggregate(recs), ["image"])}

@@ -320,6 +320,17 @@ def claims(agg: dict, kinds: Iterable[str]) -> list[dict[str, Any]]:
                               f"(drop {d[main]['mean'] - s[main]['mean']:.3f})"})
     for kind in kinds:
         main = MAIN_METRIC[kind]
+        spread = {}
+        for ratio in _ratios(agg, kind):
+            vals = [a[main]["mean"] for (k, m, r, v), a in agg.items()
+                    if k == kind and r == ratio and v == "" and m != "dense" and a[main]["mean"] is not None]
+            if len(vals) > 1:
+                spread[ratio] = max(vals) - min(vals)
+        if spread:
+            out.append({"claim": f"{kind}: diagnostic, spread of {METRIC_NAMES[main]} across methods (max - min)",
+                        "status": "info",
+                        "detail": ", ".join(f"{r * 100:g} %: {v:.4f}" for r, v in spread.items())
+                                  + " (0 = the choice of tokens does not change a single prediction)"})
         d, fl = agg.get((kind, "dense", 1.0, "")), _floor(agg, kind)
         if d is not None and fl is not None and d[main]["mean"] is not None and fl[main]["mean"] is not None:
             out.append({"claim": f"{kind}: diagnostic, {METRIC_NAMES[main]} with 1 random visual token per frame",
