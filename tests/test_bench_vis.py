@@ -101,6 +101,16 @@ def test_bench_trains_evaluates_reports_and_resumes(data_dir: Path, dense_run: P
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
+def test_no_train_reports_only_finished_cells(data_dir: Path, dense_run: Path, tmp_path: Path, capsys) -> None:
+    args = bench_args(data_dir, tmp_path, "--methods", "vpp,tps", "--targets", "0.4", "--use", f"dense:0={dense_run}",
+                      "--no-train", "--fgs-frames", "0")
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["cells"] == 1  # the dense run only
+    assert not (tmp_path / "runs").exists()
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "# not run (--no-train): patchprune train vis" in readme and "--method tps --target 0.4" in readme
+
+
 def test_bench_trains_a_dense_cell(data_dir: Path, tmp_path: Path, capsys) -> None:
     args = bench_args(data_dir, tmp_path, "--methods", "vpp", "--targets", "0.4", "--dense-steps", "1",
                       "--dense-batch", "2", "--fgs-frames", "0")

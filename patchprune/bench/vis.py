@@ -153,10 +153,13 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         if cell.key in use:
             commands.append(f"# {cell.key}: existing run {run}")
         else:
-            commands.append(" ".join(cmd))
             if not _finished(run):
+                if args.no_train:
+                    commands.append(f"# not run (--no-train): {' '.join(cmd)}")
+                    continue
                 print(f"bench vis: training {cell.name} -> {run}", file=sys.stderr)
                 _train(cmd)
+            commands.append(" ".join(cmd))
         print(f"bench vis: evaluating {cell.name} ({run})", file=sys.stderr)
         m = evaluate_cell(run, args)
         settings = json.loads((run / "train.json").read_text()) if (run / "train.json").is_file() else {}
@@ -164,6 +167,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                      "run": str(run), "train": settings, "metrics": m})
     for seed in args.seeds:  # training-free policies on each seed's dense run: evaluation only
         dense = use.get(f"dense:{seed}", runs_root / f"dense_s{seed}")
+        if f"dense:{seed}" not in use and not _finished(dense):
+            continue
         for target in args.targets:
             for policy in args.policies:
                 print(f"bench vis: evaluating {policy} @ {target:g} on {dense}", file=sys.stderr)
@@ -194,6 +199,8 @@ def run_analyses(args: argparse.Namespace, cells: list[Cell], use: dict[str, Pat
     data: dict[str, Any] = {}
     for cell in cells:
         run = use.get(cell.key, runs_root / cell.name)
+        if cell.key not in use and not _finished(run):
+            continue  # not trained (--no-train)
         if cell.method == "dense":
             cache = run / "bench_fgs.json"
             if not (cache.is_file() and cache.stat().st_mtime >= (run / "checkpoint.safetensors").stat().st_mtime):
@@ -276,6 +283,8 @@ def register(groups) -> None:
                    help="training-free policies evaluated on each dense run at VPP's positions and rates (e.g. evtp,tome)")
     p.add_argument("--use", action="append", default=[], metavar="CELL=RUN",
                    help="reuse a finished run for a cell: dense:SEED=RUN or METHOD:TARGET:SEED=RUN (repeatable)")
+    p.add_argument("--no-train", action="store_true",
+                   help="report only the cells already trained (others are listed as not run)")
     p.add_argument("--config", default="tiny", choices=("tiny", "small"))
     p.add_argument("--dense-steps", type=int, default=2600)
     p.add_argument("--dense-batch", type=int, default=8)
