@@ -8,7 +8,7 @@ from typing import Any
 
 from patchprune.data.io import atomic_path
 
-_TRAIN_FLAGS = ("config", "method", "target", "init", "steps", "batch", "lr", "warmup", "clip", "seed",
+_TRAIN_FLAGS = ("config", "method", "target", "init", "steps", "batch", "lr", "warmup", "clip", "class_weight", "seed",
                 "snapshot_every", "threads")
 
 
@@ -123,6 +123,13 @@ def render_card(info: dict[str, Any], entry: dict[str, Any]) -> str:
         "## Metrics (valid split of the data above, MinVIS, YouTube-VIS AP in %)",
         "",
         *metrics_rows(info),
+        "",
+        "## Limits",
+        "",
+        "A small model trained briefly from scratch on a CPU, for the demo and for tests: its AP is far from "
+        "the paper's and below the project's dense target (AP >= 25 in 30 CPU minutes; recipe, learning curve "
+        "and the measured cause in docs/vis.md). VPP keeps Gumbel noise at inference, so masks and kept patches "
+        "vary from run to run unless torch is seeded (the shipped metrics use seed 0).",
         "",
         "## Files",
         "",
