@@ -105,9 +105,16 @@ def streaming_fps(model: VISModel, encoder: nn.Module | None, clip: VideoClip, f
     return out
 
 
+EVAL_SEED = 0
+
+
 def evaluate(model: VISModel, encoder: nn.Module | None, data: VISData, tracker: str = "minvis",
-             timing_frames: int = 20, dist_info: Any = None) -> dict[str, Any]:
-    """All metrics of `eval vis` (see the module docstring); results under "results"."""
+             timing_frames: int = 20, dist_info: Any = None, seed: int = EVAL_SEED) -> dict[str, Any]:
+    """All metrics of `eval vis` (see the module docstring); results under "results".
+
+    Pruners that draw at inference (VPP's Gumbel noise, "sparse background activation") see the
+    global RNG seeded per video by (seed, video id): a rerun gives the same numbers, and so does any
+    split of the videos over torchrun ranks."""
     from patchprune.data.io import read_json
     from patchprune.metrics.coco import coco_instance_eval
     from patchprune.metrics.ioi import IoIMeter
@@ -125,6 +132,7 @@ def evaluate(model: VISModel, encoder: nn.Module | None, data: VISData, tracker:
     blocks = 0
     ioi = IoIMeter()
     for clip in shard(data.clips, dist_info):
+        torch.manual_seed(seed * 1_000_003 + int(clip.video_id))
         res, keeps, fres = stream_video(model, encoder, clip, tracker, cats)
         results += res
         frame_results += fres
