@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -99,10 +98,6 @@ def load_items(root: str | Path, kind: str, split: str, size: int, limit: int | 
     return items
 
 
-def all_texts(items: list[ReferItem]) -> list[str]:
-    return [it.text for it in items]
-
-
 def reference_indices(t: int, frames: int, count: int) -> list[int]:
     """The `count` neighbours of key frame t (half before, half after; clamped to the clip): InstructSeg
     evaluates each frame with 2 before and 2 after."""
@@ -168,11 +163,3 @@ def sample_batch(pools: dict[str, list[ReferItem]], batch: int, gen: torch.Gener
     idx = torch.randint(0, len(pool), (batch,), generator=gen).tolist()
     keys = [int(torch.randint(0, pool[i].frames.shape[0], (), generator=gen)) for i in idx]
     return kind, idx, keys
-
-
-def frame_count(items: list[ReferItem]) -> int:
-    return int(sum(it.frames.shape[0] for it in items))
-
-
-def as_numpy(masks: Tensor) -> np.ndarray:
-    return masks.cpu().numpy().astype(bool)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 from transformers.models.mask2former import modeling_mask2former as m2f
