@@ -85,6 +85,20 @@ def _not_safetensors(path: Path, err: Exception) -> ValueError:
                       f"refused (they can run code): convert it with safetensors.torch.save_file ({err})")
 
 
+def checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The `meta` JSON of a checkpoint written by `save_checkpoint`, without reading any tensor
+    (run folders check a checkpoint's config against theirs with it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = (fh.metadata() or {}).get("meta", "{}")
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise _not_safetensors(path, err) from err
+    return json.loads(meta)
+
+
 def load_checkpoint(path: str | Path, modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer | None = None,
                     strict: bool = True) -> dict[str, Any]:
     """Load modules (and optimiser state) from `path`; returns {"step", "meta"}.

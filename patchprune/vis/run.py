@@ -7,34 +7,20 @@
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
 from torch import nn
 
 from patchprune.data.io import read_json, write_json
+from patchprune.train.checkpoint import checkpoint_meta
 from patchprune.vis.config import CONFIG_FILE, VISConfig
 from patchprune.vis.model import VISModel
 
 CHECKPOINT = "checkpoint.safetensors"
 SETTINGS = "train.json"
 SNAPSHOTS = "snapshots"
-
-
-def checkpoint_meta(path: str | Path) -> dict[str, Any]:
-    """The `meta` JSON of a checkpoint written by `train.checkpoint.save_checkpoint` (no tensors read)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = (fh.metadata() or {}).get("meta", "{}")
-    except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{path} is not a readable safetensors checkpoint: {err}") from err
-    return json.loads(meta)
 
 
 def check_compatible(path: str | Path, config: VISConfig) -> None:
