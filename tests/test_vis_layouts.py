@@ -80,3 +80,19 @@ def test_unknown_layout_names_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="JPEGImages"):
         find_split(tmp_path / "data", "train")
     assert main(["train", "vis", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 2
+
+
+def test_resize_frames_takes_read_only_frames_without_a_warning():
+    """Decoded frames can be read-only views: resizing copies them instead of warning, same values."""
+    import warnings
+
+    from patchprune.vis.data import resize_frames
+
+    frames = np.random.default_rng(0).integers(0, 256, (2, 40, 50, 3), dtype=np.uint8)
+    expected = resize_frames(frames.copy(), 32)
+    frames.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = resize_frames(frames, 32)
+    assert out.shape == (2, 32, 32, 3) and out.dtype == expected.dtype
+    assert (out == expected).all()

@@ -53,7 +53,8 @@ def square_size(img_size: int) -> int:
 
 def resize_frames(frames: np.ndarray, side: int) -> Tensor:
     """uint8 [T, H, W, 3] -> uint8 [T, side, side, 3] (bilinear, antialiased)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    # decoded frames may be read-only views; np.require copies only then (torch warns on non-writable arrays)
+    x = torch.from_numpy(np.require(frames, requirements=["C", "W"])).permute(0, 3, 1, 2).float()
     if x.shape[-2:] != (side, side):
         x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
