@@ -17,6 +17,26 @@ if TYPE_CHECKING:  # torch is imported where a check needs it: data commands sta
     from torch import Tensor
 
 
+def comma_list(name: str, text: str | None, cast: Any = str, *, unique: bool = False, allowed: Any = None) -> list:
+    """`"1,8"` -> `[1, 8]` for a comma-separated option `name` (e.g. "--batches"); None -> [].
+
+    ValueError naming the option for an item `cast` refuses, an empty list, a repeated value (with
+    `unique`) or an item outside `allowed`."""
+    if text is None:
+        return []
+    try:
+        values = [cast(t.strip()) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be a comma-separated list, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+    if unique and len(set(values)) != len(values):
+        raise ValueError(f"{name} repeats a value: {text!r}")
+    if allowed is not None and any(v not in allowed for v in values):
+        raise ValueError(f"{name}: {text!r} has an item outside {', '.join(map(str, allowed))}")
+    return values
+
+
 def check_known_fields(what: str, cls: type, data: dict[str, Any]) -> None:
     """ValueError naming the keys of `data` that are not fields of the dataclass `cls`."""
     from dataclasses import fields

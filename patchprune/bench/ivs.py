@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from patchprune.cli import CommandGroups
+from patchprune.validate import comma_list
 
 RATIOS = (0.05, 0.1, 0.2)
 METHODS = ("random", "kcenter", "divprune", "tome", "visionzip", "vispruner", "evtp")
@@ -403,22 +404,8 @@ def _has_run(rep: Replicate, kind: str) -> bool:
 # ---- command line -----------------------------------------------------------------------------------------
 
 
-def _csv_list(text: str | None, cast: Callable[[str], Any], name: str) -> list:
-    if text is None:
-        return []
-    try:
-        values = [cast(t.strip()) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ValueError(f"--{name} must be a comma-separated list, got {text!r}") from None
-    if not values:
-        raise ValueError(f"--{name} must not be empty")
-    if len(set(values)) != len(values):
-        raise ValueError(f"--{name} repeats a value: {text!r}")
-    return values
-
-
 def _existing_dirs(text: str | None, name: str) -> tuple[Path, ...]:
-    paths = tuple(Path(p) for p in _csv_list(text, str, name))
+    paths = tuple(Path(p) for p in comma_list(f"--{name}", text, str, unique=True))
     for p in paths:
         if not p.is_dir():
             raise ValueError(f"--{name} {p} is not a folder; give a run folder written by `patchprune train ivs`")
@@ -430,13 +417,13 @@ def config_from_args(args: Any) -> BenchConfig:
     from patchprune.validate import check_int, check_output_folder
 
     preset = PRESETS["quick" if args.quick else "full"]
-    seeds = tuple(_csv_list(args.seeds, int, "seeds")) or preset["seeds"]
+    seeds = tuple(comma_list("--seeds", args.seeds, int, unique=True)) or preset["seeds"]
     if any(s < 0 for s in seeds):
         raise ValueError(f"--seeds must be integers >= 0, got {args.seeds}")
-    ratios = tuple(_csv_list(args.ratios, float, "ratios")) or RATIOS
+    ratios = tuple(comma_list("--ratios", args.ratios, float, unique=True)) or RATIOS
     if any(not 0 < r < 1 for r in ratios):
         raise ValueError(f"--ratios must lie in (0, 1), got {args.ratios}")
-    methods = tuple(_csv_list(args.methods, str, "methods")) or METHODS
+    methods = tuple(comma_list("--methods", args.methods, str, unique=True)) or METHODS
     from patchprune.select import available_methods
 
     unknown = [m for m in methods if m not in available_methods()]

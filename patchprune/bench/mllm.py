@@ -30,6 +30,7 @@ import platform
 from typing import Any
 
 from patchprune.cli import CommandGroups, handler
+from patchprune.validate import comma_list
 
 RATIOS = (0.05, 0.1, 0.2)
 SECTIONS = {"image-b1": (1, 1), "image-b4": (4, 1), "video-b1": (1, 4), "video-b4": (4, 4)}  # (batch, frames)
@@ -297,24 +298,12 @@ def _print_table(res: dict[str, Any]) -> None:
         print(f"{c['status'].upper():4} [{c['section']}] {c['check']}: {value} (bound {c['bound']:.4f})")
 
 
-def _csv(text: str | None, cast, name: str) -> list:
-    if text is None:
-        return []
-    try:
-        values = [cast(t.strip()) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ValueError(f"--{name} must be a comma-separated list, got {text!r}") from None
-    if not values:
-        raise ValueError(f"--{name} must not be empty")
-    return values
-
-
 def _run(args: Any) -> int:
-    sections = _csv(args.sections, str, "sections") or list(SECTIONS)
+    sections = comma_list("--sections", args.sections, str) or list(SECTIONS)
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         raise ValueError(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    ratios = tuple(_csv(args.ratios, float, "ratios")) or RATIOS
+    ratios = tuple(comma_list("--ratios", args.ratios, float)) or RATIOS
     if any(not 0 < r < 1 for r in ratios):
         raise ValueError(f"--ratios must lie in (0, 1), got {args.ratios}")
     if args.repeats < 1 or args.warmup < 0 or args.text < 0:
@@ -323,7 +312,7 @@ def _run(args: Any) -> int:
 
     from patchprune.select import method_spec
 
-    methods = _csv(args.methods, str, "methods") or None
+    methods = comma_list("--methods", args.methods, str) or None
     for m in methods or []:
         method_spec(m)  # ValueError listing the available methods
     if args.threads:

@@ -16,7 +16,7 @@ from torch import nn
 
 from patchprune.bench.timing import time_side_by_side
 from patchprune.metrics.flops import flops_with_output, vit_block_macs
-from patchprune.validate import check_device, check_int, check_threads, check_timm_model
+from patchprune.validate import check_device, check_int, check_threads, check_timm_model, comma_list
 from patchprune.vit import SparseViT, SparseViTOutput, sparse_vit
 
 
@@ -140,20 +140,6 @@ def resolve_methods(text: str) -> list[str]:
     if unknown or not names:
         raise ValueError(f"unknown method(s) {', '.join(unknown) or repr(text)}; available: all, {', '.join(catalogue)}")
     return list(dict.fromkeys(names))
-
-
-def parse_list(name: str, text: str, cast: Any, allowed: Any = None) -> list:
-    """"1,8" -> [1, 8] with a ValueError naming the option for a bad or unknown item."""
-    items = [t.strip() for t in str(text).split(",") if t.strip()]
-    try:
-        values = [cast(t) for t in items]
-    except ValueError:
-        raise ValueError(f"{name} must be a comma-separated list, got {text!r}") from None
-    if not values:
-        raise ValueError(f"{name} is empty")
-    if allowed is not None and any(v not in allowed for v in values):
-        raise ValueError(f"{name}: {text!r} has an item outside {', '.join(map(str, allowed))}")
-    return values
 
 
 def build_method(name: str, kind: str, vit: nn.Module, keep: str, seed: int) -> SparseViT:
@@ -319,10 +305,10 @@ def _run_methods(args) -> int:
         methods = resolve_methods(args.methods)
     except ValueError as err:
         raise ValueError(f"--methods: {err}") from None
-    batches = parse_list("--batches", args.batches, int)
+    batches = comma_list("--batches", args.batches, int)
     for b in batches:
         check_int("--batches", b, 1)
-    dtypes = parse_list("--dtype", args.dtype, str, tuple(DTYPES))
+    dtypes = comma_list("--dtype", args.dtype, str, allowed=tuple(DTYPES))
     warmup = args.warmup if args.warmup is not None else 1
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
     clock = "cpu" if getattr(args, "cpu_time", False) else "wall"
