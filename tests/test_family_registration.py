@@ -32,7 +32,7 @@ def test_learned_modules_import_in_any_order_without_a_cycle():
     code = ("import patchprune.learned.vpp\nimport patchprune.learned.registry as r\n"
             "print(','.join(r.available_methods()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "dynamicvit,evit,svit,tps,vpp"
+    assert out.stdout.strip() == "dynamicvit,evit,svit,tps,vpp,vpp-sm-only"
 
 
 def test_a_method_defined_by_decorators_alone_builds_and_reports_its_loss():

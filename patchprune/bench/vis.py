@@ -4,7 +4,8 @@ Cells: a dense stage-1 run per seed, then stage 2 of every (method, target) from
 run (the VPP protocol of `train vis`). Each cell is a `train vis` run folder under `--runs`
 (resumable: a finished cell is skipped, an interrupted one resumes) or an existing run given with
 `--use CELL=RUN` (never retrained); its `eval vis` metrics are cached in RUN/bench_eval.json.
-Then `patchprune.vis.report` writes Markdown + CSV + PNG under `--out`.
+Then `patchprune.vis.report` writes Markdown + CSV + PNG under `--out`. `--table4` adds the paper's
+Table 4 (VPP's module positions, `TABLE4`): one stage-2 VPP cell per layout at 55 %, same recipe.
 
 Only the standard library is imported at the top (the CLI imports this module to build its parser).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +23,28 @@ from typing import Any
 METHODS = ("vpp", "svit", "dynamicvit", "tps")
 TARGETS = (0.55, 0.40)
 EVAL_FILE = "bench_eval.json"
+TABLE4_TARGET = 0.55
+
+
+@dataclass(frozen=True)
+class Table4Setting:
+    """One row of the VPP paper's Table 4 (module positions; index i = input of block i) and its values."""
+
+    number: int
+    layout: str  # `patchprune.learned.layout` spelling
+    note: str
+    paper_pkr: float  # %
+    paper_ap: float  # %, YouTube-VIS 2019, ViT-Adapter tiny
+
+
+# The extracted table has five rows (the issue's "settings 1-6" counts one more; there is none).
+TABLE4 = (
+    Table4Setting(1, "sm:0,3,6,9", "no video context", 55.9, 40.1),
+    Table4Setting(2, "sm:1,3,6,9", "no video context", 52.4, 40.3),
+    Table4Setting(3, "map:0;sm:3,6,9", "", 51.6, 41.5),
+    Table4Setting(4, "map:1", "constant keep ratio after the Map-SM", 54.2, 40.6),
+    Table4Setting(5, "map:1;sm:3,6,9", "default", 52.7, 42.3),
+)
 
 
 @dataclass(frozen=True)
@@ -30,23 +54,46 @@ class Cell:
     method: str
     target: float | None
     seed: int
+    layout: str | None = None  # VPP's module positions (Table 4); None = the method's own
+
+    @property
+    def slug(self) -> str:
+        """"" or "_" + the layout's file-name form (map0_sm3-6-9)."""
+        from patchprune.learned.layout import parse_layout
+
+        return "" if self.layout is None else "_" + parse_layout(self.layout).slug
 
     @property
     def name(self) -> str:
         if self.method == "dense":
             return f"dense_s{self.seed}"
-        return f"{self.method}{round(100 * self.target):03d}_s{self.seed}"
+        return f"{self.method}{round(100 * self.target):03d}{self.slug}_s{self.seed}"
 
     @property
     def key(self) -> str:
-        """The `--use` spelling: dense:SEED or METHOD:TARGET:SEED."""
-        return f"dense:{self.seed}" if self.method == "dense" else f"{self.method}:{self.target:g}:{self.seed}"
+        """The `--use` spelling: dense:SEED, METHOD:TARGET:SEED or, with a layout, vpp@SLUG:TARGET:SEED."""
+        if self.method == "dense":
+            return f"dense:{self.seed}"
+        method = self.method if self.layout is None else f"{self.method}@{self.slug[1:]}"
+        return f"{method}:{self.target:g}:{self.seed}"
 
 
-def plan(seeds: list[int], methods: list[str], targets: list[float]) -> list[Cell]:
-    """Dense cells first (stage 2 needs them), then every method x target per seed."""
+def table4_cells(seeds: list[int]) -> list[Cell]:
+    """Table 4's cells: VPP at 55 % in each layout but the default (that one is the plain VPP cell)."""
+    from patchprune.learned.layout import DEFAULT_LAYOUT, parse_layout
+
+    return [Cell("vpp", TABLE4_TARGET, s, t.layout) for s in seeds for t in TABLE4
+            if parse_layout(t.layout) != DEFAULT_LAYOUT]
+
+
+def plan(seeds: list[int], methods: list[str], targets: list[float], table4: bool = False) -> list[Cell]:
+    """Dense cells first (stage 2 needs them), then every method x target per seed; with `table4`,
+    VPP @ 55 % (Table 4's default row) when not planned already and the other layouts."""
     cells = [Cell("dense", None, s) for s in seeds]
     cells += [Cell(m, t, s) for s in seeds for t in targets for m in methods]
+    if table4:
+        cells += [Cell("vpp", TABLE4_TARGET, s) for s in seeds if Cell("vpp", TABLE4_TARGET, s) not in cells]
+        cells += table4_cells(seeds)
     return cells
 
 
@@ -83,6 +130,8 @@ def train_command(cell: Cell, run: Path, dense_run: Path | None, args: argparse.
         cmd += ["--method", cell.method, "--target", f"{cell.target:g}", "--init", str(dense_run),
                 "--steps", str(args.stage2_steps), "--batch", str(args.stage2_batch), "--lr", f"{args.stage2_lr:g}",
                 "--warmup", str(args.stage2_warmup)]
+        if cell.layout is not None:
+            cmd += ["--vpp-layout", cell.layout]
     return cmd
 
 
@@ -141,7 +190,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     from patchprune.vis import report
 
     torch.set_num_threads(args.threads)
-    cells = plan(args.seeds, args.methods, args.targets)
+    cells = plan(args.seeds, args.methods, args.targets, args.table4)
     use = parse_use(args.use, cells)
     runs_root = Path(args.runs)
     rows, commands = [], []
@@ -155,16 +204,19 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         else:
             if not _finished(run):
                 if args.no_train:
-                    commands.append(f"# not run (--no-train): {' '.join(cmd)}")
+                    commands.append(f"# not run (--no-train): {shlex.join(cmd)}")
                     continue
                 print(f"bench vis: training {cell.name} -> {run}", file=sys.stderr)
                 _train(cmd)
-            commands.append(" ".join(cmd))
+            commands.append(shlex.join(cmd))
         print(f"bench vis: evaluating {cell.name} ({run})", file=sys.stderr)
         m = evaluate_cell(run, args)
         settings = json.loads((run / "train.json").read_text()) if (run / "train.json").is_file() else {}
-        rows.append({"cell": cell.name, "method": cell.method, "target": cell.target, "seed": cell.seed,
-                     "run": str(run), "train": settings, "metrics": m})
+        row = {"cell": cell.name, "method": cell.method, "target": cell.target, "seed": cell.seed,
+               "run": str(run), "train": settings, "metrics": m}
+        if cell.layout is not None:
+            row["layout"] = cell.layout
+        rows.append(row)
     for seed in args.seeds:  # training-free policies on each seed's dense run: evaluation only
         dense = use.get(f"dense:{seed}", runs_root / f"dense_s{seed}")
         if f"dense:{seed}" not in use and not _finished(dense):
@@ -178,11 +230,28 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 rows.append({"cell": f"{policy}{round(100 * target):03d}_s{seed}", "method": policy, "target": target,
                              "seed": seed, "run": str(dense), "train": {}, "metrics": m, "training_free": True})
     analyses = run_analyses(args, cells, use, runs_root)
-    out = report.write_report(Path(args.out), rows, analyses, {
+    if args.table4:
+        analyses["table4"] = table4_results(rows)
+    out = report.write_report(Path(args.out), [r for r in rows if "layout" not in r], analyses, {
         "data": str(args.data), "seeds": args.seeds, "methods": args.methods, "targets": args.targets,
         "threads": args.threads, "commands": commands, "argv": sys.argv[1:],
         "minutes": (time.perf_counter() - t_start) / 60})
     return {"out": str(out), "cells": len(rows)}
+
+
+def table4_results(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table 4's settings with their cell rows (VPP @ 55 %; the default row = the plain VPP cells)."""
+    from patchprune.learned.layout import DEFAULT_LAYOUT, parse_layout
+
+    out = []
+    for t in TABLE4:
+        layout = parse_layout(t.layout)
+        own = None if layout == DEFAULT_LAYOUT else t.layout
+        cells = [r for r in rows if r["method"] == "vpp" and r["target"] == TABLE4_TARGET and r.get("layout") == own]
+        out.append({"setting": t.number, "map": "-" if layout.map_position is None else str(layout.map_position),
+                    "sm": ",".join(map(str, layout.sm_positions)) or "-", "layout": str(layout), "note": t.note,
+                    "paper_pkr": t.paper_pkr, "paper_ap": t.paper_ap, "rows": cells})
+    return out
 
 
 def run_analyses(args: argparse.Namespace, cells: list[Cell], use: dict[str, Path], runs_root: Path) -> dict[str, Any]:
@@ -213,7 +282,7 @@ def run_analyses(args: argparse.Namespace, cells: list[Cell], use: dict[str, Pat
                 write_json(cache, fgs_per_layer(loaded.model, data["train"], data["valid"], args.fgs_frames,
                                                 seed=cell.seed), indent=1)
             out["fgs"][cell.seed] = json.loads(cache.read_text())
-        elif cell.method == "vpp" and cell.seed == args.seeds[0]:
+        elif cell.method == "vpp" and cell.layout is None and cell.seed == args.seeds[0]:
             loaded = load_run(run)
             if "valid" not in data:
                 data["valid"] = load_split(args.data, "valid", square_size(loaded.model.config.img_size),
@@ -283,6 +352,9 @@ def register(groups) -> None:
                    help="training-free policies evaluated on each dense run at VPP's positions and rates (e.g. evtp,tome)")
     p.add_argument("--use", action="append", default=[], metavar="CELL=RUN",
                    help="reuse a finished run for a cell: dense:SEED=RUN or METHOD:TARGET:SEED=RUN (repeatable)")
+    p.add_argument("--table4", action="store_true",
+                   help="also the paper's Table 4: VPP @ 55 %% with its modules at the 5 positions of the paper "
+                        "(4 more stage-2 cells per seed; plus VPP @ 55 %% itself when not planned)")
     p.add_argument("--no-train", action="store_true",
                    help="report only the cells already trained (others are listed as not run)")
     p.add_argument("--config", default="tiny", choices=("tiny", "small"))

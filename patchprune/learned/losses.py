@@ -3,6 +3,7 @@
 - VPP (spec Eq. 6 / 7):
   L = lambda_SM * [lambda_map * (mean(p) - theta)^2 + sum_s (mean(m_s) - r_s)^2] / (lambda_map + S)
   with S SM stages; without Map-SM (first frame): lambda_SM * sum_s (mean(m_s) - r_s)^2 / S.
+  S = 0 (Map-SM only, Table 4 setting 4): the Map-SM term alone; zero on a pass without its prior.
   Means are over batch and tokens jointly; m_s is the cumulative SM mask relative to all N tokens.
 - SViT: weight * mean over layers of (batch-mean keep - target_l)^2, weight 4.
 - DynamicViT / TPS: weight * mean over stages of mean over the batch of (per-sample keep - rho^s)^2,
@@ -65,8 +66,8 @@ def vpp_loss(
     """
     if len(sm_keep_means) != len(targets):
         raise ValueError(f"{len(sm_keep_means)} SM keep means for {len(targets)} targets")
-    if not sm_keep_means:
-        raise ValueError("vpp_loss needs at least one SM stage")
+    if not sm_keep_means and map_prob_mean is None:
+        raise ValueError("vpp_loss needs a Map-SM keep probability or at least one SM stage")
     if first_frame not in VPP_FIRST_FRAME_LOSSES:
         raise ValueError(f"first_frame must be one of {VPP_FIRST_FRAME_LOSSES}, got {first_frame!r}")
     if map_prob_mean is None:
@@ -111,6 +112,8 @@ def _vpp_from_records(recs: dict[int, SparsityRecord], targets: Sequence[float],
     maps = [r for r in recs.values() if r.kind == "mapsm"]
     sms = [r.keep_mean for r in recs.values() if r.kind == "sm"]
     prob = maps[0].prob_mean if maps and maps[0].prob_mean is not None else None
+    if prob is None and not sms and maps:  # Map-SM only (Table 4, setting 4), on a pass without its prior
+        return maps[0].keep_mean.new_zeros(())
     return vpp_loss(prob, sms, targets, **weights)
 
 

@@ -116,12 +116,13 @@ def depth(model: nn.Module) -> int:
     return len(blocks)
 
 
-def check_positions(model: nn.Module, positions: Sequence[int], method: str) -> None:
-    """ValueError unless every block position is in 1..depth-1 (block 0 always runs dense)."""
+def check_positions(model: nn.Module, positions: Sequence[int], method: str, first: int = 1) -> None:
+    """ValueError unless every block position is in first..depth-1 (by default block 0 runs dense;
+    VPP's layouts may put a module at 0, before the first block)."""
     d = depth(model)
-    bad = [p for p in positions if not 0 < p < d]
+    bad = [p for p in positions if not first <= p < d]
     if bad:
-        raise ValueError(f"{method}: positions {bad} are outside 1..{d - 1} for a {d}-block ViT")
+        raise ValueError(f"{method}: positions {bad} are outside {first}..{d - 1} for a {d}-block ViT")
 
 
 def _load() -> None:

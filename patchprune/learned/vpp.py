@@ -1,5 +1,8 @@
 """VPP (Video Patch Pruning): Map-SM at position 1 and SM at positions 3, 6, 9 of a 12-block ViT.
 
+Other positions (the paper's Table 4, index 0 = before the first block; no SM = Map-SM only):
+`map_position` / `sm_positions`, or a layout string through `patchprune.learned.layout`.
+
 Targets: 55 % PKR -> kappa 0.7, rho 0.8 (SM targets 0.56, 0.448, 0.358); 40 % -> kappa 0.6,
 rho 0.7 (0.42, 0.294, 0.206). Loss: `patchprune.learned.losses.vpp_loss`. Streaming: pass a
 `patchprune.video.VideoStream` as `stream=` on every frame.
@@ -65,9 +68,11 @@ def build_vpp(
         raise ValueError(f"first_frame_loss must be one of {VPP_FIRST_FRAME_LOSSES}, got {first_frame_loss!r}")
     kappa = default_kappa(target) if kappa is None else kappa
     rho = vpp_rho(target) if rho is None else rho
-    check_positions(model, (map_position, *sm_positions, reference_position), "vpp")
+    check_positions(model, (map_position, *sm_positions, reference_position), "vpp", first=0)
     if not map_position < reference_position:
         raise ValueError("the Map-SM reference position must come after the Map-SM position")
+    if len({map_position, *sm_positions}) != 1 + len(sm_positions):
+        raise ValueError(f"vpp: one module per position; got Map-SM {map_position} and SMs {tuple(sm_positions)}")
     dim = embed_dim(model)
     schedule: dict[int, nn.Module] = {
         map_position: MapSM(dim, kappa=kappa, tau=tau, tau_s=tau, smoothing=smoothing, smooth_kernel=smooth_kernel,

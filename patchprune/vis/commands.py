@@ -16,7 +16,7 @@ def _run_train(args: argparse.Namespace) -> int:
                       warmup=args.warmup, clip=args.clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
                       snapshot_every=args.snapshot_every, threads=args.threads, max_videos=args.max_videos,
                       timm_model=args.timm_model, weights=args.weights, progress=not args.no_progress,
-                      tracker=args.tracker, class_weight=args.class_weight)
+                      tracker=args.tracker, class_weight=args.class_weight, vpp_layout=args.vpp_layout)
     dist_info = init_distributed("gloo")
     summary = run_training(s, dist_info)
     if dist_info.is_main:
@@ -78,6 +78,9 @@ def register(groups) -> None:
     p.add_argument("--method", default="dense", help="dense (stage 1) or a learned method: vpp, svit, dynamicvit, tps")
     p.add_argument("--target", type=float, default=0.55, help="PKR target of the pruning method (0.55 or 0.40)")
     p.add_argument("--init", default=None, help="stage 1: backbone / model checkpoint; stage 2: dense VIS run")
+    p.add_argument("--vpp-layout", default=None, metavar="LAYOUT",
+                   help="--method vpp: module positions (index i = input of block i, 0 = before the first), "
+                        "'map:1;sm:3,6,9' (default), 'sm:0,3,6,9' (no Map-SM), 'map:1' (no SM); the paper's Table 4")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)

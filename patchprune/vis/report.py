@@ -1,4 +1,4 @@
-"""Markdown + CSV + PNG of `bench vis` (the VPP paper's Tables 2, 3/8, 5 and Figs. 2, 5, 6 at our
+"""Markdown + CSV + PNG of `bench vis` (the VPP paper's Tables 2, 3/8, 4, 5 and Figs. 2, 5, 6 at our
 scale), and the paper's expected shape checked as pass / miss."""
 from __future__ import annotations
 
@@ -67,6 +67,32 @@ def table_rows(rows: list[dict[str, Any]]) -> dict[str, list[list[str]]]:
     return {"table2": t2, "table3_ioi": t3, "table5_cost": t5}
 
 
+def table4_rows(settings: list[dict[str, Any]]) -> list[list[str]]:
+    """Table 4 (module positions) as string rows, the paper's values beside ours.
+
+    settings: one dict per setting with setting, map, sm, note, paper_pkr, paper_ap (%) and rows
+    (the cells' rows, each with metrics AP / AP50 / pkr); a setting without cells reads "-".
+    """
+    table = [["setting", "Map-SM", "SM", "PKR", "AP", "AP50", "note", "paper PKR", "paper AP"]]
+    for t in settings:
+        m = [r["metrics"] for r in t["rows"]]
+        table.append([str(t["setting"]), t["map"], t["sm"], _stat([x["pkr"] for x in m], 1, 3),
+                      _stat([x["AP"] for x in m], 100), _stat([x["AP50"] for x in m], 100), t["note"],
+                      f"{t['paper_pkr'] / 100:.3f}", f"{t['paper_ap']:.1f}"])
+    return table
+
+
+def table4_checks(settings: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """The paper's Table 4 shape: the default layout (setting 5) ahead of every other setting."""
+    ap = {t["setting"]: _mean([r["metrics"]["AP"] for r in t["rows"]]) for t in settings}
+    claim = "default layout (5: Map-SM 1, SM 3,6,9) has the best AP of the settings"
+    others = {k: v for k, v in ap.items() if k != 5 and v is not None}
+    if ap.get(5) is None or not others:
+        return [(claim, "not run", "-")]
+    ok = all(ap[5] > v for v in others.values())
+    return [(claim, "pass" if ok else "miss", ", ".join(f"{k}: {100 * v:.1f}" for k, v in sorted({**others, 5: ap[5]}.items())))]
+
+
 def _markdown(table: list[list[str]]) -> str:
     lines = ["| " + " | ".join(table[0]) + " |", "|" + " --- |" * len(table[0])]
     lines += ["| " + " | ".join(r) + " |" for r in table[1:]]
@@ -133,6 +159,9 @@ def write_report(out: Path, rows: list[dict[str, Any]], analyses: dict[str, Any]
 
     out.mkdir(parents=True, exist_ok=True)
     tables = table_rows(rows)
+    table4 = analyses.get("table4")
+    if table4:
+        tables["table4_positions"] = table4_rows(table4)
     for name, t in tables.items():
         _write_csv(out / f"{name}.csv", t)
     write_json(out / "cells.json", [{**r, "metrics": {k: v for k, v in r["metrics"].items() if k != "results"}}
@@ -197,11 +226,11 @@ def write_report(out: Path, rows: list[dict[str, Any]], analyses: dict[str, Any]
         _plot(out / "fig6_recovery.png", draw6)
         figs.append("fig6_recovery.png")
     readme = out / "README.md"
-    readme.write_text(_readme(rows, tables, checks(rows, fgs), figs, info, out))
+    readme.write_text(_readme(rows, tables, checks(rows, fgs), figs, info, out, table4_checks(table4) if table4 else []))
     return readme
 
 
-def _readme(rows, tables, checked, figs, info, out: Path) -> str:
+def _readme(rows, tables, checked, figs, info, out: Path, checked4=()) -> str:
     seeds = sorted({r["seed"] for r in rows})
     dense = next((r for r in rows if r["method"] == "dense"), None)
     stage2 = next((r for r in rows if r["method"] != "dense"), None)
@@ -233,7 +262,17 @@ def _readme(rows, tables, checked, figs, info, out: Path) -> str:
               "IoI: share of an instance's patches that a block processes, mean over blocks and instances "
               "(S / M / L by instance area).", "", _markdown(tables["table3_ioi"]),
               "", "## Table 5: cost", "", "GMACs per frame at batch 1 (second frame of a valid video).", "",
-              _markdown(tables["table5_cost"]), "", "## Figures", ""]
+              _markdown(tables["table5_cost"])]
+    if "table4_positions" in tables:
+        lines += ["", "## Table 4: module positions (VPP @ 55 %)", "",
+                  "Index i = the input of block i (0 = before the first block). Same stage-2 recipe as the other "
+                  "cells; rates by one rule (`patchprune.learned.layout`): the first module's keep rate is set so the "
+                  "nominal PKR equals the default layout's, later SMs keep rho = 0.8 of the live tokens. The paper's "
+                  "columns (YouTube-VIS 2019, ViT-Adapter tiny) are there for the shape, not the level. The paper's "
+                  "table has five rows (the issue's 'settings 1-6' counts one more).", "",
+                  _markdown(tables["table4_positions"]), ""]
+        lines += [f"- {c}: **{r}** ({m})" for c, r, m in checked4]
+    lines += ["", "## Figures", ""]
     lines += [f"![{f}]({f})" for f in figs]
     lines += ["", "## Cells and commands", "", "Per-cell settings and metrics: `cells.json`; tables as CSV beside "
               "this file.", "", "```"] + info.get("commands", []) + ["```", ""]

@@ -1,7 +1,7 @@
 """A run folder: what `train vis` writes and `eval vis` / `segment` read.
 
     RUN/config.json            the model's VISConfig (rebuilds the exact model)
-    RUN/train.json             training settings (method, target, stage, steps, lr, seed, data)
+    RUN/train.json             training settings (method, target, vpp_layout, stage, steps, lr, seed, data)
     RUN/checkpoint.safetensors modules "model" (+ "policies" in stage 2) and the optimiser; resumable
     RUN/snapshots/step_*.safetensors   weights at regular steps (learning curves), optional
 """
@@ -62,14 +62,21 @@ def training_free_schedule(method: str, target: float, depth: int) -> dict[int, 
     return {p: (method, r) for p, r in zip(positions, rates)}
 
 
-def build_encoder(model: VISModel, method: str, target: float) -> nn.Module | None:
+def build_encoder(model: VISModel, method: str, target: float, layout: str | None = None) -> nn.Module | None:
     """The pruner of `method` on `model.backbone`: None for "dense", a `patchprune.learned` method,
-    or a training-free policy (`patchprune.policies`, e.g. evtp, tome) at VPP's positions and rates."""
+    or a training-free policy (`patchprune.policies`, e.g. evtp, tome) at VPP's positions and rates.
+    `layout` (vpp only): VPP's module positions, e.g. "map:0;sm:3,6,9" (`patchprune.learned.layout`)."""
+    if layout is not None and method != "vpp":
+        raise ValueError(f"--vpp-layout places VPP's modules; it needs --method vpp, got {method!r}")
     if method == "dense":
         return None
     from patchprune.learned import available_methods, build
     from patchprune.policies.base import available_policies
 
+    if layout is not None:
+        from patchprune.learned.layout import build_layout
+
+        return build_layout(model.backbone, target, layout)
     if method in available_methods():
         return build(method, model.backbone, target)
     if method in available_policies():
@@ -100,7 +107,8 @@ def load_run(run: str | Path, method: str | None = None, target: float | None = 
     ckpt = run / CHECKPOINT
     check_compatible(ckpt, config)
     model = VISModel(config)
-    encoder = build_encoder(model, method, target)
+    layout = settings.get("vpp_layout") if settings.get("method") == method else None  # the trained positions
+    encoder = build_encoder(model, method, target, layout)
     modules: dict[str, nn.Module] = {"model": model}
     if is_learned(encoder) and settings.get("method") == method:
         modules["policies"] = encoder.runner.policies

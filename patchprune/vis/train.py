@@ -55,6 +55,7 @@ class TrainSettings:
     overrides: dict[str, Any] | None = None  # VISConfig fields to change (tests, ablations)
     tracker: str = "minvis"  # "rovis": stage 1 adds the frame-pair track-query losses (rovis_train.py)
     class_weight: float = 2.0  # weight of the classification term of the set loss (Mask2Former: 2)
+    vpp_layout: str | None = None  # VPP's module positions, e.g. "map:0;sm:3,6,9" (patchprune.learned.layout)
 
     @property
     def stage(self) -> int:
@@ -83,6 +84,12 @@ def _validate(s: TrainSettings) -> None:
         raise ValueError(f"--lr must be > 0, got {s.lr}")
     if s.class_weight <= 0:
         raise ValueError(f"--class-weight must be > 0, got {s.class_weight}")
+    if s.vpp_layout is not None:
+        from patchprune.learned.layout import parse_layout
+
+        if s.method != "vpp":
+            raise ValueError(f"--vpp-layout places VPP's modules; it needs --method vpp, got {s.method!r}")
+        parse_layout(s.vpp_layout)  # syntax and order here; the block range once the model is built
 
 
 def _init_path(init: str) -> Path:
@@ -159,7 +166,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     data = load_split(s.data, "train", square_size(config.img_size), config.categories, s.max_videos)
     model = VISModel(config)
     loaded = initialise(model, s.init) if s.init else None
-    encoder = build_encoder(model, s.method, s.target)
+    encoder = build_encoder(model, s.method, s.target, s.vpp_layout)
     broadcast_parameters(model, dist_info)
     if encoder is not None:
         broadcast_parameters(encoder.runner.policies, dist_info)
