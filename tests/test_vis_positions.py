@@ -231,3 +231,28 @@ def test_table4_report_from_fake_cells(tmp_path: Path) -> None:
     with (tmp_path / "table4_positions.csv").open() as fh:
         assert list(csv.reader(fh))[5][0] == "5"
     assert "Table 4" not in write_report(tmp_path / "plain", [], {}, {"data": "d", "threads": 1}).read_text()
+
+
+def test_bench_table4_trains_reports_and_resumes(data_dir: Path, dense_run: Path, tmp_path: Path, capsys) -> None:
+    args = ["bench", "vis", "--data", str(data_dir), "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"),
+            "--quick", "--methods", "vpp", "--targets", "0.55", "--table4", "--use", f"dense:0={dense_run}",
+            "--stage2-steps", "1", "--stage2-batch", "2", "--timing-frames", "0", "--fgs-frames", "0"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["cells"] == 6  # dense, VPP, 4 layouts
+    runs = tmp_path / "runs"
+    for t in TABLE4[:4]:
+        name = f"vpp055_{parse_layout(t.layout).slug}_s0"
+        assert json.loads((runs / name / "train.json").read_text())["vpp_layout"] == t.layout, name
+    with (tmp_path / "out" / "table4_positions.csv").open() as fh:
+        table = list(csv.reader(fh))
+    assert [r[:3] for r in table[1:]] == [["1", "-", "0,3,6,9"], ["2", "-", "1,3,6,9"], ["3", "0", "3,6,9"],
+                                          ["4", "1", "-"], ["5", "1", "3,6,9"]]
+    assert all(0 < float(r[3]) < 1 for r in table[1:])  # every setting prunes
+    with (tmp_path / "out" / "table2.csv").open() as fh:
+        assert [r[0] for r in csv.reader(fh)][1:] == ["dense", "VPP @ 55 %"]  # layouts only in Table 4
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "## Table 4: module positions" in readme and "--vpp-layout 'map:0;sm:3,6,9'" in readme
+    ckpts = {p: p.stat().st_mtime_ns for p in runs.glob("*/checkpoint.safetensors")}
+    assert len(ckpts) == 5
+    assert main(args) == 0  # a rerun trains nothing
+    assert {p: p.stat().st_mtime_ns for p in runs.glob("*/checkpoint.safetensors")} == ckpts
