@@ -114,6 +114,10 @@ def test_sm_only_and_map_only_losses() -> None:
     keeps = [out.keep_masks[p].float().mean() for p in (1, 3, 6, 9)]  # cumulative masks, relative to all tokens
     expected = vpp_loss(None, keeps, sm_only.config.targets)
     assert float(out.aux[LOSS_KEY].detach()) == pytest.approx(float(expected.detach()), rel=1e-4)
+    p = torch.tensor(0.6)
+    assert float(vpp_loss(p, [], [])) == pytest.approx(40 * 0.1 ** 2)  # Map-SM only: its term alone
+    with pytest.raises(ValueError, match="at least one SM stage"):
+        vpp_loss(None, [], [])
     map_only = build_layout(tiny_vit(), 0.55, "map:1").train()
     assert map_only.config.targets == [] and map_only.config.options["kappa"] == 0.4999
     stream = VideoStream(keep_graph=True)
@@ -184,13 +188,21 @@ def test_layout_cli_errors_are_one_line(data_dir: Path, dense_run: Path, tmp_pat
 
 # ---- bench vis --table4 ------------------------------------------------------------------------------------------
 
-def test_table4_plan_cells_and_commands(dense_run: Path) -> None:
+def test_table4_plan_cells_and_commands(dense_run: Path, tmp_path: Path) -> None:
     cells = plan([0], ["svit"], [0.4], table4=True)
     assert [c.name for c in cells] == ["dense_s0", "svit040_s0", "vpp055_s0", "vpp055_sm0-3-6-9_s0",
                                        "vpp055_sm1-3-6-9_s0", "vpp055_map0_sm3-6-9_s0", "vpp055_map1_s0"]
     assert plan([0], ["vpp"], [0.55], table4=True).count(Cell("vpp", 0.55, 0)) == 1  # the default row: one cell
     assert Cell("vpp", 0.55, 1, "map:1").key == "vpp@map1:0.55:1"
-    assert parse_use([f"vpp@map1:0.550:0={dense_run}"], cells) == {"vpp@map1:0.55:0": dense_run}
+    fake = tmp_path / "map1_run"  # a run folder as train vis writes it (only what parse_use reads)
+    fake.mkdir()
+    (fake / "checkpoint.safetensors").write_bytes(b"")
+    (fake / "train.json").write_text(json.dumps({"method": "vpp", "vpp_layout": "map:1"}))
+    assert parse_use([f"vpp@map1:0.550:0={fake}"], cells) == {"vpp@map1:0.55:0": fake}
+    with pytest.raises(ValueError, match="was trained with --vpp-layout 'map:1', the cell needs 'map:1;sm:3,6,9'"):
+        parse_use([f"vpp:0.55:0={fake}"], cells)
+    with pytest.raises(ValueError, match="not in this benchmark"):
+        parse_use([f"vpp@map2:0.55:0={fake}"], cells)
 
     class Args:
         data, threads, stage2_steps, stage2_batch, stage2_lr, stage2_warmup = "d", 1, 3, 2, 1e-4, 1

@@ -98,8 +98,9 @@ def plan(seeds: list[int], methods: list[str], targets: list[float], table4: boo
 
 
 def parse_use(items: list[str], cells: list[Cell]) -> dict[str, Path]:
-    """`--use CELL=RUN` items -> {cell key: run folder}; unknown cells or missing folders raise."""
-    keys = {c.key for c in cells}
+    """`--use CELL=RUN` items -> {cell key: run folder}; unknown cells, missing folders or a VPP run
+    trained with other module positions than its cell's raise."""
+    keys = {c.key: c for c in cells}
     out = {}
     for item in items:
         key, sep, run = item.partition("=")
@@ -115,8 +116,24 @@ def parse_use(items: list[str], cells: list[Cell]) -> dict[str, Path]:
             raise ValueError(f"--use {item!r}: cell {key} is not in this benchmark (cells: {', '.join(sorted(keys))})")
         if not (Path(run) / "checkpoint.safetensors").is_file():
             raise ValueError(f"--use {item!r}: {run} holds no checkpoint.safetensors (a `train vis` run folder)")
+        _check_layout(item, keys[key], Path(run))
         out[key] = Path(run)
     return out
+
+
+def _check_layout(item: str, cell: Cell, run: Path) -> None:
+    """ValueError when a VPP cell's run was trained with other module positions (train.json)."""
+    if cell.method != "vpp" or not (run / "train.json").is_file():
+        return
+    from patchprune.learned.layout import DEFAULT_LAYOUT, parse_layout
+
+    settings = json.loads((run / "train.json").read_text())
+    if settings.get("method") != "vpp":
+        return  # not a VPP run: nothing to compare
+    ours = DEFAULT_LAYOUT if cell.layout is None else parse_layout(cell.layout)
+    theirs = DEFAULT_LAYOUT if settings.get("vpp_layout") is None else parse_layout(settings["vpp_layout"])
+    if ours != theirs:
+        raise ValueError(f"--use {item!r}: {run} was trained with --vpp-layout '{theirs}', the cell needs '{ours}'")
 
 
 def train_command(cell: Cell, run: Path, dense_run: Path | None, args: argparse.Namespace) -> list[str]:
