@@ -8,8 +8,8 @@ from typing import Any
 
 from patchprune.data.io import atomic_path
 
-_TRAIN_FLAGS = ("config", "method", "target", "init", "steps", "batch", "lr", "warmup", "clip", "class_weight", "seed",
-                "snapshot_every", "threads")
+_TRAIN_FLAGS = ("config", "method", "target", "init", "steps", "batch", "lr", "warmup", "clip", "class_weight",
+                "semantic_weight", "seed", "snapshot_every", "threads")
 
 
 def data_command(data: dict[str, Any]) -> str | None:

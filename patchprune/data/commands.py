@@ -5,15 +5,16 @@ import argparse
 import time
 from pathlib import Path
 
-from patchprune.data.synth import CUE_POSITIONS, FOREGROUND_RULES, Difficulty
+from patchprune.data.synth import CATEGORY_COLOUR_RULES, CUE_POSITIONS, FOREGROUND_RULES, Difficulty
 
 _DIFFICULTY_FLAGS = {
     "min_objects": int, "max_objects": int, "min_distractors": int, "max_distractors": int, "clutter": int,
     "min_radius": float, "max_radius": float, "max_speed": float, "max_rotation": float, "scale_change": float,
     "pan_speed": float, "enter_leave": float, "cut_prob": float, "noise": float, "bg_contrast": float,
     "foreground": str, "cue_radius": float, "cue_position": str, "texture_scale": float,
+    "category_colour": str,
 }
-_FLAG_CHOICES = {"foreground": FOREGROUND_RULES, "cue_position": CUE_POSITIONS}
+_FLAG_CHOICES = {"foreground": FOREGROUND_RULES, "cue_position": CUE_POSITIONS, "category_colour": CATEGORY_COLOUR_RULES}
 _FLAG_HELP = {
     "foreground": "appearance: instances are the category (shape, texture) pairs; cue: distractors share the "
                   "categories' shapes and textures and an object is an instance only when its colour matches the "
@@ -21,6 +22,8 @@ _FLAG_HELP = {
     "cue_radius": "beacon size with --foreground cue (fraction of the shorter side)",
     "cue_position": "beacon with --foreground cue: corner (solid square, top-left) or random (solid ring)",
     "texture_scale": "multiplies the texture period of instances and distractors (coarser textures)",
+    "category_colour": "random: colours independent of the category; fixed: category k in colour k "
+                       "(distractors stay random)",
 }
 
 

@@ -36,7 +36,8 @@ from patchprune.validate import check_known_fields
 
 @dataclass(frozen=True)
 class Category:
-    """A synthetic category: a (shape, texture) pair; colour is never part of a category."""
+    """A synthetic category: a (shape, texture) pair; its colour is random unless
+    `Difficulty.category_colour` is "fixed"."""
 
     id: int
     name: str
@@ -74,6 +75,7 @@ _COLOUR_NAMES = list(COLOURS)
 _COLOUR_ARR = np.array([COLOURS[n] for n in _COLOUR_NAMES], dtype=np.float32)
 
 FOREGROUND_RULES = ("appearance", "cue")
+CATEGORY_COLOUR_RULES = ("random", "fixed")
 # foreground="cue": colours of instances, distractors and the beacon (well separated, so the rule is
 # about matching colours, not about telling pink from red under shading).
 CUE_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow")
@@ -99,6 +101,10 @@ class Difficulty:
     radius / U(2, 3), at least 3.5 px); > 1 makes stripes / dots / checks coarser than a ViT patch at
     small frame sizes, so a model trained briefly from scratch can tell the categories apart.
     Background clutter keeps its own fine period (it is decoration).
+    category_colour: "random" (default: an object's colour is independent of its category) or
+    "fixed" (an instance of category k is drawn in colour k of `COLOURS`, each with its own
+    texture shading; distractors keep random colours, so a colour alone still does not make an
+    instance): a recognition cue a model trained briefly from scratch can pick up (docs/vis.md).
     """
 
     min_objects: int = 2
@@ -121,6 +127,7 @@ class Difficulty:
     cue_radius: float = 0.13
     cue_position: str = "corner"
     texture_scale: float = 1.0
+    category_colour: str = "random"
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> "Difficulty":
@@ -145,6 +152,10 @@ class Difficulty:
             raise ValueError(f"cue_radius must be in (0, 0.5), got {self.cue_radius}")
         if self.cue_position not in CUE_POSITIONS:
             raise ValueError(f"cue_position must be one of {CUE_POSITIONS}, got {self.cue_position!r}")
+        if self.category_colour not in CATEGORY_COLOUR_RULES:
+            raise ValueError(f"category_colour must be one of {CATEGORY_COLOUR_RULES}, got {self.category_colour!r}")
+        if self.category_colour == "fixed" and self.foreground == "cue":
+            raise ValueError("category_colour 'fixed' and foreground 'cue' both set instance colours; pick one")
         if not self.texture_scale > 0:
             raise ValueError(f"texture_scale must be > 0, got {self.texture_scale}")
         for name in ("max_speed", "max_rotation", "scale_change", "pan_speed", "noise", "bg_contrast", "clutter"):
@@ -236,7 +247,10 @@ def _make_sprite(rng: np.random.Generator, category: Category | None, length: in
         cid = 0
     else:
         shape, texture, cid = category.shape, category.texture, category.id
-    if cue is None:
+    if cue is None and category is not None and d.category_colour == "fixed":
+        ci = (category.id - 1) % len(_COLOUR_ARR)
+        rng.integers(len(_COLOUR_ARR))  # keep the draw: the rest of the scene is as with random colours
+    elif cue is None:
         ci = int(rng.integers(len(_COLOUR_ARR)))
     elif category is not None:
         ci = cue

@@ -86,7 +86,11 @@ def vit_macs(model: nn.Module, grid: tuple[int, int], tokens_per_block: list[flo
     mlp_hidden = model.blocks[0].mlp.fc1.out_features
     pe = model.patch_embed.proj
     n = grid[0] * grid[1]
-    embed = n * pe.in_channels * pe.kernel_size[0] * pe.kernel_size[1] * pe.out_channels
+    if hasattr(pe, "macs"):  # a multi-layer stem (e.g. `vis.stem.ConvStem`) counts itself
+        ph, pw = model.patch_embed.patch_size
+        embed = pe.macs(grid[0] * ph, grid[1] * pw)
+    else:
+        embed = n * pe.in_channels * pe.kernel_size[0] * pe.kernel_size[1] * pe.out_channels
     P = model.num_prefix_tokens
     counts = tokens_per_block if tokens_per_block is not None else [n] * len(model.blocks)
     if len(counts) != len(model.blocks):

@@ -16,7 +16,8 @@ def _run_train(args: argparse.Namespace) -> int:
                       warmup=args.warmup, clip=args.clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
                       snapshot_every=args.snapshot_every, threads=args.threads, max_videos=args.max_videos,
                       timm_model=args.timm_model, weights=args.weights, progress=not args.no_progress,
-                      tracker=args.tracker, class_weight=args.class_weight, vpp_layout=args.vpp_layout)
+                      tracker=args.tracker, class_weight=args.class_weight,
+                      semantic_weight=args.semantic_weight, vpp_layout=args.vpp_layout)
     dist_info = init_distributed("gloo")
     summary = run_training(s, dist_info)
     if dist_info.is_main:
@@ -88,6 +89,10 @@ def register(groups) -> None:
     p.add_argument("--clip", type=float, default=0.01, help="max gradient L2 norm (0: none)")
     p.add_argument("--class-weight", type=float, default=2.0,
                    help="weight of the classification term of the set loss (Mask2Former: 2)")
+    p.add_argument("--semantic-weight", type=float, default=2.0,
+                   help="weight of the per-pixel category loss (configs with a semantic head, e.g. tiny)")
+    p.add_argument("--augment", default="none",
+                   help="comma list of label-preserving augmentations: colour, crop (docs/vis.md), or none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--snapshot-every", type=int, default=0, help="keep weights every N steps (learning curves)")

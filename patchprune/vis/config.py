@@ -28,6 +28,11 @@ class VISConfig:
     levels and the pixel decoder (multiple of 32: GroupNorm 32). hidden_dim / decoder_layers /
     num_queries / heads: the masked-attention decoder. pixel_layers: deformable encoder layers of
     the pixel decoder. points: sampled points per mask in the set loss (`train_num_points`).
+    semantic_head: a per-pixel category map on the mask features, trained densely and pooled
+    under each query's mask into its class logits (docs/vis.md, "semantic head"; off = the
+    plain Mask2Former class head, as checkpoints written before it had). stem: "patch" (timm's
+    one-convolution patch embedding) or "conv" (`vis.stem.ConvStem`: stride-2 3x3 convolutions,
+    backbone "vit" only).
     categories: dataset category ids in label order (label i = categories[i]); names alike.
     """
 
@@ -49,6 +54,8 @@ class VISConfig:
     pixel_ffn: int = 256
     num_queries: int = 10
     points: int = 1024
+    semantic_head: bool = False
+    stem: str = "patch"
     categories: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
     category_names: list[str] = field(default_factory=list)
 
@@ -70,6 +77,10 @@ class VISConfig:
             raise ValueError(f"patch_size must be 4, 8, 16 or 32 (a power of two up to the stride 32), got {self.patch_size}")
         if self.decoder_layers < 1 or self.num_queries < 1 or self.points < 1:
             raise ValueError("decoder_layers, num_queries and points must be >= 1")
+        if self.stem not in ("patch", "conv"):
+            raise ValueError(f"stem must be 'patch' or 'conv', got {self.stem!r}")
+        if self.stem == "conv" and self.backbone != "vit":
+            raise ValueError(f"stem 'conv' builds its own ViT; backbone {self.backbone!r} keeps its patch embedding")
         if not self.categories:
             raise ValueError("categories is empty: the data set declares no category")
         return self
@@ -108,7 +119,7 @@ def named_config(name: str, categories: list[int] | None = None, category_names:
     """`tiny` (trains on a 2-core CPU), `small` (ViT-S/16 at 512 px, the paper's scale) or
     `from-timm` (the timm model `timm_model`, optional local safetensors `weights`)."""
     if name == "tiny":
-        cfg = VISConfig()
+        cfg = VISConfig(semantic_head=True)
     elif name == "small":
         cfg = VISConfig(name="small", img_size=512, patch_size=16, dim=384, depth=12, heads=6, fpn_dim=256,
                         hidden_dim=256, decoder_layers=6, decoder_heads=8, decoder_ffn=1024, pixel_layers=3,

@@ -148,9 +148,12 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def sample_frames(data: VISData, batch: int, gen: torch.Generator) -> tuple[Tensor, list[FrameTargets]]:
-    """A global batch of random single frames with random horizontal flips:
-    (uint8 frames [B, S, S, 3], targets per frame)."""
+def sample_frames(data: VISData, batch: int, gen: torch.Generator, augment: tuple[str, ...] = ()
+                  ) -> tuple[Tensor, list[FrameTargets]]:
+    """A global batch of random single frames with random horizontal flips and the `augment`
+    draws of `vis.augment` (none by default): (uint8 frames [B, S, S, 3], targets per frame)."""
+    from patchprune.vis import augment as aug
+
     index = data.frame_index
     picks = torch.randint(0, len(index), (batch,), generator=gen).tolist()
     flips = (torch.rand(batch, generator=gen) < 0.5).tolist()
@@ -158,15 +161,21 @@ def sample_frames(data: VISData, batch: int, gen: torch.Generator) -> tuple[Tens
     for i, flip in zip(picks, flips):
         v, t = index[i]
         f = data.clips[v].frames[t]
-        frames.append(f.flip(1) if flip else f)
-        targets.append(data.clips[v].targets(t, flip))
+        f, tg = f.flip(1) if flip else f, data.clips[v].targets(t, flip)
+        if augment:
+            f, tg = aug.apply(aug.draw(augment, data.side, gen), f, tg)
+        frames.append(f)
+        targets.append(tg)
     return torch.stack(frames), targets
 
 
-def sample_chains(data: VISData, batch: int, gen: torch.Generator, max_offset: int = 5
-                  ) -> list[tuple[Tensor, list[FrameTargets]]]:
+def sample_chains(data: VISData, batch: int, gen: torch.Generator, max_offset: int = 5,
+                  augment: tuple[str, ...] = ()) -> list[tuple[Tensor, list[FrameTargets]]]:
     """Stage-2 chains: [(ref-ref frames, targets), (ref ...), (key ...)]: a key frame and two other
-    frames of its video within +-max_offset, the farther first (VPP's chain order)."""
+    frames of its video within +-max_offset, the farther first (VPP's chain order); one flip and
+    one `augment` draw per chain."""
+    from patchprune.vis import augment as aug
+
     vids = [v for v, c in enumerate(data.clips) if c.num_frames >= 3]
     if not vids:
         raise ValueError("stage-2 chains need videos of at least 3 frames")
@@ -179,10 +188,13 @@ def sample_chains(data: VISData, batch: int, gen: torch.Generator, max_offset: i
         pick = [offs[i] for i in torch.randperm(len(offs), generator=gen)[:2].tolist()]
         pick.sort(key=lambda o: -abs(o))
         flip = bool(torch.rand(1, generator=gen) < 0.5)
+        d = aug.draw(augment, data.side, gen) if augment else None
         for slot, t in enumerate([key + pick[0], key + pick[1], key]):
-            f = clip.frames[t]
-            out[slot][0].append(f.flip(1) if flip else f)
-            out[slot][1].append(clip.targets(t, flip))
+            f, tg = clip.frames[t].flip(1) if flip else clip.frames[t], clip.targets(t, flip)
+            if d is not None:
+                f, tg = aug.apply(d, f, tg)
+            out[slot][0].append(f)
+            out[slot][1].append(tg)
     return [(torch.stack(f), tg) for f, tg in out]
 
 

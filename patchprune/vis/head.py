@@ -37,12 +37,29 @@ class HeadOutput:
     """Per decoder layer (first = before any layer, as Mask2Former supervises it):
     class_logits [B, Q, K+1] and mask_logits [B, Q, H/4, W/4]; queries: last-layer normalised
     query embeddings [B, Q, D] (MinVIS matches on them); hidden: last-layer raw outputs [B, Q, D]
-    (ROVIS's next track queries)."""
+    (ROVIS's next track queries); semantic_logits: the per-pixel category map [B, K+1, H/4, W/4]
+    (channel K = background) when the config has a semantic head, else None."""
 
     class_logits: list[Tensor]
     mask_logits: list[Tensor]
     queries: Tensor
     hidden: Tensor
+    semantic_logits: Tensor | None = None
+
+    def sample(self, b: int) -> "HeadOutput":
+        """The outputs of sample b alone (batch dimension kept)."""
+        sem = None if self.semantic_logits is None else self.semantic_logits[b:b + 1]
+        return HeadOutput([c[b:b + 1] for c in self.class_logits], [m[b:b + 1] for m in self.mask_logits],
+                          self.queries[b:b + 1], self.hidden[b:b + 1], sem)
+
+
+def mask_pooled_logits(semantic_logits: Tensor, mask_logits: Tensor) -> Tensor:
+    """Average of the per-pixel category logits [B, K+1, h, w] under each query's soft mask
+    [B, Q, h, w] -> [B, Q, K+1]. The mask weights are detached: the class loss teaches the category
+    map and the query, never moves the masks."""
+    weight = mask_logits.detach().sigmoid()
+    pooled = torch.einsum("bqhw,bkhw->bqk", weight, semantic_logits)
+    return pooled / weight.sum((-2, -1)).unsqueeze(-1).clamp_min(1.0)
 
 
 def init_head(module: nn.Module) -> None:
@@ -86,6 +103,8 @@ class Mask2FormerHead(nn.Module):
         self.pixel_decoder = m2f.Mask2FormerPixelDecoder(hf, feature_channels=[cfg.fpn_dim] * 4)
         self.transformer = m2f.Mask2FormerTransformerModule(in_features=cfg.fpn_dim, config=hf)
         self.class_head = nn.Linear(cfg.hidden_dim, cfg.num_labels + 1)
+        # a 1x1 conv on the stride-4 mask features: every pixel gets a category (docs/vis.md)
+        self.semantic = nn.Conv2d(cfg.fpn_dim, cfg.num_labels + 1, 1) if cfg.semantic_head else None
         init_head(self)
 
     def forward(self, pyramid: list[Tensor], track_queries: Tensor | None = None) -> HeadOutput:
@@ -109,6 +128,11 @@ class Mask2FormerHead(nn.Module):
                          pixel_embeddings=pix.mask_features, encoder_hidden_states=feats,
                          query_position_embeddings=q_pos, feature_size_list=sizes, return_dict=True)
         states = [h.transpose(0, 1) for h in out.intermediate_hidden_states]
-        return HeadOutput(class_logits=[self.class_head(h) for h in states],
-                          mask_logits=list(out.masks_queries_logits), queries=states[-1],
-                          hidden=out.last_hidden_state)
+        masks = list(out.masks_queries_logits)
+        classes = [self.class_head(h) for h in states]
+        semantic = None
+        if self.semantic is not None:
+            semantic = self.semantic(pix.mask_features)
+            classes = [c + mask_pooled_logits(semantic, m) for c, m in zip(classes, masks)]
+        return HeadOutput(class_logits=classes, mask_logits=masks, queries=states[-1],
+                          hidden=out.last_hidden_state, semantic_logits=semantic)

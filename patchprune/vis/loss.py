@@ -1,10 +1,12 @@
 """Per-frame set loss: HF `Mask2FormerLoss` on every decoder layer, weighted as Mask2Former does
-(class 2, mask 5, dice 5; no-object class weight 0.1 inside the cross-entropy)."""
+(class 2, mask 5, dice 5; no-object class weight 0.1 inside the cross-entropy), plus, when the head
+has a semantic map, a per-pixel category cross-entropy against the frame's instance masks."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.models.mask2former.modeling_mask2former import Mask2FormerLoss
 
@@ -12,6 +14,22 @@ from patchprune.vis.config import VISConfig
 from patchprune.vis.head import HeadOutput, mask2former_config
 
 LOSS_WEIGHTS = {"loss_cross_entropy": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
+SEMANTIC_WEIGHT = 2.0
+
+
+def semantic_targets(targets: list["FrameTargets"], size: tuple[int, int], background: int) -> Tensor:
+    """Per-pixel labels [B, h, w] at the semantic map's size: the category of the instance that
+    covers most of each cell (area resampling, > 0.5; a later instance wins an overlap), else
+    `background`."""
+    maps = []
+    for t in targets:
+        label = torch.full(size, background, dtype=torch.long, device=t.labels.device)
+        if t.masks.shape[0]:
+            cover = F.interpolate(t.masks.float()[None], size=size, mode="area")[0] > 0.5
+            for j in range(cover.shape[0]):  # a loop over the few instances of a frame
+                label[cover[j]] = int(t.labels[j])
+        maps.append(label)
+    return torch.stack(maps)
 
 
 @dataclass
@@ -34,10 +52,15 @@ class SetLoss(nn.Module):
     a global batch reproduce the single-process gradient, and a resumed run its batches.
     """
 
-    def __init__(self, cfg: VISConfig, class_weight: float = LOSS_WEIGHTS["loss_cross_entropy"]) -> None:
+    def __init__(self, cfg: VISConfig, class_weight: float = LOSS_WEIGHTS["loss_cross_entropy"],
+                 semantic_weight: float = SEMANTIC_WEIGHT) -> None:
         super().__init__()
         if not class_weight > 0:
             raise ValueError(f"class_weight must be > 0, got {class_weight}")
+        if not semantic_weight >= 0:
+            raise ValueError(f"semantic_weight must be >= 0, got {semantic_weight}")
+        self.semantic_weight = float(semantic_weight)
+        self.background = cfg.num_labels
         # class_weight scales the classification term of the loss; the matching cost keeps Mask2Former's 2
         self.weights = {**LOSS_WEIGHTS, "loss_cross_entropy": float(class_weight)}
         self.criterion = Mask2FormerLoss(mask2former_config(cfg), self.weights)
@@ -50,9 +73,7 @@ class SetLoss(nn.Module):
             parts = []
             for b, seed in enumerate(seeds):  # a loop over the few samples of a batch, not over tokens
                 torch.manual_seed(seed)
-                one = HeadOutput([c[b:b + 1] for c in out.class_logits], [m[b:b + 1] for m in out.mask_logits],
-                                 out.queries[b:b + 1], out.hidden[b:b + 1])
-                parts.append(self.forward(one, [targets[b]]))
+                parts.append(self.forward(out.sample(b), [targets[b]]))
             return {k: torch.stack([p[k] for p in parts]).mean() for k in parts[0]}
         masks = [t.masks.float() for t in targets]
         labels = [t.labels.long() for t in targets]
@@ -63,5 +84,11 @@ class SetLoss(nn.Module):
         for key, value in terms.items():
             weight = next(w for name, w in self.weights.items() if key.startswith(name))
             total = total + weight * value
-        return {"loss": total, "ce": terms["loss_cross_entropy"].detach(), "mask": terms["loss_mask"].detach(),
+        logs = {"ce": terms["loss_cross_entropy"].detach(), "mask": terms["loss_mask"].detach(),
                 "dice": terms["loss_dice"].detach()}
+        if out.semantic_logits is not None:
+            sem = out.semantic_logits
+            semantic = F.cross_entropy(sem, semantic_targets(targets, tuple(sem.shape[-2:]), self.background))
+            total = total + self.semantic_weight * semantic
+            logs["sem"] = semantic.detach()
+        return {"loss": total, **logs}

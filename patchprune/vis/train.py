@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from patchprune.vis.augment import parse_augment
 from patchprune.vis.config import VISConfig, named_config
 from patchprune.vis.data import VISData, load_split, rank_share, sample_chains, sample_frames, square_size, step_generator
 from patchprune.vis.loss import SetLoss
@@ -55,6 +56,8 @@ class TrainSettings:
     overrides: dict[str, Any] | None = None  # VISConfig fields to change (tests, ablations)
     tracker: str = "minvis"  # "rovis": stage 1 adds the frame-pair track-query losses (rovis_train.py)
     class_weight: float = 2.0  # weight of the classification term of the set loss (Mask2Former: 2)
+    semantic_weight: float = 2.0  # weight of the per-pixel category loss (configs with a semantic head)
+    augment: str = "none"  # comma list of vis.augment kinds (colour, crop) or "none"
     vpp_layout: str | None = None  # VPP's module positions, e.g. "map:0;sm:3,6,9" (patchprune.learned.layout)
 
     @property
@@ -84,6 +87,9 @@ def _validate(s: TrainSettings) -> None:
         raise ValueError(f"--lr must be > 0, got {s.lr}")
     if s.class_weight <= 0:
         raise ValueError(f"--class-weight must be > 0, got {s.class_weight}")
+    parse_augment(s.augment)
+    if s.semantic_weight < 0:
+        raise ValueError(f"--semantic-weight must be >= 0, got {s.semantic_weight}")
     if s.vpp_layout is not None:
         from patchprune.learned.layout import parse_layout
 
@@ -170,7 +176,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     broadcast_parameters(model, dist_info)
     if encoder is not None:
         broadcast_parameters(encoder.runner.policies, dist_info)
-    criterion = SetLoss(config, s.class_weight)
+    criterion = SetLoss(config, s.class_weight, s.semantic_weight)
 
     if s.stage == 1:
         bb_mult = 0.1 if loaded else 1.0
@@ -200,7 +206,8 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         if s.stage == 1 and s.tracker == "rovis":
             logs = _rovis_step(model, criterion, data, s, gen, dist_info, step)
         elif s.stage == 1:
-            frames, targets, idx = rank_share(*sample_frames(data, s.batch, gen), dist_info.rank, dist_info.world_size)
+            frames, targets, idx = rank_share(*sample_frames(data, s.batch, gen, parse_augment(s.augment)),
+                                              dist_info.rank, dist_info.world_size)
             o = model(normalise(frames))
             logs = criterion(o.head, targets, sample_seeds(s.seed, step, idx))
         else:
@@ -248,7 +255,7 @@ def _sparse_step(model: VISModel, encoder: nn.Module, criterion: SetLoss, data: 
     from patchprune.learned.registry import LOSS_KEY
     from patchprune.video import VideoStream
 
-    chain = sample_chains(data, s.batch, gen)
+    chain = sample_chains(data, s.batch, gen, augment=parse_augment(s.augment))
     chain = [rank_share(f, t, dist_info.rank, dist_info.world_size) for f, t in chain]
     stream = VideoStream(keep_graph=True)  # a training chain: gradients reach the earlier frames
     sparsity = torch.zeros(())
@@ -272,7 +279,8 @@ def _rovis_step(model: VISModel, criterion: SetLoss, data: VISData, s: TrainSett
     """Stage 1 with ROVIS: set loss on the key frame + the frame-pair losses (x0.5)."""
     from patchprune.vis.rovis_train import pair_loss
 
-    _, ref, key = [rank_share(f, t, dist_info.rank, dist_info.world_size) for f, t in sample_chains(data, s.batch, gen)]
+    chains = sample_chains(data, s.batch, gen, augment=parse_augment(s.augment))
+    _, ref, key = [rank_share(f, t, dist_info.rank, dist_info.world_size) for f, t in chains]
     key_images, ref_images = normalise(key[0]), normalise(ref[0])
     out = model(key_images)
     logs = criterion(out.head, key[1], sample_seeds(s.seed, step, key[2]))
