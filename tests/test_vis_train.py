@@ -210,3 +210,35 @@ def test_rovis_assignment_follows_instance_ids() -> None:
     assert pairs[3] == 1  # track slot 0 (row 3) follows instance 7 = target row 1
     assert 4 not in pairs  # the false-positive slot gets no target (no-object)
     assert sorted(v for k, v in pairs.items() if k < 3) == [0, 2]  # the rest matched among learned queries
+
+
+def test_augmented_training_resumes_exactly_and_the_cli_passes_augment(data_dir: Path, tmp_path: Path, capsys,
+                                                                       monkeypatch) -> None:
+    """--augment reaches the run (train.json), and its draws come from the step's generator: a run
+    that dies after its step-2 checkpoint and is resumed ends with the weights of an unbroken run."""
+    import patchprune.vis.train as vis_train
+
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    run_training(settings(data_dir, whole, augment="colour,crop"))
+    real, calls = vis_train.sample_frames, {"n": 0}
+
+    def crash_on_third(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(vis_train, "sample_frames", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(settings(data_dir, part, augment="colour,crop"))
+    monkeypatch.setattr(vis_train, "sample_frames", real)
+    assert run_training(settings(data_dir, part, augment="colour,crop"))["resumed_from"] == 2
+    a, b = tensors(whole / "checkpoint.safetensors"), tensors(part / "checkpoint.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    plain = tensors(run_training(settings(data_dir, tmp_path / "plain"))["run"] + "/checkpoint.safetensors")
+    assert not all(torch.equal(a[k], plain[k]) for k in a)  # the augmentation changed the batches
+    assert main(["train", "vis", "--data", str(data_dir), "--out", str(tmp_path / "cli"), "--steps", "1", "--batch", "2",
+                 "--augment", "crop", "--no-progress", "--threads", "1"]) == 0
+    assert json.loads((tmp_path / "cli" / "train.json").read_text())["augment"] == "crop"
+    assert main(["train", "vis", "--data", str(data_dir), "--out", str(tmp_path / "bad"), "--augment", "blur"]) == 2
+    assert "--augment" in capsys.readouterr().err

@@ -17,7 +17,7 @@ def _run_train(args: argparse.Namespace) -> int:
                       snapshot_every=args.snapshot_every, threads=args.threads, max_videos=args.max_videos,
                       timm_model=args.timm_model, weights=args.weights, progress=not args.no_progress,
                       tracker=args.tracker, class_weight=args.class_weight,
-                      semantic_weight=args.semantic_weight, vpp_layout=args.vpp_layout)
+                      semantic_weight=args.semantic_weight, augment=args.augment, vpp_layout=args.vpp_layout)
     dist_info = init_distributed("gloo")
     summary = run_training(s, dist_info)
     if dist_info.is_main:
