@@ -84,15 +84,16 @@ def register(groups) -> None:
                         "'map:1;sm:3,6,9' (default), 'sm:0,3,6,9' (no Map-SM), 'map:1' (no SM); the paper's Table 4")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--lr", type=float, default=6e-4, help="peak learning rate (default: the quick recipe)")
+    p.add_argument("--warmup", type=int, default=150)
     p.add_argument("--clip", type=float, default=0.01, help="max gradient L2 norm (0: none)")
-    p.add_argument("--class-weight", type=float, default=2.0,
-                   help="weight of the classification term of the set loss (Mask2Former: 2)")
+    p.add_argument("--class-weight", type=float, default=5.0,
+                   help="weight of the classification term of the set loss (Mask2Former's is 2; default 5, docs/vis.md)")
     p.add_argument("--semantic-weight", type=float, default=2.0,
                    help="weight of the per-pixel category loss (configs with a semantic head, e.g. tiny)")
-    p.add_argument("--augment", default="none",
-                   help="comma list of label-preserving augmentations: colour, crop (docs/vis.md), or none")
+    p.add_argument("--augment", default="crop",
+                   help="comma list of label-preserving augmentations: colour, crop, or none (default crop; "
+                        "colour only where categories do not depend on colour, docs/vis.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--snapshot-every", type=int, default=0, help="keep weights every N steps (learning curves)")

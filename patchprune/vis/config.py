@@ -119,7 +119,7 @@ def named_config(name: str, categories: list[int] | None = None, category_names:
     """`tiny` (trains on a 2-core CPU), `small` (ViT-S/16 at 512 px, the paper's scale) or
     `from-timm` (the timm model `timm_model`, optional local safetensors `weights`)."""
     if name == "tiny":
-        cfg = VISConfig(semantic_head=True)
+        cfg = VISConfig(semantic_head=True, stem="conv")
     elif name == "small":
         cfg = VISConfig(name="small", img_size=512, patch_size=16, dim=384, depth=12, heads=6, fpn_dim=256,
                         hidden_dim=256, decoder_layers=6, decoder_heads=8, decoder_ffn=1024, pixel_layers=3,

@@ -42,8 +42,8 @@ class TrainSettings:
     init: str | None = None
     steps: int = 2000
     batch: int = 8
-    lr: float = 1e-3
-    warmup: int = 100
+    lr: float = 6e-4  # the quick recipe (docs/vis.md); stage 2 uses 1e-4 in bench vis
+    warmup: int = 150
     clip: float = 0.01
     seed: int = 0
     checkpoint_every: int = 200
@@ -55,9 +55,9 @@ class TrainSettings:
     progress: bool = True
     overrides: dict[str, Any] | None = None  # VISConfig fields to change (tests, ablations)
     tracker: str = "minvis"  # "rovis": stage 1 adds the frame-pair track-query losses (rovis_train.py)
-    class_weight: float = 2.0  # weight of the classification term of the set loss (Mask2Former: 2)
+    class_weight: float = 5.0  # weight of the classification term of the set loss (Mask2Former: 2; recipe 5)
     semantic_weight: float = 2.0  # weight of the per-pixel category loss (configs with a semantic head)
-    augment: str = "none"  # comma list of vis.augment kinds (colour, crop) or "none"
+    augment: str = "crop"  # comma list of vis.augment kinds (colour, crop) or "none"
     vpp_layout: str | None = None  # VPP's module positions, e.g. "map:0;sm:3,6,9" (patchprune.learned.layout)
 
     @property
