@@ -375,7 +375,7 @@ def register(groups) -> None:
     p.add_argument("--no-train", action="store_true",
                    help="report only the cells already trained (others are listed as not run)")
     p.add_argument("--config", default="tiny", choices=("tiny", "small"))
-    p.add_argument("--dense-steps", type=int, default=2600)
+    p.add_argument("--dense-steps", type=int, default=2800)
     p.add_argument("--dense-batch", type=int, default=8)
     p.add_argument("--dense-lr", type=float, default=6e-4)
     p.add_argument("--dense-warmup", type=int, default=150)
