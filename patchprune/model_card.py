@@ -9,7 +9,7 @@ from typing import Any
 from patchprune.data.io import atomic_path
 
 _TRAIN_FLAGS = ("config", "method", "target", "init", "steps", "batch", "lr", "warmup", "clip", "class_weight",
-                "semantic_weight", "seed", "snapshot_every", "threads")
+                "semantic_weight", "augment", "vpp_layout", "seed", "snapshot_every", "threads")
 
 
 def data_command(data: dict[str, Any]) -> str | None:
