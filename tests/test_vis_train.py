@@ -38,6 +38,19 @@ def tensors(path: Path, prefix: str = "module/") -> dict[str, torch.Tensor]:
         return {k: fh.get_tensor(k) for k in fh.keys() if k.startswith(prefix)}
 
 
+def crashing(real, on_call: int = 3):
+    """`real` that raises KeyboardInterrupt on its on_call-th call (a run dying mid-training)."""
+    calls = {"n": 0}
+
+    def wrapped(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == on_call:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    return wrapped
+
+
 @pytest.fixture(scope="module")
 def dense_run(data_dir: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "dense"
@@ -50,16 +63,8 @@ def test_resume_is_exact(data_dir: Path, dense_run: Path, tmp_path: Path, monkey
 
     part = tmp_path / "part"
     s = settings(data_dir, part)
-    calls = {"n": 0}
     real = vis_train.sample_frames
-
-    def crash_on_third(*args, **kw):  # the run dies in step 2, after the step-2 checkpoint
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kw)
-
-    monkeypatch.setattr(vis_train, "sample_frames", crash_on_third)
+    monkeypatch.setattr(vis_train, "sample_frames", crashing(real))  # dies in step 2, after its checkpoint
     with pytest.raises(KeyboardInterrupt):
         run_training(s)
     monkeypatch.setattr(vis_train, "sample_frames", real)
@@ -220,15 +225,8 @@ def test_augmented_training_resumes_exactly_and_the_cli_passes_augment(data_dir:
 
     whole, part = tmp_path / "whole", tmp_path / "part"
     run_training(settings(data_dir, whole, augment="colour,crop"))
-    real, calls = vis_train.sample_frames, {"n": 0}
-
-    def crash_on_third(*args, **kw):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kw)
-
-    monkeypatch.setattr(vis_train, "sample_frames", crash_on_third)
+    real = vis_train.sample_frames
+    monkeypatch.setattr(vis_train, "sample_frames", crashing(real))
     with pytest.raises(KeyboardInterrupt):
         run_training(settings(data_dir, part, augment="colour,crop"))
     monkeypatch.setattr(vis_train, "sample_frames", real)
