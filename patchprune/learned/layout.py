@@ -39,11 +39,8 @@ class ModuleLayout:
 
     @property
     def slug(self) -> str:
-        """File-name form: map1_sm3-6-9, sm0-3-6-9, map1."""
-        parts = [] if self.map_position is None else [f"map{self.map_position}"]
-        if self.sm_positions:
-            parts.append("sm" + "-".join(str(p) for p in self.sm_positions))
-        return "_".join(parts)
+        """File-name form of `str(self)`: map1_sm3-6-9, sm0-3-6-9, map1."""
+        return str(self).replace(":", "").replace(",", "-").replace(";", "_")
 
     @property
     def positions(self) -> tuple[int, ...]:

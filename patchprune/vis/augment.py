@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from patchprune.validate import comma_list
 from patchprune.vis.loss import FrameTargets
 
 AUGMENTATIONS = ("colour", "crop")
@@ -32,11 +33,7 @@ def parse_augment(text: str | None) -> tuple[str, ...]:
     """'colour,crop' -> ('colour', 'crop'); '' or 'none' -> (); ValueError naming --augment otherwise."""
     if not text or text == "none":
         return ()
-    names = tuple(n.strip() for n in text.split(","))
-    bad = [n for n in names if n not in AUGMENTATIONS]
-    if bad:
-        raise ValueError(f"--augment: unknown {bad}; expected a comma list of {list(AUGMENTATIONS)} or 'none'")
-    return names
+    return tuple(comma_list("--augment", text, allowed=AUGMENTATIONS))
 
 
 @dataclass

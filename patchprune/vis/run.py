@@ -62,12 +62,17 @@ def training_free_schedule(method: str, target: float, depth: int) -> dict[int, 
     return {p: (method, r) for p, r in zip(positions, rates)}
 
 
+def check_layout_method(layout: str | None, method: str) -> None:
+    """ValueError unless a module layout comes with --method vpp (the only method it places)."""
+    if layout is not None and method != "vpp":
+        raise ValueError(f"--vpp-layout places VPP's modules; it needs --method vpp, got {method!r}")
+
+
 def build_encoder(model: VISModel, method: str, target: float, layout: str | None = None) -> nn.Module | None:
     """The pruner of `method` on `model.backbone`: None for "dense", a `patchprune.learned` method,
     or a training-free policy (`patchprune.policies`, e.g. evtp, tome) at VPP's positions and rates.
     `layout` (vpp only): VPP's module positions, e.g. "map:0;sm:3,6,9" (`patchprune.learned.layout`)."""
-    if layout is not None and method != "vpp":
-        raise ValueError(f"--vpp-layout places VPP's modules; it needs --method vpp, got {method!r}")
+    check_layout_method(layout, method)
     if method == "dense":
         return None
     from patchprune.learned import available_methods, build

@@ -25,7 +25,8 @@ from patchprune.vis.config import VISConfig, named_config
 from patchprune.vis.data import VISData, load_split, rank_share, sample_chains, sample_frames, square_size, step_generator
 from patchprune.vis.loss import SetLoss
 from patchprune.vis.model import VISModel, normalise
-from patchprune.vis.run import CHECKPOINT, SNAPSHOTS, build_encoder, check_compatible, checkpoint_meta, write_settings
+from patchprune.vis.run import (CHECKPOINT, SNAPSHOTS, build_encoder, check_compatible, check_layout_method,
+                                checkpoint_meta, write_settings)
 
 PAIR_WEIGHT = 0.5
 
@@ -90,11 +91,10 @@ def _validate(s: TrainSettings) -> None:
     parse_augment(s.augment)
     if s.semantic_weight < 0:
         raise ValueError(f"--semantic-weight must be >= 0, got {s.semantic_weight}")
+    check_layout_method(s.vpp_layout, s.method)
     if s.vpp_layout is not None:
         from patchprune.learned.layout import parse_layout
 
-        if s.method != "vpp":
-            raise ValueError(f"--vpp-layout places VPP's modules; it needs --method vpp, got {s.method!r}")
         parse_layout(s.vpp_layout)  # syntax and order here; the block range once the model is built
 
 
@@ -177,6 +177,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     if encoder is not None:
         broadcast_parameters(encoder.runner.policies, dist_info)
     criterion = SetLoss(config, s.class_weight, s.semantic_weight)
+    augment = parse_augment(s.augment)
 
     if s.stage == 1:
         bb_mult = 0.1 if loaded else 1.0
@@ -204,14 +205,14 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         torch.manual_seed(step_seed(s.seed, step))
         gen = step_generator(s.seed, step)
         if s.stage == 1 and s.tracker == "rovis":
-            logs = _rovis_step(model, criterion, data, s, gen, dist_info, step)
+            logs = _rovis_step(model, criterion, data, s, gen, dist_info, step, augment)
         elif s.stage == 1:
-            frames, targets, idx = rank_share(*sample_frames(data, s.batch, gen, parse_augment(s.augment)),
+            frames, targets, idx = rank_share(*sample_frames(data, s.batch, gen, augment),
                                               dist_info.rank, dist_info.world_size)
             o = model(normalise(frames))
             logs = criterion(o.head, targets, sample_seeds(s.seed, step, idx))
         else:
-            logs = _sparse_step(model, encoder, criterion, data, s, gen, dist_info, step)
+            logs = _sparse_step(model, encoder, criterion, data, s, gen, dist_info, step, augment)
         # wall minutes, and CPU minutes of this process (= wall minutes on an idle core at 1 thread)
         logs["minutes"] = torch.tensor(clock["base"] + (time.perf_counter() - clock["t0"]) / 60)
         logs["cpu_minutes"] = torch.tensor(clock["cpu_base"] + (time.process_time() - clock["c0"]) / 60)
@@ -251,11 +252,12 @@ def _snapshot(out: Path, modules: dict[str, nn.Module], step: int, logs: dict[st
 
 
 def _sparse_step(model: VISModel, encoder: nn.Module, criterion: SetLoss, data: VISData, s: TrainSettings,
-                 gen: torch.Generator, dist_info: Any, step: int) -> dict[str, torch.Tensor]:
+                 gen: torch.Generator, dist_info: Any, step: int, augment: tuple[str, ...]
+                 ) -> dict[str, torch.Tensor]:
     from patchprune.learned.registry import LOSS_KEY
     from patchprune.video import VideoStream
 
-    chain = sample_chains(data, s.batch, gen, augment=parse_augment(s.augment))
+    chain = sample_chains(data, s.batch, gen, augment=augment)
     chain = [rank_share(f, t, dist_info.rank, dist_info.world_size) for f, t in chain]
     stream = VideoStream(keep_graph=True)  # a training chain: gradients reach the earlier frames
     sparsity = torch.zeros(())
@@ -275,11 +277,11 @@ def _sparse_step(model: VISModel, encoder: nn.Module, criterion: SetLoss, data: 
 
 
 def _rovis_step(model: VISModel, criterion: SetLoss, data: VISData, s: TrainSettings, gen: torch.Generator,
-                dist_info: Any, step: int) -> dict[str, torch.Tensor]:
+                dist_info: Any, step: int, augment: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Stage 1 with ROVIS: set loss on the key frame + the frame-pair losses (x0.5)."""
     from patchprune.vis.rovis_train import pair_loss
 
-    chains = sample_chains(data, s.batch, gen, augment=parse_augment(s.augment))
+    chains = sample_chains(data, s.batch, gen, augment=augment)
     _, ref, key = [rank_share(f, t, dist_info.rank, dist_info.world_size) for f, t in chains]
     key_images, ref_images = normalise(key[0]), normalise(ref[0])
     out = model(key_images)
