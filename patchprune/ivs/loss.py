@@ -10,6 +10,9 @@ Points: every pixel of the stride-4 mask grid (24 x 24 at 96 px). Mask2Former sa
 from a far larger map; on our maps sampling more points than pixels only repeats them (the VIS
 recipe's finding), so the grid itself is the point set. The pairwise and per-mask terms are HF
 Mask2Former's functions.
+
+Referring map (configs with `refer_map`): map_weight x (BCE over every pixel + dice on samples whose
+object is present) against the same soft target; an absent object's map is pushed to 0 everywhere.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from transformers.models.mask2former.modeling_mask2former import (dice_loss, pai
                                                                   pair_wise_sigmoid_cross_entropy_loss,
                                                                   sigmoid_cross_entropy_loss)
 
-MASK_WEIGHT, DICE_WEIGHT, QUERY_WEIGHT = 5.0, 5.0, 2.0
+MASK_WEIGHT, DICE_WEIGHT, QUERY_WEIGHT, MAP_WEIGHT = 5.0, 5.0, 2.0, 2.0
 
 
 def match(mask_logits: Tensor, target: Tensor) -> int:
@@ -39,11 +42,24 @@ def target_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
 
 class ReferLoss(nn.Module):
     """`forward(mask_logits per layer [B, N, h, w], query_logits per layer [B, N], masks [B, h, w]
-    float (see `target_masks`), present [B] bool) -> {"loss", "mask", "dice", "query"}` (last-layer
-    terms for logs; loss = sum over layers, mean over samples)."""
+    float (see `target_masks`), present [B] bool, refer_map [B, h, w] or None) -> {"loss", "mask",
+    "dice", "query"[, "map"]}` (last-layer terms for logs; loss = sum over layers, mean over samples,
+    plus map_weight x the map term)."""
 
-    def forward(self, mask_logits: list[Tensor], query_logits: list[Tensor], masks: Tensor, present: Tensor
-                ) -> dict[str, Tensor]:
+    def __init__(self, map_weight: float = MAP_WEIGHT) -> None:
+        super().__init__()
+        self.map_weight = map_weight
+
+    def map_term(self, refer_map: Tensor, masks: Tensor, present: Tensor) -> Tensor:
+        """BCE (all samples, every pixel) + dice (samples whose object is present) of the referring map."""
+        flat_m, flat_t = refer_map.flatten(1), masks.flatten(1)
+        bce = nn.functional.binary_cross_entropy_with_logits(flat_m, flat_t)
+        if not bool(present.any()):
+            return bce
+        return bce + dice_loss(flat_m[present], flat_t[present], int(present.sum()))
+
+    def forward(self, mask_logits: list[Tensor], query_logits: list[Tensor], masks: Tensor, present: Tensor,
+                refer_map: Tensor | None = None) -> dict[str, Tensor]:
         B, N = query_logits[-1].shape
         flat_t = masks.flatten(1)
         pos_weight = torch.tensor(float(max(N - 1, 1)), device=masks.device)
@@ -64,4 +80,8 @@ class ReferLoss(nn.Module):
             mask_term, dice_term = mask_term / B, dice_term / B
             total = total + MASK_WEIGHT * mask_term + DICE_WEIGHT * dice_term + QUERY_WEIGHT * query_term
             logs = {"mask": mask_term.detach(), "dice": dice_term.detach(), "query": query_term.detach()}
+        if refer_map is not None:
+            map_term = self.map_term(refer_map, masks, present)
+            total = total + self.map_weight * map_term
+            logs["map"] = map_term.detach()
         return {"loss": total, **logs}

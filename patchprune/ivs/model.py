@@ -55,13 +55,15 @@ class IVSBatch:
 class IVSOutput:
     """mask_logits / query_logits per decoder layer (first = before any layer): [B, N, H/4, W/4] and
     [B, N]; kept_index [F, K] grid positions kept per key frame; vision [F, N, Dv] the key frames'
-    tower features (coverage); kept_tokens: K per frame."""
+    tower features (coverage); kept_tokens: K per frame; refer_map [B, H/4, W/4] logits of the
+    referring map (configs with `refer_map`, else None)."""
 
     mask_logits: list[Tensor]
     query_logits: list[Tensor]
     kept_index: Tensor
     vision: Tensor
     kept_tokens: int
+    refer_map: Tensor | None = None
 
     def predict(self, size: tuple[int, int], empty_below: float = 0.0) -> tuple[Tensor, Tensor]:
         """(masks bool [B, H, W], scores [B]): the top-1 query by sigmoid(logit) x mean mask probability
@@ -131,7 +133,8 @@ class IVSModel(nn.Module):
         self.seg_slots = nn.Parameter(torch.randn(cfg.seg_queries, l_dim) * 0.02)
         self.query_proj = nn.Linear(l_dim, cfg.hidden_dim)
         self.mask_branch = MaskBranch(cfg)
-        self.target_head = TargetHead(l_dim, cfg.fpn_dim, cfg.hidden_dim, cfg.target_layers, cfg.decoder_heads)
+        self.target_head = TargetHead(l_dim, cfg.fpn_dim, cfg.hidden_dim, cfg.target_layers, cfg.decoder_heads,
+                                      refer_map=cfg.refer_map)
         self.special = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
 
     # -- vision side ---------------------------------------------------------------------------------
@@ -194,7 +197,11 @@ class IVSModel(nn.Module):
             masks, q_states = self.mask_branch.decode(pix, self.query_proj(seg_states))
             target = self.target_head.target(refer, pix.coarsest)
             logits = [self.target_head.logits(q, target) for q in q_states]
-        return IVSOutput(masks, logits, index[:B], vision[:B], int(kept.shape[1]))
+            refer_map = None
+            if self.config.refer_map:
+                refer_map = self.target_head.pixel_map(refer, pix.mask_features)
+                logits = [lg + self.target_head.pooled(refer_map, m) for lg, m in zip(logits, masks)]
+        return IVSOutput(masks, logits, index[:B], vision[:B], int(kept.shape[1]), refer_map)
 
     def _language(self, batch: IVSBatch, text: Tensor, temporal: Tensor, image: Tensor) -> Tensor:
         """Last hidden states [B, S, D] of [<temporal>; perceiver; <image>; image tokens; text; <seg> slots]."""

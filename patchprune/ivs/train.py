@@ -36,6 +36,7 @@ class TrainSettings:
     snapshot_every: int = 0
     threads: int | None = None
     video_share: float = 0.25
+    map_weight: float = 2.0
     limit: int | None = None
     progress: bool = True
     overrides: dict[str, Any] | None = None
@@ -53,6 +54,7 @@ def _validate(s: TrainSettings) -> None:
     if s.lr <= 0:
         raise ValueError(f"--lr must be > 0, got {s.lr}")
     check_number("--video-share", s.video_share, 0.0, 1.0)
+    check_number("--map-weight", s.map_weight, 0.0)
     check_threads("--threads", s.threads)
     if s.config not in ("tiny", "micro"):
         raise ValueError(f"--config must be tiny or micro, got {s.config!r}")
@@ -90,7 +92,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     torch.manual_seed(s.seed)
     model = IVSModel(config)
     broadcast_parameters(model, dist_info)
-    criterion = ReferLoss()
+    criterion = ReferLoss(map_weight=s.map_weight)
     groups = param_groups({"model": (model.named_parameters(), 1.0)})
     optimizer = torch.optim.AdamW(groups, lr=s.lr, weight_decay=0.05)
     if dist_info.is_main:
@@ -117,7 +119,8 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         pool = pools[kind]
         batch, masks, present = make_batch([pool[i] for i in idx[r::w]], keys[r::w], tok, config.ref_frames)
         o = model(batch)
-        logs = criterion(o.mask_logits, o.query_logits, target_masks(masks, o.mask_logits[-1].shape[-2:]), present)
+        logs = criterion(o.mask_logits, o.query_logits, target_masks(masks, o.mask_logits[-1].shape[-2:]), present,
+                         o.refer_map)
         logs["video"] = torch.tensor(float(kind == "video"))
         logs["minutes"] = torch.tensor(clock["base"] + (time.perf_counter() - clock["t0"]) / 60)
         logs["cpu_minutes"] = torch.tensor(clock["cpu_base"] + (time.process_time() - clock["c0"]) / 60)
