@@ -30,9 +30,9 @@ class IVSConfig:
     Mask branch (never pruned): timm ViT mask_* -> simple pyramid fpn_dim -> HF Mask2Former pixel
     decoder (pixel_layers) + masked-attention decoder (decoder_layers x hidden_dim); seg_queries:
     the N <seg> slots = Mask2Former queries. target_layers: the target perceiver's layers.
-    refer_map: also predict a dense referring map (text vector . stride-4 mask features) whose mean
-    under each query's mask is added to the query's logit (docs/ivs.md, "Referring map"; the VIS
-    semantic head's idea); `tiny` turns it on, older runs load without it. mask_stem: the mask
+    refer_map: "none", "tokens" (tiny) or "pixels": a dense referring map from the LLM's kept visual
+    token states or from the mask features, pooled under each query's mask into its logit
+    (`ivs.refer_map`, docs/ivs.md "Referring map"); older runs load with "none". mask_stem: the mask
     branch ViT's patch embedding, "patch" (timm's) or "conv" (`vis.stem.ConvStem`, the VIS recipe's
     stem; `tiny`).
     vocab_size: the tokenizer's size (set from the data set's tokenizer when training starts).
@@ -68,7 +68,7 @@ class IVSConfig:
     pixel_ffn: int = 256
     seg_queries: int = 8
     target_layers: int = 2
-    refer_map: bool = False
+    refer_map: str = "none"
     mask_stem: str = "patch"
     vocab_size: int = 64
 
@@ -84,6 +84,10 @@ class IVSConfig:
                              f"got {self.img_size}")
         if self.patch_size not in (4, 8, 16, 32):
             raise ValueError(f"patch_size must be 4, 8, 16 or 32, got {self.patch_size}")
+        from patchprune.ivs.refer_map import KINDS
+
+        if self.refer_map not in KINDS:
+            raise ValueError(f"refer_map must be one of {KINDS}, got {self.refer_map!r}")
         if self.mask_stem not in ("patch", "conv"):
             raise ValueError(f"mask_stem must be 'patch' or 'conv', got {self.mask_stem!r}")
         if self.llm not in LLM_KINDS:
@@ -132,7 +136,7 @@ NAMED_CONFIGS = ("tiny", "micro")
 def named_config(name: str, **overrides: Any) -> IVSConfig:
     """`tiny` (trains on a 2-core CPU) or `micro` (tests: the smallest shapes every part accepts)."""
     if name == "tiny":
-        cfg = IVSConfig(refer_map=True, mask_stem="conv")
+        cfg = IVSConfig(refer_map="tokens", mask_stem="conv")
     elif name == "micro":
         cfg = IVSConfig(name="micro", img_size=64, patch_size=16, vision_dim=32, vision_layers=1, vision_heads=2,
                         vision_ffn=64, llm_dim=32, llm_layers=1, llm_heads=2, llm_ffn=64, latents=4,

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from patchprune.ivs.config import IVSConfig
 from patchprune.ivs.mask_branch import MaskBranch
 from patchprune.ivs.perceiver import ObjectPerceiver
+from patchprune.ivs.refer_map import ReferMap
 from patchprune.ivs.target_head import TargetHead
 from patchprune.ivs.tokenizer import IMAGE, SPECIAL_TOKENS, TEMPORAL
 from patchprune.tokens import keep_count
@@ -133,8 +134,8 @@ class IVSModel(nn.Module):
         self.seg_slots = nn.Parameter(torch.randn(cfg.seg_queries, l_dim) * 0.02)
         self.query_proj = nn.Linear(l_dim, cfg.hidden_dim)
         self.mask_branch = MaskBranch(cfg)
-        self.target_head = TargetHead(l_dim, cfg.fpn_dim, cfg.hidden_dim, cfg.target_layers, cfg.decoder_heads,
-                                      refer_map=cfg.refer_map)
+        self.target_head = TargetHead(l_dim, cfg.fpn_dim, cfg.hidden_dim, cfg.target_layers, cfg.decoder_heads)
+        self.refer_map = None if cfg.refer_map == "none" else ReferMap(cfg.refer_map, l_dim, cfg.fpn_dim)
         self.special = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
 
     # -- vision side ---------------------------------------------------------------------------------
@@ -191,6 +192,8 @@ class IVSModel(nn.Module):
             states = self._language(batch, text, temporal, image_tokens)
         N = self.config.seg_queries
         seg_states, text_states = states[:, -N:], states[:, -N - text.shape[1]:-N]
+        first_image = 2 + temporal.shape[1]  # after <temporal>, the perceiver tokens and <image>
+        image_states = states[:, first_image:first_image + image_tokens.shape[1]]
         refer = (text_states * batch.refer_mask.unsqueeze(-1)).sum(1) / batch.refer_mask.sum(1, keepdim=True).clamp_min(1)
         with meter("mask_branch"):
             pix = self.mask_branch.pixels(batch.key)
@@ -198,9 +201,13 @@ class IVSModel(nn.Module):
             target = self.target_head.target(refer, pix.coarsest)
             logits = [self.target_head.logits(q, target) for q in q_states]
             refer_map = None
-            if self.config.refer_map:
-                refer_map = self.target_head.pixel_map(refer, pix.mask_features)
-                logits = [lg + self.target_head.pooled(refer_map, m) for lg, m in zip(logits, masks)]
+            if self.refer_map is not None:
+                if self.refer_map.kind == "tokens":
+                    refer_map = self.refer_map.from_tokens(refer, image_states, index[:B], self.config.grid,
+                                                           tuple(masks[-1].shape[-2:]))
+                else:
+                    refer_map = self.refer_map.from_pixels(refer, pix.mask_features)
+                logits = [lg + self.refer_map.pooled(refer_map, m) for lg, m in zip(logits, masks)]
         return IVSOutput(masks, logits, index[:B], vision[:B], int(kept.shape[1]), refer_map)
 
     def _language(self, batch: IVSBatch, text: Tensor, temporal: Tensor, image: Tensor) -> Tensor:
