@@ -18,7 +18,7 @@ from patchprune.ivs.config import IVSConfig
 from patchprune.vis.config import VISConfig
 from patchprune.vis.head import init_head, mask2former_config
 from patchprune.vis.pyramid import SimpleFeaturePyramid
-from patchprune.vis.stem import ConvStemEmbed
+from patchprune.vis.stem import embed_layer_kwargs
 
 
 @dataclass
@@ -48,10 +48,10 @@ class MaskBranch(nn.Module):
         super().__init__()
         vcfg = vis_config(cfg)
         hf = mask2former_config(vcfg)
-        stem = {"embed_layer": ConvStemEmbed} if cfg.mask_stem == "conv" else {}
         self.encoder = VisionTransformer(img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.mask_dim,
                                          depth=cfg.mask_depth, num_heads=cfg.mask_heads, class_token=False,
-                                         global_pool="", num_classes=0, dynamic_img_size=True, **stem)
+                                         global_pool="", num_classes=0, dynamic_img_size=True,
+                                         **embed_layer_kwargs(cfg.mask_stem))
         self.pyramid = SimpleFeaturePyramid(cfg.mask_dim, cfg.fpn_dim, cfg.patch_size)
         self.pixel_decoder = m2f.Mask2FormerPixelDecoder(hf, feature_channels=[cfg.fpn_dim] * 4)
         self.transformer = m2f.Mask2FormerTransformerModule(in_features=cfg.fpn_dim, config=hf)

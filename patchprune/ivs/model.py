@@ -202,11 +202,7 @@ class IVSModel(nn.Module):
             logits = [self.target_head.logits(q, target) for q in q_states]
             refer_map = None
             if self.refer_map is not None:
-                if self.refer_map.kind == "tokens":
-                    refer_map = self.refer_map.from_tokens(refer, image_states, index[:B], self.config.grid,
-                                                           tuple(masks[-1].shape[-2:]))
-                else:
-                    refer_map = self.refer_map.from_pixels(refer, pix.mask_features)
+                refer_map = self.refer_map(refer, image_states, index[:B], self.config.grid, pix.mask_features)
                 logits = [lg + self.refer_map.pooled(refer_map, m) for lg, m in zip(logits, masks)]
         return IVSOutput(masks, logits, index[:B], vision[:B], int(kept.shape[1]), refer_map)
 

@@ -35,8 +35,9 @@ def nearest_kept(index: Tensor, grid: tuple[int, int]) -> Tensor:
 
 
 class ReferMap(nn.Module):
-    """`from_tokens(refer [B, D], token_states [B, K, D], index [B, K], grid, size) -> [B, *size]`;
-    `from_pixels(refer, mask_features [B, C, h, w]) -> [B, h, w]`; `pooled(map, mask_logits) -> [B, N]`."""
+    """`forward(refer [B, D], token_states [B, K, D], index [B, K], grid, mask_features [B, C, h, w])
+    -> [B, h, w]` from the source of its kind (`from_tokens` / `from_pixels`); `pooled(map,
+    mask_logits) -> [B, N]`."""
 
     def __init__(self, kind: str, llm_dim: int, fpn_dim: int) -> None:
         super().__init__()
@@ -48,6 +49,13 @@ class ReferMap(nn.Module):
         self.features = nn.Linear(llm_dim, width) if kind == "tokens" else nn.Conv2d(fpn_dim, width, 1)
         self.bias = nn.Parameter(torch.full((), -2.0))  # most of a frame is not the referred object
         self.scale = 1.0 / math.sqrt(width)
+
+    def forward(self, refer: Tensor, token_states: Tensor, index: Tensor, grid: tuple[int, int],
+                mask_features: Tensor) -> Tensor:
+        """The map on the mask-feature grid [B, h, w], from the kept tokens or the mask features."""
+        if self.kind == "tokens":
+            return self.from_tokens(refer, token_states, index, grid, tuple(mask_features.shape[-2:]))
+        return self.from_pixels(refer, mask_features)
 
     def from_tokens(self, refer: Tensor, token_states: Tensor, index: Tensor, grid: tuple[int, int],
                     size: tuple[int, int]) -> Tensor:

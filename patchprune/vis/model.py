@@ -45,9 +45,9 @@ class VISOutput:
 def build_backbone(cfg: VISConfig) -> nn.Module:
     """A timm ViT without CLS token taking any image size (`dynamic_img_size`)."""
     if cfg.backbone == "vit":
-        from patchprune.vis.stem import ConvStemEmbed
+        from patchprune.vis.stem import embed_layer_kwargs
 
-        extra = {"embed_layer": ConvStemEmbed} if cfg.stem == "conv" else {}
+        extra = embed_layer_kwargs(cfg.stem)
         return VisionTransformer(img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.dim, depth=cfg.depth,
                                  num_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, class_token=False, global_pool="",
                                  num_classes=0, dynamic_img_size=True, **extra)

@@ -59,3 +59,11 @@ class ConvStemEmbed(PatchEmbed):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.proj = ConvStem(self.proj.in_channels, self.proj.out_channels, self.patch_size[0])
+
+
+def embed_layer_kwargs(stem: str) -> dict[str, type]:
+    """Keyword arguments of a timm `VisionTransformer` for a stem name: none for "patch" (timm's own
+    patch embedding), `embed_layer=ConvStemEmbed` for "conv"."""
+    if stem not in ("patch", "conv"):
+        raise ValueError(f"stem must be 'patch' or 'conv', got {stem!r}")
+    return {"embed_layer": ConvStemEmbed} if stem == "conv" else {}
