@@ -16,6 +16,7 @@ from patchprune.validate import check_known_fields
 
 CONFIG_FILE = "config.json"
 LLM_KINDS = ("llama", "phi")
+REFER_MAP_KINDS = ("none", "tokens", "pixels")  # see `ivs.refer_map`
 
 
 @dataclass
@@ -84,10 +85,8 @@ class IVSConfig:
                              f"got {self.img_size}")
         if self.patch_size not in (4, 8, 16, 32):
             raise ValueError(f"patch_size must be 4, 8, 16 or 32, got {self.patch_size}")
-        from patchprune.ivs.refer_map import KINDS
-
-        if self.refer_map not in KINDS:
-            raise ValueError(f"refer_map must be one of {KINDS}, got {self.refer_map!r}")
+        if self.refer_map not in REFER_MAP_KINDS:
+            raise ValueError(f"refer_map must be one of {REFER_MAP_KINDS}, got {self.refer_map!r}")
         if self.mask_stem not in ("patch", "conv"):
             raise ValueError(f"mask_stem must be 'patch' or 'conv', got {self.mask_stem!r}")
         if self.llm not in LLM_KINDS:

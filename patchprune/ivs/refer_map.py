@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-KINDS = ("none", "tokens", "pixels")
+from patchprune.ivs.config import REFER_MAP_KINDS
 
 
 def nearest_kept(index: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -41,8 +41,8 @@ class ReferMap(nn.Module):
 
     def __init__(self, kind: str, llm_dim: int, fpn_dim: int) -> None:
         super().__init__()
-        if kind not in KINDS[1:]:
-            raise ValueError(f"refer_map must be one of {KINDS[1:]} to build a map, got {kind!r}")
+        if kind not in REFER_MAP_KINDS[1:]:
+            raise ValueError(f"refer_map must be one of {REFER_MAP_KINDS[1:]} to build a map, got {kind!r}")
         self.kind = kind
         width = llm_dim if kind == "tokens" else fpn_dim
         self.text = nn.Linear(llm_dim, width)
