@@ -67,3 +67,39 @@ def test_greedy_radius_is_within_twice_the_optimum():
 def test_engine_rejects_bad_k():
     with pytest.raises(ValueError, match="k must be"):
         farthest_first(torch.randn(1, 4, 2), 5, torch.tensor([0]))
+
+
+@pytest.mark.parametrize("strategy", ["pool", "matrix"])
+def test_both_strategies_match_the_textbook_loop(strategy):
+    """Matrix mode (one N x N GEMM + a chain) and the pool rounds are speed choices: same picks."""
+    g = torch.Generator().manual_seed(3)
+    for trial in range(8):
+        B, N, E = 1 + trial % 3, 6 + 9 * trial, 2 + trial % 5
+        z = torch.randn(B, N, E, generator=g)
+        valid = torch.rand(B, N, generator=g) > 0.3 if trial % 2 else None
+        start = torch.zeros(B, dtype=torch.long)
+        if valid is not None:
+            valid[:, 0] = True
+        k = max(1, int((valid.sum(1).min() if valid is not None else N) * (0.3 + 0.1 * trial)) - 1)
+        ref = farthest_first_reference(z, k, start, valid=valid)
+        assert torch.equal(farthest_first(z, k, start, valid=valid, strategy=strategy), ref), (trial, strategy)
+
+
+def test_auto_strategy_takes_the_matrix_at_in_vit_keep_ratios():
+    cpu = torch.device("cpu")
+    assert farthest.use_matrix(614, (1, 1024), cpu)  # keep 60 % of a 512 px ViT-S grid
+    assert not farthest.use_matrix(146, (4, 729), cpu)  # EVTP's 20 % before an MLLM: pool rounds
+    assert not farthest.use_matrix(900, (512, 1024), cpu)  # the matrix would not fit MATRIX_BYTES
+    assert not farthest.use_matrix(614, (1, 1024), torch.device("cuda"))  # off the CPU: plain steps
+    with pytest.raises(ValueError, match="strategy"):
+        farthest.use_matrix(1, (1, 2), cpu, "fast")
+
+
+def test_matrix_mode_reuses_a_given_distance_matrix():
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(2, 30, 3, generator=g)
+    start = torch.tensor([3, 7])
+    dist = farthest.pairwise_sq(z, farthest.squared_norms(z))
+    assert torch.equal(farthest_first(z, 20, start, dist=dist), farthest_first_reference(z, 20, start))
+    # the chain reads only the matrix: a different one changes the picks
+    assert not torch.equal(farthest_first(z, 20, start, dist=dist.flip(2)), farthest_first_reference(z, 20, start))

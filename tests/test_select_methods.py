@@ -270,3 +270,18 @@ def test_evtp_needs_a_grid_when_it_cannot_infer_one():
         select(x, 3, method="evtp")
     assert select(x, 3, method="kcenter").index.shape == (1, 3)
     assert select(torch.randn(1, 16, 4), 3, method="evtp").index.shape == (1, 3)  # 4 x 4 inferred
+
+
+def test_divprune_matrix_mode_first_pick_and_picks_match_the_bounded_path():
+    """At k >= N / 2 DivPrune reads its first pick from the engine's N x N matrix: same picks as the
+    bounded most-isolated search followed by the pool rounds."""
+    from patchprune.select import farthest
+    from patchprune.select.divprune import most_isolated_in
+    x = _tokens(seed=7)
+    k = N // 2 + 3
+    assert farthest.use_matrix(k, (x.shape[0], N), x.device)
+    got = select(x, k, method="divprune", grid=GRID).order
+    js = joint_space(x, SelectInput(tokens=x, grid=GRID, index=torch.arange(N).expand(3, N)), spatial=False)
+    start = most_isolated(js.z, js.sq, None, GRID[1])
+    assert torch.equal(most_isolated_in(farthest.pairwise_sq(js.z, js.sq)), start)
+    assert torch.equal(got, farthest.farthest_first(js.z, k, start, sq=js.sq, strategy="pool"))

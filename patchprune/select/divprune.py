@@ -8,7 +8,9 @@ shares the exact O(N K) engine of k-center instead of the public code's O(N K^2)
 The first pick needs every token's nearest neighbour. Rather than the full N x N distance matrix, it
 is found exactly with bounds: distances to grid neighbours bound each token's nearest-neighbour
 distance from above; tokens are then evaluated in full (one GEMM column each), most isolated-looking
-first, until no unevaluated token's bound can reach the best exact value.
+first, until no unevaluated token's bound can reach the best exact value. Where the engine runs in
+matrix mode (k >= half the tokens, on the CPU) the N x N matrix is computed anyway: the first pick is
+read from it and the same matrix drives the traversal.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from torch import Tensor
 
 from patchprune.select.base import SelectInput, register_method, resolve_start, take_rows
 from patchprune.select.evtp import joint_space
-from patchprune.select.farthest import DEFAULT_POOL, farthest_first, sq_distances
+from patchprune.select.farthest import DEFAULT_POOL, farthest_first, pairwise_sq, sq_distances, use_matrix
 
 INF = float("inf")
 
@@ -71,6 +73,20 @@ def most_isolated(z: Tensor, sq: Tensor, valid: Tensor | None = None, width: int
         m = min(N, max(block, left))
 
 
+def most_isolated_in(dist: Tensor, valid: Tensor | None = None) -> Tensor:
+    """[B] slot of the most isolated token read from the full squared-distance matrix dist [B, N, N]
+    (first one on ties), as `most_isolated` finds it with bounds."""
+    B, N, _ = dist.shape
+    if N == 1:
+        return torch.zeros(B, dtype=torch.long, device=dist.device)
+    d = dist.clone()
+    d.diagonal(dim1=1, dim2=2).fill_(INF)  # a token is not its own neighbour
+    if valid is not None:
+        d.masked_fill_(~valid[:, None, :], INF)
+    nearest = d.amin(2)
+    return (nearest if valid is None else nearest.masked_fill(~valid, -INF)).argmax(1)
+
+
 @register_method("divprune")
 def divprune(x: Tensor, k: int, inp: SelectInput, *, init: Any = "isolated", seed: int = 0, pool: int = DEFAULT_POOL) -> Tensor:
     """Kept slots [B, k] in pick order.
@@ -79,6 +95,9 @@ def divprune(x: Tensor, k: int, inp: SelectInput, *, init: Any = "isolated", see
     "random" (with seed), a slot, a [B] tensor. pool: engine pool size (speed only).
     """
     js = joint_space(x, inp, normalize="l2", spatial=False, reuse=True)
+    if isinstance(init, str) and init == "isolated" and use_matrix(k, tuple(js.sq.shape), js.z.device):
+        dist = pairwise_sq(js.z, js.sq)
+        return farthest_first(js.z, k, most_isolated_in(dist, inp.valid), valid=inp.valid, dist=dist)
     if isinstance(init, str) and init == "isolated":
         full_grid = inp.index.shape[1] == inp.grid[0] * inp.grid[1]
         start = most_isolated(js.z, js.sq, inp.valid, inp.grid[1] if full_grid else None)

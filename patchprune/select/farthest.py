@@ -17,6 +17,12 @@ returns the *same picks* with most of the work in matrix-matrix products:
 - Picked tokens leave the live list once they are a tenth of it (`_compact`), so the GEMMs skip
   them: at the keep ratios of in-ViT pruning (60-80 % of 1024 tokens) that is a third of the work.
 - Off the CPU (CUDA) every pick is a plain step: no host round trip, no sync inside the loop.
+- Matrix mode (CPU, k >= MATRIX_SHARE * N, the keep ratios of in-ViT pruning): one N x N distance
+  GEMM, then the textbook chain on its rows in NumPy (a row minimum and an argmax per pick, ~2 us).
+  It does more arithmetic than the pool rounds (N^2 instead of ~N k distances) but in one large
+  GEMM that scales with the threads, where the rounds' skinny GEMMs and host steps do not: at
+  batch 1 with 2 threads the rounds ran the 1024-token selection of a 512 px ViT-S at a third of
+  the blocks' GEMM speed (issue 10). The FLOP counter (`metrics.flops`) counts its GEMM like any other.
 
 Cost on the EVTP bench inputs (729 tokens x 4 frames, E = 1154, K = 146): about 106 k token-center
 distances per frame (the textbook's N x K, the last round excluded, plus the pool blocks), 3/4 of
@@ -38,6 +44,24 @@ NEG_INF = float("-inf")
 PLAIN_STEPS = 8  # picks made one full distance column at a time before pool rounds start
 DEFAULT_POOL = 128  # pool size P (speed only; 128 measured faster than 64 at 729 and 1024 tokens, issue 10)
 COMPACT_SHARE = 0.1  # picked tokens are dropped from the live list once they are this share of it
+MATRIX_SHARE = 0.5  # CPU: k >= this share of N -> matrix mode (one N x N GEMM + a NumPy chain)
+MATRIX_BYTES = 256 << 20  # ... while the B x N x N fp32 matrix fits in this many bytes
+STRATEGIES = ("auto", "pool", "matrix")
+
+
+def use_matrix(k: int, shape: tuple[int, int], device: torch.device, strategy: str = "auto") -> bool:
+    """Whether farthest_first runs in matrix mode for k picks among shape = (B, N) tokens."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy != "auto":
+        return strategy == "matrix"
+    B, N = shape
+    return device.type == "cpu" and k >= MATRIX_SHARE * N and B * N * N * 4 <= MATRIX_BYTES
+
+
+def pairwise_sq(z: Tensor, sq: Tensor) -> Tensor:
+    """[B, N, N] squared distances between all points of z [B, N, E] (sq: their squared norms)."""
+    return sq_distances(z, sq, z, sq)
 
 
 def squared_norms(z: Tensor) -> Tensor:
@@ -72,22 +96,57 @@ def safe_scale(x: Tensor, feature_sq: Tensor) -> Tensor | None:
 
 def sq_distances(a: Tensor, sq_a: Tensor, b: Tensor, sq_b: Tensor) -> Tensor:
     """[B, Na, Nb] squared distances |a|^2 + |b|^2 - 2 a.b of points a [B, Na, E] and b [B, Nb, E]
-    with squared norms sq_a [B, Na], sq_b [B, Nb] (one batched GEMM)."""
-    return torch.baddbmm(sq_a[:, :, None] + sq_b[:, None, :], a, b.transpose(1, 2), alpha=-2)
+    with squared norms sq_a [B, Na], sq_b [B, Nb] (one batched GEMM). The norms are added after a
+    plain bmm rather than through baddbmm's beta term: on the CPU that path ran the square 1024-token
+    GEMM at half speed (issue 10). Same order of rounding: (|a|^2 + |b|^2) + (-2 a.b)."""
+    out = sq_a[:, :, None] + sq_b[:, None, :]
+    return out.add_(torch.bmm(a, b.transpose(1, 2)), alpha=-2)
 
 
 def farthest_first(z: Tensor, k: int, start: Tensor, valid: Tensor | None = None, sq: Tensor | None = None,
-                   pool: int = DEFAULT_POOL) -> Tensor:
+                   pool: int = DEFAULT_POOL, strategy: str = "auto", dist: Tensor | None = None) -> Tensor:
     """Slots [B, k] in pick order: start, then repeatedly the token farthest from the picked set.
 
     z [B, N, E] fp32 points; start [B] first pick; valid [B, N] bool (False = never picked);
-    sq [B, N] precomputed squared norms of z (optional); pool: size P of the pool (speed only).
-    Requires k <= number of valid tokens for distinct picks.
+    sq [B, N] precomputed squared norms of z (optional); pool: size P of the pool (speed only);
+    strategy: "auto" (matrix mode where `use_matrix` says), "pool" or "matrix" (speed only: the
+    picks are the same); dist: the [B, N, N] matrix of `pairwise_sq` when the caller has it
+    (matrix mode). Requires k <= number of valid tokens for distinct picks.
     """
     B, N, _ = z.shape
     if not 1 <= k <= N:
         raise ValueError(f"k must be in [1, {N}], got {k}")
+    if dist is not None or use_matrix(k, (B, N), z.device, strategy):
+        if dist is None:
+            dist = pairwise_sq(z.contiguous(), squared_norms(z) if sq is None else sq)
+        return _matrix_chain(dist, k, start, valid)
     return _Greedy(z.contiguous(), k, start, valid, sq, pool).run()
+
+
+def _matrix_chain(dist: Tensor, k: int, start: Tensor, valid: Tensor | None) -> Tensor:
+    """The textbook chain on precomputed distance rows dist [B, N, N] (NumPy on the host)."""
+    B, N, _ = dist.shape
+    d = dist.detach().cpu().numpy()
+    delta = np.full((B, N), np.inf, dtype=d.dtype)
+    if valid is not None:
+        delta[~valid.cpu().numpy()] = -np.inf
+    sel = np.empty((B, k), dtype=np.int64)
+    j = start.cpu().numpy().astype(np.int64)
+    if B == 1:  # 1-d arrays: the fewest NumPy calls per pick
+        row, dd, i = delta[0], d[0], int(j[0])
+        for t in range(k):
+            sel[0, t] = i
+            np.minimum(row, dd[i], out=row)
+            row[i] = -np.inf
+            i = int(row.argmax())
+    else:
+        ar = np.arange(B)
+        for t in range(k):
+            sel[:, t] = j
+            np.minimum(delta, d[ar, j], out=delta)
+            delta[ar, j] = -np.inf
+            j = delta.argmax(1)
+    return torch.from_numpy(sel).to(start.device)
 
 
 class _Greedy:

@@ -9,6 +9,7 @@ returned in raster order. The similarity matrix of the rest is computed once and
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,36 +31,68 @@ def deduplicate(sim: Tensor, keep: int, step: int = 8, order: str = "authors", n
 
     Exact shortcut: every row's `near` largest similarities are found once (topk); an a's best
     similarity to the current B set is its first B column in that list, since every column outside
-    it is no more similar. Only an a with no B column among them (rare) reads its whole row.
+    it is no more similar. Only an a with no B column among them (rare) reads its whole row. The
+    rounds run in NumPy on the host (one transfer of the near lists): a round is ~10 tiny steps,
+    which cost microseconds there and tens of microseconds as dispatched torch ops at 2 threads
+    (issue 10).
     """
     if order not in ("authors", "raster"):
         raise ValueError(f"vispruner order must be 'authors' or 'raster', got {order!r}")
     B, R, _ = sim.shape
-    cur = torch.arange(R, device=sim.device).expand(B, R)
-    if cur.shape[1] <= keep:
-        return cur
+    if R <= keep:
+        return torch.arange(R, device=sim.device).expand(B, R)
     near_sim, near_col = sim.topk(min(near, R), dim=2)  # [B, R, T] each row's most similar columns
-    T = near_col.shape[2]
-    while cur.shape[1] > keep:
+    ns, nc = near_sim.cpu().numpy(), near_col.cpu().numpy()
+    if B == 1 and order == "authors":  # one frame, the default order: 1-d arrays, half the NumPy work
+        return torch.from_numpy(_rounds_one_frame(ns[0], nc[0], sim, keep, step))[None].to(sim.device)
+    cur = np.broadcast_to(np.arange(R), (B, R))
+    ar = np.arange(B)[:, None]
+    host_sim = None
+    while cur.shape[1] > keep:  # tens of rounds of small steps: NumPy, not dispatched torch ops
         n = cur.shape[1]
         r = min(step, n - keep)
         a, b = cur[:, 0::2], cur[:, 1::2]
-        in_b = torch.zeros(B, R, dtype=torch.bool, device=sim.device).scatter_(1, b, True)
-        rows = a[..., None].expand(-1, -1, T)
-        cols = near_col.gather(1, rows)  # [B, nA, T]
-        hit = in_b.gather(1, cols.reshape(B, -1)).view_as(cols)
-        best = near_sim.gather(1, rows).masked_fill(~hit, float("-inf")).amax(-1)  # [B, nA]
+        in_b = np.zeros((B, R), dtype=bool)
+        in_b[ar, b] = True
+        hit = in_b[ar[:, :, None], nc[ar, a]]  # [B, nA, T]: which near columns are in B
+        best = np.where(hit, ns[ar, a], -np.inf).max(-1)  # [B, nA]
         miss = ~hit.any(-1)
-        if bool(miss.any()):  # no B column among an a's nearest: read its whole row
-            bi, ai = miss.nonzero(as_tuple=True)
-            best[bi, ai] = sim[bi, a[bi, ai]].masked_fill(~in_b[bi], float("-inf")).amax(-1)
-        edge = best.argsort(dim=1, descending=True, stable=True)
+        if miss.any():  # no B column among an a's nearest: read its whole row
+            if host_sim is None:
+                host_sim = sim.cpu().numpy()
+            bi, ai = np.nonzero(miss)
+            best[bi, ai] = np.where(in_b[bi], host_sim[bi, a[bi, ai]], -np.inf).max(-1)
+        edge = np.argsort(-best, axis=1, kind="stable")  # descending, ties in list order
         if order == "authors":
-            cur = torch.cat([a.gather(1, edge[:, r:]), b], dim=1)
+            cur = np.concatenate([np.take_along_axis(a, edge[:, r:], 1), b], axis=1)
             continue
-        alive = torch.ones(B, n, dtype=torch.bool, device=sim.device)
-        alive[:, 0::2].scatter_(1, edge[:, :r], False)
-        cur = cur.gather(1, mask_to_slots(alive)[0])
+        alive = np.ones((B, n), dtype=bool)
+        alive_a = alive[:, 0::2]  # a view: writes reach `alive`
+        alive_a[ar, edge[:, :r]] = False
+        cur = cur[alive].reshape(B, -1)
+    return torch.from_numpy(np.ascontiguousarray(cur)).to(sim.device)
+
+
+def _rounds_one_frame(ns: np.ndarray, nc: np.ndarray, sim: Tensor, keep: int, step: int) -> np.ndarray:
+    """`deduplicate`'s rounds (authors' order) for one frame: ns, nc [R, T] near similarities and columns."""
+    R = ns.shape[0]
+    cur = np.arange(R)
+    host_sim = None
+    while cur.shape[0] > keep:
+        r = min(step, cur.shape[0] - keep)
+        a, b = cur[0::2], cur[1::2]
+        in_b = np.zeros(R, dtype=bool)
+        in_b[b] = True
+        hit = in_b[nc[a]]  # [nA, T]
+        best = np.where(hit, ns[a], -np.inf).max(1)
+        miss = ~hit.any(1)
+        if miss.any():
+            if host_sim is None:
+                host_sim = sim[0].cpu().numpy()
+            ai = np.nonzero(miss)[0]
+            best[ai] = np.where(in_b, host_sim[a[ai]], -np.inf).max(1)
+        edge = np.argsort(-best, kind="stable")
+        cur = np.concatenate([a[edge[r:]], b])
     return cur
 
 
