@@ -134,6 +134,21 @@ def test_stage2_vpp_from_dense(data_dir: Path, dense_run: Path, tmp_path: Path) 
     assert again["keep_ratio_per_block"] == m["keep_ratio_per_block"] and again["results"] == m["results"]
 
 
+def test_stage2_policy_lr_mult_scales_the_modules_steps(data_dir: Path, dense_run: Path, tmp_path: Path) -> None:
+    """--policy-lr-mult reaches the pruning modules' optimizer group: one AdamW step moves them about
+    mult times as far (the first Adam step is lr x sign), from the same seeded initialisation."""
+    def policies(mult: float) -> dict[str, torch.Tensor]:
+        out = tmp_path / f"plr{mult:g}"
+        run_training(settings(data_dir, out, method="vpp", init=str(dense_run), steps=1, overrides=None,
+                              policy_lr_mult=mult))
+        return {k: v for k, v in tensors(out / "checkpoint.safetensors").items() if k.startswith("module/policies/")}
+
+    still, one, hundred = policies(1e-6), policies(1.0), policies(100.0)
+    moved = lambda other: sum(float((other[k] - still[k]).abs().sum()) for k in still)  # noqa: E731
+    assert moved(one) > 0
+    assert moved(hundred) > 20 * moved(one)
+
+
 def test_bad_inputs(data_dir: Path, dense_run: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(FileNotFoundError, match="train.json"):
         run_training(settings(tmp_path, tmp_path / "x"))
@@ -152,6 +167,8 @@ def test_bad_inputs(data_dir: Path, dense_run: Path, tmp_path: Path, capsys) -> 
         run_training(settings(data_dir, tmp_path / "w", method="vpp"))
     with pytest.raises(ValueError, match="--method"):
         run_training(settings(data_dir, tmp_path / "w", method="nope"))
+    with pytest.raises(ValueError, match="--policy-lr-mult"):
+        run_training(settings(data_dir, tmp_path / "w", method="vpp", init=str(dense_run), policy_lr_mult=0.0))
     # a checkpoint of another config: a run folder whose config.json differs from its checkpoint
     other = tmp_path / "other"
     shutil.copytree(dense_run, other)

@@ -147,6 +147,8 @@ def train_command(cell: Cell, run: Path, dense_run: Path | None, args: argparse.
         cmd += ["--method", cell.method, "--target", f"{cell.target:g}", "--init", str(dense_run),
                 "--steps", str(args.stage2_steps), "--batch", str(args.stage2_batch), "--lr", f"{args.stage2_lr:g}",
                 "--warmup", str(args.stage2_warmup)]
+        if getattr(args, "stage2_policy_lr_mult", 1.0) != 1.0:
+            cmd += ["--policy-lr-mult", f"{args.stage2_policy_lr_mult:g}"]
         if cell.layout is not None:
             cmd += ["--vpp-layout", cell.layout]
     return cmd
@@ -383,6 +385,8 @@ def register(groups) -> None:
     p.add_argument("--stage2-batch", type=int, default=4)
     p.add_argument("--stage2-lr", type=float, default=1e-4)
     p.add_argument("--stage2-warmup", type=int, default=10)
+    p.add_argument("--stage2-policy-lr-mult", type=float, default=1.0,
+                   help="the pruning modules' lr multiplier in stage 2 (every learned method alike)")
     p.add_argument("--timing-frames", type=int, default=20, help="frames timed for FPS per cell (0: no timing)")
     p.add_argument("--fgs-frames", type=int, default=64, help="train frames for the FGS probes (0: skip the figures)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation")

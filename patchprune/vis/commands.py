@@ -17,7 +17,8 @@ def _run_train(args: argparse.Namespace) -> int:
                       snapshot_every=args.snapshot_every, threads=args.threads, max_videos=args.max_videos,
                       timm_model=args.timm_model, weights=args.weights, progress=not args.no_progress,
                       tracker=args.tracker, class_weight=args.class_weight,
-                      semantic_weight=args.semantic_weight, augment=args.augment, vpp_layout=args.vpp_layout)
+                      semantic_weight=args.semantic_weight, augment=args.augment, vpp_layout=args.vpp_layout,
+                      policy_lr_mult=args.policy_lr_mult)
     dist_info = init_distributed("gloo")
     summary = run_training(s, dist_info)
     if dist_info.is_main:
@@ -87,6 +88,8 @@ def register(groups) -> None:
     p.add_argument("--lr", type=float, default=6e-4, help="peak learning rate (default: the quick recipe)")
     p.add_argument("--warmup", type=int, default=150)
     p.add_argument("--clip", type=float, default=0.01, help="max gradient L2 norm (0: none)")
+    p.add_argument("--policy-lr-mult", type=float, default=1.0,
+                   help="stage 2: the pruning modules' lr multiplier (the spec's x1; the model trains at x0.1)")
     p.add_argument("--class-weight", type=float, default=5.0,
                    help="weight of the classification term of the set loss (Mask2Former's is 2; default 5, docs/vis.md)")
     p.add_argument("--semantic-weight", type=float, default=2.0,

@@ -60,6 +60,7 @@ class TrainSettings:
     semantic_weight: float = 2.0  # weight of the per-pixel category loss (configs with a semantic head)
     augment: str = "crop"  # comma list of vis.augment kinds (colour, crop) or "none"
     vpp_layout: str | None = None  # VPP's module positions, e.g. "map:0;sm:3,6,9" (patchprune.learned.layout)
+    policy_lr_mult: float = 1.0  # stage 2: lr of the pruning modules = lr x this (the model's: lr x 0.1)
 
     @property
     def stage(self) -> int:
@@ -86,6 +87,8 @@ def _validate(s: TrainSettings) -> None:
             raise ValueError(f"--{name} must be >= 1, got {getattr(s, name)}")
     if s.lr <= 0:
         raise ValueError(f"--lr must be > 0, got {s.lr}")
+    if s.policy_lr_mult <= 0:
+        raise ValueError(f"--policy-lr-mult must be > 0, got {s.policy_lr_mult}")
     if s.class_weight <= 0:
         raise ValueError(f"--class-weight must be > 0, got {s.class_weight}")
     parse_augment(s.augment)
@@ -185,7 +188,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
                                "head": (list(model.pyramid.named_parameters()) + list(model.head.named_parameters()), 1.0)})
         modules: dict[str, nn.Module] = {"model": model}
     else:
-        groups = param_groups({"policies": (encoder.runner.policies.named_parameters(), 1.0),
+        groups = param_groups({"policies": (encoder.runner.policies.named_parameters(), s.policy_lr_mult),
                                "model": (model.named_parameters(), 0.1)})
         modules = {"model": model, "policies": encoder.runner.policies}
     optimizer = torch.optim.AdamW(groups, lr=s.lr, weight_decay=0.05)
