@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from patchprune.ivs.config import MAP_WEIGHT
+
 
 def _run_train(args: argparse.Namespace) -> int:
     from patchprune.ivs.data import available_kinds
@@ -70,7 +72,7 @@ def register(groups) -> None:
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--snapshot-every", type=int, default=0, help="keep weights every N steps (learning curves)")
     p.add_argument("--video-share", type=float, default=0.25, help="share of video batches when both kinds exist")
-    p.add_argument("--map-weight", type=float, default=2.0,
+    p.add_argument("--map-weight", type=float, default=MAP_WEIGHT,
                    help="weight of the referring-map loss (configs with a referring map, e.g. tiny; docs/ivs.md)")
     p.add_argument("--limit", type=int, default=None, help="use at most this many expressions per kind")
     p.add_argument("--threads", type=int, default=None, help="torch threads")

@@ -17,6 +17,7 @@ from patchprune.validate import check_known_fields
 CONFIG_FILE = "config.json"
 LLM_KINDS = ("llama", "phi")
 REFER_MAP_KINDS = ("none", "tokens", "pixels")  # see `ivs.refer_map`
+MAP_WEIGHT = 2.0  # default weight of the referring-map loss (`ivs.loss.ReferLoss`, `train ivs --map-weight`)
 
 
 @dataclass

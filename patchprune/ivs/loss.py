@@ -19,11 +19,14 @@ from __future__ import annotations
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
+
 from transformers.models.mask2former.modeling_mask2former import (dice_loss, pair_wise_dice_loss,
                                                                   pair_wise_sigmoid_cross_entropy_loss,
                                                                   sigmoid_cross_entropy_loss)
 
-MASK_WEIGHT, DICE_WEIGHT, QUERY_WEIGHT, MAP_WEIGHT = 5.0, 5.0, 2.0, 2.0
+from patchprune.ivs.config import MAP_WEIGHT
+
+MASK_WEIGHT, DICE_WEIGHT, QUERY_WEIGHT = 5.0, 5.0, 2.0
 
 
 def match(mask_logits: Tensor, target: Tensor) -> int:

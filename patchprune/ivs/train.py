@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from patchprune.ivs.config import IVSConfig, named_config
+from patchprune.ivs.config import MAP_WEIGHT, IVSConfig, named_config
 from patchprune.ivs.run import CHECKPOINT, SETTINGS, SNAPSHOTS
 
 
@@ -36,7 +36,7 @@ class TrainSettings:
     snapshot_every: int = 0
     threads: int | None = None
     video_share: float = 0.25
-    map_weight: float = 2.0
+    map_weight: float = MAP_WEIGHT
     limit: int | None = None
     progress: bool = True
     overrides: dict[str, Any] | None = None
