@@ -6,22 +6,19 @@ beside the checkpoint, with the tokenizer (`tokenizer.json`), so `eval ivs` rebu
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
-from patchprune.data.io import read_json, write_json
+from patchprune.run_config import RunConfig
 from patchprune.validate import check_known_fields
 
-CONFIG_FILE = "config.json"
 LLM_KINDS = ("llama", "phi")
 REFER_MAP_KINDS = ("none", "tokens", "pixels")  # see `ivs.refer_map`
 MAP_WEIGHT = 2.0  # default weight of the referring-map loss (`ivs.loss.ReferLoss`, `train ivs --map-weight`)
 
 
 @dataclass
-class IVSConfig:
+class IVSConfig(RunConfig):
     """Shape of an `IVSModel`.
 
     Vision tower (SigLIP, no CLS): img_size px frames, patch_size, vision_* widths. vision_path:
@@ -39,6 +36,10 @@ class IVSConfig:
     stem; `tiny`).
     vocab_size: the tokenizer's size (set from the data set's tokenizer when training starts).
     """
+
+    KIND = "IVS"
+    COMMAND = "patchprune train ivs"
+    NOT_SHAPE = ("name", "vision_path", "llm_path")  # fields no tensor shape depends on
 
     name: str = "tiny"
     img_size: int = 96
@@ -103,31 +104,6 @@ class IVSConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         return self
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "IVSConfig":
-        check_known_fields("IVS config field", cls, data)
-        return cls(**data).validate()
-
-    def save(self, folder: str | Path) -> Path:
-        """Write `folder/config.json` atomically."""
-        return write_json(Path(folder) / CONFIG_FILE, self.to_json(), indent=2)
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "IVSConfig":
-        """Read `folder/config.json` (FileNotFoundError naming the file when it is missing)."""
-        path = Path(folder) / CONFIG_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: pass a run folder written by `patchprune train ivs`")
-        return cls.from_json(read_json(path, "IVS config"))
-
-    def fingerprint(self) -> str:
-        """The fields that shape the tensors (a checkpoint of another config does not load)."""
-        keep = {k: v for k, v in self.to_json().items() if k not in ("name", "vision_path", "llm_path")}
-        return json.dumps(keep, sort_keys=True)
 
 
 NAMED_CONFIGS = ("tiny", "micro")

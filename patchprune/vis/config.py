@@ -6,19 +6,16 @@ checkpoints, so `eval vis` / `segment` rebuild exactly the trained model.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from patchprune.data.io import read_json, write_json
+from patchprune.run_config import RunConfig
 from patchprune.validate import check_known_fields
 
-CONFIG_FILE = "config.json"
 
 
 @dataclass
-class VISConfig:
+class VISConfig(RunConfig):
     """Shape of a `VISModel`.
 
     backbone: "vit" builds a timm VisionTransformer from dim / depth / heads / patch; any other
@@ -35,6 +32,10 @@ class VISConfig:
     backbone "vit" only).
     categories: dataset category ids in label order (label i = categories[i]); names alike.
     """
+
+    KIND = "VIS"
+    COMMAND = "patchprune train vis"
+    NOT_SHAPE = ("name", "weights", "img_size", "category_names")  # fields no tensor shape depends on
 
     name: str = "tiny"
     backbone: str = "vit"
@@ -84,31 +85,6 @@ class VISConfig:
         if not self.categories:
             raise ValueError("categories is empty: the data set declares no category")
         return self
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "VISConfig":
-        check_known_fields("VIS config field", cls, data)
-        return cls(**data).validate()
-
-    def save(self, folder: str | Path) -> Path:
-        """Write `folder/config.json` atomically."""
-        return write_json(Path(folder) / CONFIG_FILE, self.to_json(), indent=2)
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "VISConfig":
-        """Read `folder/config.json` (FileNotFoundError naming the file when it is missing)."""
-        path = Path(folder) / CONFIG_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: pass a run folder written by `patchprune train vis`")
-        return cls.from_json(read_json(path, "VIS config"))
-
-    def fingerprint(self) -> str:
-        """The fields that shape the tensors (a checkpoint of another config does not load)."""
-        keep = {k: v for k, v in self.to_json().items() if k not in ("name", "weights", "img_size", "category_names")}
-        return json.dumps(keep, sort_keys=True)
 
 
 NAMED_CONFIGS = ("tiny", "small", "from-timm")

@@ -15,7 +15,8 @@ from torch import nn
 
 from patchprune.data.io import read_json, write_json
 from patchprune.train.checkpoint import checkpoint_meta
-from patchprune.vis.config import CONFIG_FILE, VISConfig
+from patchprune.run_config import CONFIG_FILE
+from patchprune.vis.config import VISConfig
 from patchprune.vis.model import VISModel
 
 CHECKPOINT = "checkpoint.safetensors"
