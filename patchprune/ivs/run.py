@@ -15,7 +15,6 @@ from patchprune.ivs.config import IVSConfig
 
 CHECKPOINT = "checkpoint.safetensors"
 SETTINGS = "train.json"
-SNAPSHOTS = "snapshots"
 
 
 def check_compatible(path: str | Path, config: IVSConfig) -> None:

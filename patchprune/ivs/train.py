@@ -8,7 +8,6 @@ draws nothing at random); torchrun ranks split each global batch (items r, r + w
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 
 from patchprune.ivs.config import MAP_WEIGHT, IVSConfig, named_config
-from patchprune.ivs.run import CHECKPOINT, SETTINGS, SNAPSHOTS
+from patchprune.ivs.run import CHECKPOINT, SETTINGS
 
 
 @dataclass
@@ -72,6 +71,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     from patchprune.ivs.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
     from patchprune.train.distributed import DistInfo, broadcast_parameters
     from patchprune.train.loop import LoopConfig, Trainer, param_groups
+    from patchprune.train.run_folder import RunClock, Snapshots, run_summary
 
     _validate(s)
     if s.threads:
@@ -106,9 +106,8 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
                       checkpoint_every=s.checkpoint_every, desc="ivs", progress=s.progress)
     trainer = Trainer({"model": model}, optimizer, loop, dist_info, meta)
     start = trainer.maybe_resume()
-    last = trainer.history[-1] if trainer.history else {}
-    clock = {"t0": time.perf_counter(), "c0": time.process_time(), "base": last.get("minutes", 0.0),
-             "cpu_base": last.get("cpu_minutes", 0.0)}
+    clock = RunClock(trainer.history)
+    snapshots = Snapshots(out, {"model": model}, meta, s.snapshot_every, dist_info.is_main)
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         torch.manual_seed(_seed_of(s.seed, step))
@@ -122,25 +121,12 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         logs = criterion(o.mask_logits, o.query_logits, target_masks(masks, o.mask_logits[-1].shape[-2:]), present,
                          o.refer_map)
         logs["video"] = torch.tensor(float(kind == "video"))
-        logs["minutes"] = torch.tensor(clock["base"] + (time.perf_counter() - clock["t0"]) / 60)
-        logs["cpu_minutes"] = torch.tensor(clock["cpu_base"] + (time.process_time() - clock["c0"]) / 60)
-        if s.snapshot_every and dist_info.is_main and step % s.snapshot_every == 0:
-            _snapshot(out, model, step, logs, meta)
+        snapshots.step(step, clock.stamp(logs))
         return logs
 
     history = trainer.fit(step_fn)
-    if s.snapshot_every and dist_info.is_main:
-        _snapshot(out, model, s.steps, history[-1] if history else {}, meta)
-    last = history[-1] if history else {}
-    return {"run": str(out), "steps": s.steps, "resumed_from": start, "minutes": float(last.get("minutes", 0.0)),
-            "cpu_minutes": float(last.get("cpu_minutes", 0.0)), "loss": float(last.get("loss", float("nan")))}
-
-
-def _snapshot(out: Path, model: torch.nn.Module, step: int, logs: dict[str, Any], meta: dict[str, Any]) -> None:
-    from patchprune.train.checkpoint import save_checkpoint
-
-    save_checkpoint(out / SNAPSHOTS / f"step_{step:06d}.safetensors", {"model": model}, None, step,
-                    {**meta, "minutes": float(logs.get("minutes", 0.0)), "cpu_minutes": float(logs.get("cpu_minutes", 0.0))})
+    snapshots.finish(s.steps, history)
+    return run_summary(out, s.steps, start, history)
 
 
 def train(data: str | Path, out: str | Path, config: str = "tiny", steps: int = 3000, seed: int = 0,

@@ -21,7 +21,6 @@ from patchprune.vis.model import VISModel
 
 CHECKPOINT = "checkpoint.safetensors"
 SETTINGS = "train.json"
-SNAPSHOTS = "snapshots"
 
 
 def check_compatible(path: str | Path, config: VISConfig) -> None:

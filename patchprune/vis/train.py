@@ -12,7 +12,6 @@ step is seeded by (seed, step)), torchrun ranks split each global batch.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from patchprune.vis.config import VISConfig, named_config
 from patchprune.vis.data import VISData, load_split, rank_share, sample_chains, sample_frames, square_size, step_generator
 from patchprune.vis.loss import SetLoss
 from patchprune.vis.model import VISModel, normalise
-from patchprune.vis.run import (CHECKPOINT, SNAPSHOTS, build_encoder, check_compatible, check_layout_method,
+from patchprune.vis.run import (CHECKPOINT, build_encoder, check_compatible, check_layout_method,
                                 checkpoint_meta, write_settings)
 
 PAIR_WEIGHT = 0.5
@@ -153,6 +152,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     """Train as `s` says; returns a summary (steps, minutes, last losses, run folder)."""
     from patchprune.train.distributed import DistInfo, broadcast_parameters
     from patchprune.train.loop import LoopConfig, Trainer, param_groups
+    from patchprune.train.run_folder import RunClock, Snapshots, run_summary
 
     _validate(s)
     if s.threads:
@@ -200,9 +200,8 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
                       checkpoint_every=s.checkpoint_every, desc=f"vis stage {s.stage}", progress=s.progress)
     trainer = Trainer(modules, optimizer, loop, dist_info, meta)
     start = trainer.maybe_resume()
-    last = trainer.history[-1] if trainer.history else {}
-    clock = {"t0": time.perf_counter(), "c0": time.process_time(), "base": last.get("minutes", 0.0),
-             "cpu_base": last.get("cpu_minutes", 0.0)}
+    clock = RunClock(trainer.history)
+    snapshots = Snapshots(out, modules, meta, s.snapshot_every, dist_info.is_main)
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         torch.manual_seed(step_seed(s.seed, step))
@@ -216,19 +215,12 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
             logs = criterion(o.head, targets, sample_seeds(s.seed, step, idx))
         else:
             logs = _sparse_step(model, encoder, criterion, data, s, gen, dist_info, step, augment)
-        # wall minutes, and CPU minutes of this process (= wall minutes on an idle core at 1 thread)
-        logs["minutes"] = torch.tensor(clock["base"] + (time.perf_counter() - clock["t0"]) / 60)
-        logs["cpu_minutes"] = torch.tensor(clock["cpu_base"] + (time.process_time() - clock["c0"]) / 60)
-        if s.snapshot_every and dist_info.is_main and step % s.snapshot_every == 0:
-            _snapshot(out, modules, step, logs, meta)
+        snapshots.step(step, clock.stamp(logs))
         return logs
 
     history = trainer.fit(step_fn)
-    if s.snapshot_every and dist_info.is_main:
-        _snapshot(out, modules, s.steps, history[-1] if history else {}, meta)
-    last = history[-1] if history else {}
-    return {"run": str(out), "steps": s.steps, "resumed_from": start, "stage": s.stage,
-            "minutes": float(last.get("minutes", 0.0)), "cpu_minutes": float(last.get("cpu_minutes", 0.0)), "loss": float(last.get("loss", float("nan")))}
+    snapshots.finish(s.steps, history)
+    return run_summary(out, s.steps, start, history, stage=s.stage)
 
 
 def _no_config(init: str) -> dict:
@@ -245,13 +237,6 @@ def _categories(root: str, split: str = "train") -> dict[int, str]:
     if not ds.categories:
         raise ValueError(f"{ann}: no categories")
     return ds.categories
-
-
-def _snapshot(out: Path, modules: dict[str, nn.Module], step: int, logs: dict[str, Any], meta: dict[str, Any]) -> None:
-    from patchprune.train.checkpoint import save_checkpoint
-
-    save_checkpoint(out / SNAPSHOTS / f"step_{step:06d}.safetensors", modules, None, step,
-                    {**meta, "minutes": float(logs.get("minutes", 0.0)), "cpu_minutes": float(logs.get("cpu_minutes", 0.0))})
 
 
 def _sparse_step(model: VISModel, encoder: nn.Module, criterion: SetLoss, data: VISData, s: TrainSettings,
