@@ -74,19 +74,23 @@ def deduplicate(sim: Tensor, keep: int, step: int = 8, order: str = "authors", n
 
 
 def _rounds_one_frame(ns: np.ndarray, nc: np.ndarray, sim: Tensor, keep: int, step: int) -> np.ndarray:
-    """`deduplicate`'s rounds (authors' order) for one frame: ns, nc [R, T] near similarities and columns."""
+    """`deduplicate`'s rounds (authors' order) for one frame: ns, nc [R, T] near similarities (descending)
+    and columns. An a's best similarity to B is its first near column in B (the lists are sorted)."""
     R = ns.shape[0]
     cur = np.arange(R)
+    in_b = np.zeros(R, dtype=bool)
     host_sim = None
     while cur.shape[0] > keep:
         r = min(step, cur.shape[0] - keep)
         a, b = cur[0::2], cur[1::2]
-        in_b = np.zeros(R, dtype=bool)
+        in_b[:] = False
         in_b[b] = True
-        hit = in_b[nc[a]]  # [nA, T]
-        best = np.where(hit, ns[a], -np.inf).max(1)
-        miss = ~hit.any(1)
-        if miss.any():
+        hit = in_b.take(nc.take(a, axis=0))  # [nA, T]: which near columns are in B
+        first = hit.argmax(1)
+        rows = np.arange(a.shape[0])
+        best = ns.take(a, axis=0)[rows, first]
+        miss = ~hit[rows, first]
+        if miss.any():  # no B column among an a's nearest: read its whole row
             if host_sim is None:
                 host_sim = sim[0].cpu().numpy()
             ai = np.nonzero(miss)[0]
