@@ -285,3 +285,14 @@ def test_divprune_matrix_mode_first_pick_and_picks_match_the_bounded_path():
     start = most_isolated(js.z, js.sq, None, GRID[1])
     assert torch.equal(most_isolated_in(farthest.pairwise_sq(js.z, js.sq)), start)
     assert torch.equal(got, farthest.farthest_first(js.z, k, start, sq=js.sq, strategy="pool"))
+
+
+@pytest.mark.parametrize("method", ["evtp", "kcenter", "divprune"])
+def test_engine_strategy_option_changes_no_pick(method):
+    """`strategy` reaches the farthest-first engine through `select`: pool rounds and matrix mode pick alike."""
+    x = _tokens(seed=8)
+    for k in (5, N // 2 + 4):
+        pool = select(x, k, method=method, grid=GRID, strategy="pool").order
+        matrix = select(x, k, method=method, grid=GRID, strategy="matrix").order
+        assert torch.equal(pool, matrix), (method, k)
+        assert torch.equal(select(x, k, method=method, grid=GRID).order, pool)

@@ -88,14 +88,16 @@ def most_isolated_in(dist: Tensor, valid: Tensor | None = None) -> Tensor:
 
 
 @register_method("divprune")
-def divprune(x: Tensor, k: int, inp: SelectInput, *, init: Any = "isolated", seed: int = 0, pool: int = DEFAULT_POOL) -> Tensor:
+def divprune(x: Tensor, k: int, inp: SelectInput, *, init: Any = "isolated", seed: int = 0, pool: int = DEFAULT_POOL,
+             strategy: str = "auto") -> Tensor:
     """Kept slots [B, k] in pick order.
 
     init: "isolated" (DivPrune's first pick, default), or any k-center start: "mean", "first",
-    "random" (with seed), a slot, a [B] tensor. pool: engine pool size (speed only).
+    "random" (with seed), a slot, a [B] tensor. pool, strategy: the engine's pool size and "auto" |
+    "pool" | "matrix" (`farthest_first`; speed only).
     """
     js = joint_space(x, inp, normalize="l2", spatial=False, reuse=True)
-    if isinstance(init, str) and init == "isolated" and use_matrix(k, tuple(js.sq.shape), js.z.device):
+    if isinstance(init, str) and init == "isolated" and use_matrix(k, tuple(js.sq.shape), js.z.device, strategy):
         dist = pairwise_sq(js.z, js.sq)
         return farthest_first(js.z, k, most_isolated_in(dist, inp.valid), valid=inp.valid, dist=dist)
     if isinstance(init, str) and init == "isolated":
@@ -103,4 +105,4 @@ def divprune(x: Tensor, k: int, inp: SelectInput, *, init: Any = "isolated", see
         start = most_isolated(js.z, js.sq, inp.valid, inp.grid[1] if full_grid else None)
     else:
         start = resolve_start(init, js.sq, inp.valid, seed)
-    return farthest_first(js.z, k, start, valid=inp.valid, sq=js.sq, pool=pool)
+    return farthest_first(js.z, k, start, valid=inp.valid, sq=js.sq, pool=pool, strategy=strategy)

@@ -156,7 +156,8 @@ def _scratch(shape: tuple[int, ...], like: Tensor) -> Tensor:
 @register_method("evtp", needs_grid=True)
 def evtp(x: Tensor, k: int, inp: SelectInput, *, ablation: str = "full", normalize: str = "l2",
          spatial: Any = _UNSET, lam: Any = _UNSET, variance: str = "total", scale: str = "inv_var",
-         per: str = "frame", eps: float = 1e-6, init: Any = _UNSET, seed: int = 0, pool: int = DEFAULT_POOL) -> Tensor:
+         per: str = "frame", eps: float = 1e-6, init: Any = _UNSET, seed: int = 0, pool: int = DEFAULT_POOL,
+         strategy: str = "auto") -> Tensor:
     """Kept slots [B, k] in pick order.
 
     ablation: "full" (default) | "kcenter" | "spatial" | "adaptive" (Table 4 rungs, see
@@ -165,8 +166,8 @@ def evtp(x: Tensor, k: int, inp: SelectInput, *, ablation: str = "full", normali
     "frame" (default) or "batch" (one lambda from the pooled variance of all frames).
     normalize: "l2" | "zscore" | "none". init: "mean" (farthest from the mean of x~, the spec's
     step 5) | "feature_mean" (farthest from the mean of the normalised features x^ alone, ignoring
-    the coordinates) | "first" | "random" (with seed) | slot | [B] tensor. pool: engine pool size
-    (speed only).
+    the coordinates) | "first" | "random" (with seed) | slot | [B] tensor. pool, strategy: the
+    engine's pool size and "auto" | "pool" | "matrix" (`farthest_first`; speed only).
     """
     if ablation not in ABLATION_LADDER:
         raise ValueError(f"ablation must be one of {', '.join(ABLATION_LADDER)}, got {ablation!r}")
@@ -178,4 +179,4 @@ def evtp(x: Tensor, k: int, inp: SelectInput, *, ablation: str = "full", normali
                      per=per, eps=eps, reuse=True)
     feature_mean = isinstance(init, str) and init == "feature_mean"
     start = resolve_start("mean" if feature_mean else init, js.feature_sq if feature_mean else js.sq, inp.valid, seed)
-    return farthest_first(js.z, k, start, valid=inp.valid, sq=js.sq, pool=pool)
+    return farthest_first(js.z, k, start, valid=inp.valid, sq=js.sq, pool=pool, strategy=strategy)

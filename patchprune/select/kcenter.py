@@ -16,13 +16,14 @@ from patchprune.select.farthest import DEFAULT_POOL, farthest_first
 
 @register_method("kcenter")
 def kcenter(x: Tensor, k: int, inp: SelectInput, *, init: Any = "mean", normalize: bool = False,
-            seed: int = 0, pool: int = DEFAULT_POOL) -> Tensor:
+            seed: int = 0, pool: int = DEFAULT_POOL, strategy: str = "auto") -> Tensor:
     """Kept slots [B, k] in pick order.
 
     init: "mean" (farthest from the mean), "first" (first slot, the textbook arbitrary start),
     "random" (seeded), a slot, or a [B] tensor of slots. normalize: L2-normalise the features first
-    (then it equals DivPrune after the first pick). pool: engine pool size (speed only).
+    (then it equals DivPrune after the first pick). pool, strategy: the engine's pool size and
+    "auto" | "pool" | "matrix" (`farthest_first`; speed only).
     """
     js = joint_space(x, inp, normalize="l2" if normalize else "none", spatial=False, reuse=True)
     start = resolve_start(init, js.sq, inp.valid, seed)
-    return farthest_first(js.z, k, start, valid=inp.valid, sq=js.sq, pool=pool)
+    return farthest_first(js.z, k, start, valid=inp.valid, sq=js.sq, pool=pool, strategy=strategy)
