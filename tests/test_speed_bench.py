@@ -34,7 +34,8 @@ def test_one_table_dense_timed_once_per_batch():
         assert len({r["dense_ms"] for r in rows if r["batch"] == b}) == 1  # one dense timing per batch
     for r in rows:
         assert r["flops_ratio"] > 1.0 and 0.0 < r["pkr"] < 1.0
-        assert r["efficiency"] == pytest.approx(r["speedup"] / r["flops_ratio"], rel=1e-3)
+        # rows hold 4 decimals: a tiny speed-up (a loaded machine) loses relative precision
+        assert r["efficiency"] == pytest.approx(r["speedup"] / r["flops_ratio"], rel=1e-3, abs=2e-4)
         assert r["speedup"] == pytest.approx(r["dense_ms"] / r["pruned_ms"], rel=1e-2)
     by = {(r["method"], r["batch"]): r for r in rows}
     assert by[("random", 1)]["pkr"] == by[("evtp", 1)]["pkr"]  # same schedule, same counts
