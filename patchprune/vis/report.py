@@ -251,7 +251,8 @@ def _readme(rows, tables, checked, figs, info, out: Path, checked4=()) -> str:
     if stage2:
         t = stage2["train"]
         lines.append(f"Stage 2 (VPP protocol, from each seed's dense run): {t.get('steps')} steps, batch {t.get('batch')}, "
-                     f"lr {t.get('lr')}, warm-up {t.get('warmup')}.")
+                     f"lr {t.get('lr')} (pruning modules x{t.get('policy_lr_mult', 1.0):g}, model x0.1), "
+                     f"warm-up {t.get('warmup')}.")
     lines += ["", "## The paper's expected shape", "", "| claim | result | measured |", "| --- | --- | --- |"]
     lines += [f"| {c} | **{r}** | {m} |" for c, r, m in checked]
     notes = out / "NOTES.md"
