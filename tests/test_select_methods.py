@@ -296,3 +296,14 @@ def test_engine_strategy_option_changes_no_pick(method):
         matrix = select(x, k, method=method, grid=GRID, strategy="matrix").order
         assert torch.equal(pool, matrix), (method, k)
         assert torch.equal(select(x, k, method=method, grid=GRID).order, pool)
+
+
+@pytest.mark.parametrize("B", [1, 2])
+def test_host_side_selection_accepts_inputs_that_require_grad(B):
+    """The NumPy chains (matrix mode, VisPruner's rounds) read detached copies: no error under autograd."""
+    x = _tokens(B=B, seed=9).requires_grad_(True)
+    attn = torch.rand(B, 2, N + 1, N + 1).softmax(-1)
+    for method in ("vispruner", "evtp", "divprune"):
+        kw = {"attn": attn} if method == "vispruner" else {}
+        order = select(x, N // 2 + 2, method=method, grid=GRID, **kw).order
+        assert order.shape == (B, N // 2 + 2) and len(set(order[0].tolist())) == N // 2 + 2

@@ -42,7 +42,7 @@ def deduplicate(sim: Tensor, keep: int, step: int = 8, order: str = "authors", n
     if R <= keep:
         return torch.arange(R, device=sim.device).expand(B, R)
     near_sim, near_col = sim.topk(min(near, R), dim=2)  # [B, R, T] each row's most similar columns
-    ns, nc = near_sim.cpu().numpy(), near_col.cpu().numpy()
+    ns, nc = near_sim.detach().cpu().numpy(), near_col.cpu().numpy()
     if B == 1 and order == "authors":  # one frame, the default order: 1-d arrays, half the NumPy work
         return torch.from_numpy(_rounds_one_frame(ns[0], nc[0], sim, keep, step))[None].to(sim.device)
     cur = np.broadcast_to(np.arange(R), (B, R))
@@ -59,7 +59,7 @@ def deduplicate(sim: Tensor, keep: int, step: int = 8, order: str = "authors", n
         miss = ~hit.any(-1)
         if miss.any():  # no B column among an a's nearest: read its whole row
             if host_sim is None:
-                host_sim = sim.cpu().numpy()
+                host_sim = sim.detach().cpu().numpy()
             bi, ai = np.nonzero(miss)
             best[bi, ai] = np.where(in_b[bi], host_sim[bi, a[bi, ai]], -np.inf).max(-1)
         edge = np.argsort(-best, axis=1, kind="stable")  # descending, ties in list order
@@ -92,7 +92,7 @@ def _rounds_one_frame(ns: np.ndarray, nc: np.ndarray, sim: Tensor, keep: int, st
         miss = ~hit[rows, first]
         if miss.any():  # no B column among an a's nearest: read its whole row
             if host_sim is None:
-                host_sim = sim[0].cpu().numpy()
+                host_sim = sim[0].detach().cpu().numpy()
             ai = np.nonzero(miss)[0]
             best[ai] = np.where(in_b, host_sim[a[ai]], -np.inf).max(1)
         edge = np.argsort(-best, kind="stable")
