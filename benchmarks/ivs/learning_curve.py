@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from patchprune.train.run_folder import SNAPSHOTS
+
 
 def main() -> None:
     from patchprune.ivs.evaluate import evaluate
@@ -33,7 +35,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cache_path = args.run / "curve.json"
     cache = {int(k): v for k, v in json.loads(cache_path.read_text()).items()} if cache_path.is_file() else {}
-    snaps = sorted((args.run / "snapshots").glob("step_*.safetensors"))
+    snaps = sorted((args.run / SNAPSHOTS).glob("step_*.safetensors"))
     picked = snaps[:: args.every] + ([snaps[-1]] if snaps and snaps[-1] not in snaps[:: args.every] else [])
     common = dict(limit=args.limit, progress=False, timing=0, kind="image")
     for snap in picked:

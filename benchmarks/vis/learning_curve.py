@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from patchprune.train.run_folder import SNAPSHOTS
+
 
 def evaluate_snapshot(run: Path, snap: Path, data) -> dict:
     from patchprune.train.checkpoint import load_checkpoint
@@ -50,7 +52,7 @@ def main() -> None:
     data = load_split(args.data, "valid", square_size(cfg.img_size), cfg.categories)
     cache_path = args.run / "curve.json"
     cache = {r["step"]: r for r in json.loads(cache_path.read_text())} if cache_path.is_file() else {}
-    snaps = sorted((args.run / "snapshots").glob("step_*.safetensors"))
+    snaps = sorted((args.run / SNAPSHOTS).glob("step_*.safetensors"))
     picked = snaps[:: args.every] + ([snaps[-1]] if snaps and snaps[-1] not in snaps[:: args.every] else [])
     for snap in picked:
         step = int(snap.stem.split("_")[1])

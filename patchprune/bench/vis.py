@@ -147,7 +147,7 @@ def train_command(cell: Cell, run: Path, dense_run: Path | None, args: argparse.
         cmd += ["--method", cell.method, "--target", f"{cell.target:g}", "--init", str(dense_run),
                 "--steps", str(args.stage2_steps), "--batch", str(args.stage2_batch), "--lr", f"{args.stage2_lr:g}",
                 "--warmup", str(args.stage2_warmup)]
-        if getattr(args, "stage2_policy_lr_mult", 1.0) != 1.0:
+        if args.stage2_policy_lr_mult != 1.0:
             cmd += ["--policy-lr-mult", f"{args.stage2_policy_lr_mult:g}"]
         if cell.layout is not None:
             cmd += ["--vpp-layout", cell.layout]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
-
 from transformers.models.mask2former.modeling_mask2former import (dice_loss, pair_wise_dice_loss,
                                                                   pair_wise_sigmoid_cross_entropy_loss,
                                                                   sigmoid_cross_entropy_loss)

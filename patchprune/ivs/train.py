@@ -16,6 +16,7 @@ import torch
 
 from patchprune.ivs.config import MAP_WEIGHT, IVSConfig, named_config
 from patchprune.ivs.run import CHECKPOINT, SETTINGS
+from patchprune.run_config import CONFIG_FILE
 
 
 @dataclass
@@ -80,7 +81,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     out = Path(s.out)
     probe = named_config(s.config, **(s.overrides or {}))
     pools = {k: load_items(s.data, k, "train", probe.img_size, s.limit) for k in available_kinds(s.data)}
-    existing = out / "config.json"
+    existing = out / CONFIG_FILE
     if existing.is_file():
         tok = load_tokenizer(out)
     else:

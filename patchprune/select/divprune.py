@@ -97,12 +97,12 @@ def divprune(x: Tensor, k: int, inp: SelectInput, *, init: Any = "isolated", see
     "pool" | "matrix" (`farthest_first`; speed only).
     """
     js = joint_space(x, inp, normalize="l2", spatial=False, reuse=True)
-    if isinstance(init, str) and init == "isolated" and use_matrix(k, tuple(js.sq.shape), js.z.device, strategy):
+    if not (isinstance(init, str) and init == "isolated"):
+        start = resolve_start(init, js.sq, inp.valid, seed)
+    elif use_matrix(k, tuple(js.sq.shape), js.z.device, strategy):  # the engine's matrix gives the first pick too
         dist = pairwise_sq(js.z, js.sq)
         return farthest_first(js.z, k, most_isolated_in(dist, inp.valid), valid=inp.valid, dist=dist)
-    if isinstance(init, str) and init == "isolated":
+    else:
         full_grid = inp.index.shape[1] == inp.grid[0] * inp.grid[1]
         start = most_isolated(js.z, js.sq, inp.valid, inp.grid[1] if full_grid else None)
-    else:
-        start = resolve_start(init, js.sq, inp.valid, seed)
     return farthest_first(js.z, k, start, valid=inp.valid, sq=js.sq, pool=pool, strategy=strategy)

@@ -116,7 +116,7 @@ def farthest_first(z: Tensor, k: int, start: Tensor, valid: Tensor | None = None
     B, N, _ = z.shape
     if not 1 <= k <= N:
         raise ValueError(f"k must be in [1, {N}], got {k}")
-    if dist is not None or use_matrix(k, (B, N), z.device, strategy):
+    if use_matrix(k, (B, N), z.device, strategy) or dist is not None:  # (validates strategy either way)
         if dist is None:
             dist = pairwise_sq(z.contiguous(), squared_norms(z) if sq is None else sq)
         return _matrix_chain(dist, k, start, valid)

@@ -13,7 +13,6 @@ from patchprune.run_config import RunConfig
 from patchprune.validate import check_known_fields
 
 
-
 @dataclass
 class VISConfig(RunConfig):
     """Shape of a `VISModel`.

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from patchprune.run_config import CONFIG_FILE
 from patchprune.vis.augment import parse_augment
 from patchprune.vis.config import VISConfig, named_config
 from patchprune.vis.data import VISData, load_split, rank_share, sample_chains, sample_frames, square_size, step_generator
@@ -169,7 +170,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         data_cats = _categories(s.data)
         config = named_config(s.config, categories=sorted(data_cats), category_names=[data_cats[c] for c in sorted(data_cats)],
                               timm_model=s.timm_model, weights=s.weights, **{"img_size": probe.img_size, **(s.overrides or {})})
-    existing = out / "config.json"
+    existing = out / CONFIG_FILE
     if existing.is_file() and VISConfig.load(out).fingerprint() != config.fingerprint():
         raise ValueError(f"{out} holds a run of another config; pick a new --out")
     data = load_split(s.data, "train", square_size(config.img_size), config.categories, s.max_videos)
