@@ -186,6 +186,37 @@ def test_layout_cli_errors_are_one_line(data_dir: Path, dense_run: Path, tmp_pat
         assert needle in err and len(err.splitlines()) == 1, err
 
 
+def test_method_options_train_save_and_reload(data_dir: Path, dense_run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "vpp_live"
+    assert main(["train", "vis", "--data", str(data_dir), "--out", str(out), "--method", "vpp", "--init",
+                 str(dense_run), "--method-option", "first_frame_loss=live", "--method-option", "kappa=0.65",
+                 "--steps", "1", "--batch", "2", "--warmup", "1", "--threads", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert json.loads((out / "train.json").read_text())["method_options"] == {"first_frame_loss": "live",
+                                                                                "kappa": 0.65}
+    from patchprune.vis.run import load_run
+
+    config = load_run(out).encoder.config
+    assert config.loss_weights["first_frame"] == "live" and config.options["kappa"] == 0.65  # the trained options
+    assert load_run(out, method="svit").settings["method"] == "svit"  # another method: options not applied
+
+
+def test_method_option_errors_are_one_line(data_dir: Path, dense_run: Path, tmp_path: Path, capsys) -> None:
+    from patchprune.vis.run import parse_method_options
+
+    assert parse_method_options(["a=1", "b=true", "c=live", "d=[3, 6]"]) == {"a": 1, "b": True, "c": "live",
+                                                                           "d": [3, 6]}
+    base = ["train", "vis", "--data", str(data_dir), "--out", str(tmp_path / "x"), "--init", str(dense_run),
+            "--steps", "1", "--no-progress"]
+    for extra, needle in ((["--method", "vpp", "--method-option", "first_frame_loss"], "KEY=VALUE"),
+                          (["--method", "svit", "--method-option", "wobble=1"], "unknown svit options: ['wobble']"),
+                          (["--method", "vpp", "--method-option", "wobble=1"], "unknown VPP options"),
+                          (["--method-option", "kappa=0.6"], "needs a learned --method")):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err
+
+
 # ---- bench vis --table4 ------------------------------------------------------------------------------------------
 
 def test_table4_plan_cells_and_commands(dense_run: Path, tmp_path: Path) -> None:

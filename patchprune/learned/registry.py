@@ -9,6 +9,8 @@ the method's sparsity loss: every forward call returns the runner's output with
 """
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -93,11 +95,23 @@ def build(method: str, model: nn.Module, target: float = 0.55, policy_eps: float
     """
     _load()
     check_vit(model)  # the runner's one supported-model check, before a builder reads the model
-    pruner = _METHODS.get(method)(model, target, **options)
+    builder = _METHODS.get(method)
+    check_options(method, builder, options)
+    pruner = builder(model, target, **options)
     if policy_eps is not None:
         pruner.runner.policy_eps = check_policy_eps(policy_eps)
     pruner.config.options["policy_eps"] = pruner.runner.policy_eps
     return pruner
+
+
+def check_options(method: str, builder: Callable[..., Any], options: dict[str, Any]) -> None:
+    """ValueError naming the options `builder` does not take (builders with **kwargs check their own)."""
+    params = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise ValueError(f"unknown {method} options: {unknown}; it takes {sorted(set(params) - {'model', 'target'})}")
 
 
 def embed_dim(model: nn.Module) -> int:

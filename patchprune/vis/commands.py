@@ -9,6 +9,7 @@ from pathlib import Path
 
 def _run_train(args: argparse.Namespace) -> int:
     from patchprune.train.distributed import init_distributed
+    from patchprune.vis.run import parse_method_options
     from patchprune.vis.train import TrainSettings, run_training
 
     s = TrainSettings(data=str(args.data), out=str(args.out), config=args.config, method=args.method,
@@ -18,7 +19,7 @@ def _run_train(args: argparse.Namespace) -> int:
                       timm_model=args.timm_model, weights=args.weights, progress=not args.no_progress,
                       tracker=args.tracker, class_weight=args.class_weight,
                       semantic_weight=args.semantic_weight, augment=args.augment, vpp_layout=args.vpp_layout,
-                      policy_lr_mult=args.policy_lr_mult)
+                      policy_lr_mult=args.policy_lr_mult, method_options=parse_method_options(args.method_option) or None)
     dist_info = init_distributed("gloo")
     summary = run_training(s, dist_info)
     if dist_info.is_main:
@@ -83,6 +84,9 @@ def register(groups) -> None:
     p.add_argument("--vpp-layout", default=None, metavar="LAYOUT",
                    help="--method vpp: module positions (index i = input of block i, 0 = before the first), "
                         "'map:1;sm:3,6,9' (default), 'sm:0,3,6,9' (no Map-SM), 'map:1' (no SM); the paper's Table 4")
+    p.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="stage 2: a keyword of the learned method's builder (repeatable), e.g. "
+                        "first_frame_loss=live for vpp; saved in train.json and used again by eval vis")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=6e-4, help="peak learning rate (default: the quick recipe)")

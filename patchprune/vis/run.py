@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,17 +64,43 @@ def training_free_schedule(method: str, target: float, depth: int) -> dict[int, 
     return {p: (method, r) for p, r in zip(positions, rates)}
 
 
+def _learned_methods() -> list[str]:
+    from patchprune.learned import available_methods
+
+    return available_methods()
+
+
+def parse_method_options(items: Sequence[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings -> {key: value}; a value is read as JSON (numbers, true / false, lists)
+    and falls back to the plain string (e.g. first_frame_loss=live)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"--method-option expects KEY=VALUE with KEY a name, got {item!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
 def check_layout_method(layout: str | None, method: str) -> None:
     """ValueError unless a module layout comes with --method vpp (the only method it places)."""
     if layout is not None and method != "vpp":
         raise ValueError(f"--vpp-layout places VPP's modules; it needs --method vpp, got {method!r}")
 
 
-def build_encoder(model: VISModel, method: str, target: float, layout: str | None = None) -> nn.Module | None:
+def build_encoder(model: VISModel, method: str, target: float, layout: str | None = None,
+                  options: dict[str, Any] | None = None) -> nn.Module | None:
     """The pruner of `method` on `model.backbone`: None for "dense", a `patchprune.learned` method,
     or a training-free policy (`patchprune.policies`, e.g. evtp, tome) at VPP's positions and rates.
-    `layout` (vpp only): VPP's module positions, e.g. "map:0;sm:3,6,9" (`patchprune.learned.layout`)."""
+    `layout` (vpp only): VPP's module positions, e.g. "map:0;sm:3,6,9" (`patchprune.learned.layout`).
+    `options`: keyword overrides of a learned method's builder (`train vis --method-option`)."""
     check_layout_method(layout, method)
+    options = options or {}
+    if options and method not in _learned_methods():
+        raise ValueError(f"--method-option needs a learned method, got {method!r}")
     if method == "dense":
         return None
     from patchprune.learned import available_methods, build
@@ -81,9 +109,9 @@ def build_encoder(model: VISModel, method: str, target: float, layout: str | Non
     if layout is not None:
         from patchprune.learned.layout import build_layout
 
-        return build_layout(model.backbone, target, layout)
+        return build_layout(model.backbone, target, layout, **options)
     if method in available_methods():
-        return build(method, model.backbone, target)
+        return build(method, model.backbone, target, **options)
     if method in available_policies():
         from patchprune.vit import sparse_vit
 
@@ -112,8 +140,10 @@ def load_run(run: str | Path, method: str | None = None, target: float | None = 
     ckpt = run / CHECKPOINT
     check_compatible(ckpt, config)
     model = VISModel(config)
-    layout = settings.get("vpp_layout") if settings.get("method") == method else None  # the trained positions
-    encoder = build_encoder(model, method, target, layout)
+    trained = settings.get("method") == method
+    layout = settings.get("vpp_layout") if trained else None  # the trained positions
+    options = settings.get("method_options") if trained else None  # and builder options
+    encoder = build_encoder(model, method, target, layout, options)
     modules: dict[str, nn.Module] = {"model": model}
     if is_learned(encoder) and settings.get("method") == method:
         modules["policies"] = encoder.runner.policies

@@ -60,6 +60,7 @@ class TrainSettings:
     semantic_weight: float = 2.0  # weight of the per-pixel category loss (configs with a semantic head)
     augment: str = "crop"  # comma list of vis.augment kinds (colour, crop) or "none"
     vpp_layout: str | None = None  # VPP's module positions, e.g. "map:0;sm:3,6,9" (patchprune.learned.layout)
+    method_options: dict[str, Any] | None = None  # builder keywords of the learned method (ablations)
     policy_lr_mult: float = 1.0  # stage 2: lr of the pruning modules = lr x this (the model's: lr x 0.1)
 
     @property
@@ -95,6 +96,8 @@ def _validate(s: TrainSettings) -> None:
     if s.semantic_weight < 0:
         raise ValueError(f"--semantic-weight must be >= 0, got {s.semantic_weight}")
     check_layout_method(s.vpp_layout, s.method)
+    if s.method_options and s.method == "dense":
+        raise ValueError("--method-option needs a learned --method (stage 2), got dense")
     if s.vpp_layout is not None:
         from patchprune.learned.layout import parse_layout
 
@@ -176,7 +179,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     data = load_split(s.data, "train", square_size(config.img_size), config.categories, s.max_videos)
     model = VISModel(config)
     loaded = initialise(model, s.init) if s.init else None
-    encoder = build_encoder(model, s.method, s.target, s.vpp_layout)
+    encoder = build_encoder(model, s.method, s.target, s.vpp_layout, s.method_options)
     broadcast_parameters(model, dist_info)
     if encoder is not None:
         broadcast_parameters(encoder.runner.policies, dist_info)
