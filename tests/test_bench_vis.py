@@ -147,3 +147,40 @@ def test_bad_options_are_one_line_errors(data_dir: Path, tmp_path: Path, capsys)
         assert needle in err and len(err.splitlines()) == 1, err
     assert main(["bench", "vis", "--data", str(tmp_path / "missing"), "--quick"]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_method_options_and_eval_data(data_dir: Path, dense_run: Path, tmp_path: Path, capsys) -> None:
+    bigger = tmp_path / "valid3"  # a larger valid split of the same kind (3 videos against 2)
+    write_synth_vis(bigger, videos=3, valid_videos=3, frames=4, size=64, seed=5, progress=False,
+                    min_radius=0.2, max_radius=0.3, max_objects=2)
+    args = bench_args(data_dir, tmp_path, "--methods", "vpp,svit", "--targets", "0.4", "--use", f"dense:0={dense_run}",
+                      "--fgs-frames", "0", "--stage2-method-option", "vpp:smooth_kernel=3",
+                      "--stage2-method-option", "vpp:first_frame_loss=live", "--eval-data", str(bigger))
+    assert main(args) == 0
+    capsys.readouterr()
+    runs = tmp_path / "runs"
+    assert json.loads((runs / "vpp040_s0" / "train.json").read_text())["method_options"] == {
+        "smooth_kernel": 3, "first_frame_loss": "live"}
+    assert json.loads((runs / "svit040_s0" / "train.json").read_text()).get("method_options") is None  # vpp's only
+    evaluated = json.loads((runs / "vpp040_s0" / "bench_eval.json").read_text())
+    assert evaluated["eval_data"] == str(bigger) and evaluated["videos"] == 3
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert f"evaluated on the valid split of `{bigger}`" in readme and "`smooth_kernel=3`" in readme
+    assert "--method-option smooth_kernel=3 --method-option first_frame_loss=live" in readme
+
+    # the same cells on the training folder's own valid split: evaluated again, not read from the cache
+    args_own = [a for a in args if a not in ("--eval-data", str(bigger))]
+    assert main(args_own) == 0
+    capsys.readouterr()
+    assert json.loads((runs / "vpp040_s0" / "bench_eval.json").read_text())["videos"] == 2
+
+    # a run trained with other options cannot stand in for a cell
+    args_other = bench_args(data_dir, tmp_path, "--methods", "vpp", "--targets", "0.4", "--use", f"dense:0={dense_run}",
+                            "--use", f"vpp:0.4:0={runs / 'vpp040_s0'}", "--fgs-frames", "0")
+    assert main(args_other) == 2
+    err = capsys.readouterr().err.strip()
+    assert "trained with method options" in err and len(err.splitlines()) == 1
+    for bad in ("smooth_kernel=3", ":x=1"):
+        assert main(bench_args(data_dir, tmp_path, "--stage2-method-option", bad)) == 2
+        err = capsys.readouterr().err.strip()
+        assert "METHOD:KEY=VALUE" in err and len(err.splitlines()) == 1, err

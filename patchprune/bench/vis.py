@@ -97,7 +97,8 @@ def plan(seeds: list[int], methods: list[str], targets: list[float], table4: boo
     return cells
 
 
-def parse_use(items: list[str], cells: list[Cell]) -> dict[str, Path]:
+def parse_use(items: list[str], cells: list[Cell], options: dict[str, dict[str, Any]] | None = None
+              ) -> dict[str, Path]:
     """`--use CELL=RUN` items -> {cell key: run folder}; unknown cells, missing folders or a VPP run
     trained with other module positions than its cell's raise."""
     keys = {c.key: c for c in cells}
@@ -117,8 +118,20 @@ def parse_use(items: list[str], cells: list[Cell]) -> dict[str, Path]:
         if not (Path(run) / "checkpoint.safetensors").is_file():
             raise ValueError(f"--use {item!r}: {run} holds no checkpoint.safetensors (a `train vis` run folder)")
         _check_layout(item, keys[key], Path(run))
+        if options is not None:
+            _check_options(item, keys[key], Path(run), options.get(keys[key].method, {}))
         out[key] = Path(run)
     return out
+
+
+def _check_options(item: str, cell: Cell, run: Path, wanted: dict[str, Any]) -> None:
+    """ValueError when a learned cell's run was trained with other method options (train.json)."""
+    if cell.method == "dense" or not (run / "train.json").is_file():
+        return
+    settings = json.loads((run / "train.json").read_text())
+    theirs = settings.get("method_options") or {}
+    if settings.get("method") == cell.method and theirs != wanted:
+        raise ValueError(f"--use {item!r}: {run} was trained with method options {theirs}, the bench asks for {wanted}")
 
 
 def _check_layout(item: str, cell: Cell, run: Path) -> None:
@@ -151,7 +164,28 @@ def train_command(cell: Cell, run: Path, dense_run: Path | None, args: argparse.
             cmd += ["--policy-lr-mult", f"{args.stage2_policy_lr_mult:g}"]
         if cell.layout is not None:
             cmd += ["--vpp-layout", cell.layout]
+        for key, value in stage2_options(args).get(cell.method, {}).items():
+            cmd += ["--method-option", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
     return cmd
+
+
+def stage2_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """`--stage2-method-option METHOD:KEY=VALUE` items -> {method: {key: value}} (values as
+    `train vis --method-option` reads them)."""
+    from patchprune.vis.run import parse_method_options
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in getattr(args, "stage2_method_option", None) or []:
+        method, sep, option = item.partition(":")
+        if not sep or not method:
+            raise ValueError(f"--stage2-method-option {item!r}: expected METHOD:KEY=VALUE, e.g. vpp:smooth_kernel=5")
+        out.setdefault(method, {}).update(parse_method_options([option]))
+    return out
+
+
+def eval_data(args: argparse.Namespace) -> Path:
+    """The folder whose valid split every cell is evaluated on (`--eval-data`, default `--data`)."""
+    return Path(getattr(args, "eval_data", None) or args.data)
 
 
 def _train(cmd: list[str]) -> None:
@@ -192,12 +226,16 @@ def evaluate_cell(run: Path, args: argparse.Namespace, policy: str | None = None
     suffix = "" if policy is None else f"_{policy}_{target:g}"
     cache = run / EVAL_FILE.replace(".json", f"{suffix}.json")
     ckpt = run / "checkpoint.safetensors"
+    data = eval_data(args)
     if cache.is_file() and cache.stat().st_mtime >= ckpt.stat().st_mtime:
-        return json.loads(cache.read_text())
+        cached = json.loads(cache.read_text())
+        if cached.get("eval_data", str(args.data)) == str(data):
+            return cached
     t0 = time.perf_counter()
-    m = evaluate_folder(run, args.data, timing_frames=args.timing_frames, method=policy, target=target)
+    m = evaluate_folder(run, data, timing_frames=args.timing_frames, method=policy, target=target)
     write_json(run / f"results_valid{suffix}.json", m.pop("results"))
     m["eval_seconds"] = time.perf_counter() - t0
+    m["eval_data"] = str(data)
     write_json(cache, m, indent=1)
     return m
 
@@ -210,7 +248,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     cells = plan(args.seeds, args.methods, args.targets, args.table4)
-    use = parse_use(args.use, cells)
+    use = parse_use(args.use, cells, stage2_options(args))
     runs_root = Path(args.runs)
     rows, commands = [], []
     t_start = time.perf_counter()
@@ -244,7 +282,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             for policy in args.policies:
                 print(f"bench vis: evaluating {policy} @ {target:g} on {dense}", file=sys.stderr)
                 m = evaluate_cell(dense, args, policy, target)
-                commands.append(f"patchprune eval vis --run {dense} --data {args.data} --method {policy} "
+                commands.append(f"patchprune eval vis --run {dense} --data {eval_data(args)} --method {policy} "
                                 f"--target {target:g} --json")
                 rows.append({"cell": f"{policy}{round(100 * target):03d}_s{seed}", "method": policy, "target": target,
                              "seed": seed, "run": str(dense), "train": {}, "metrics": m, "training_free": True})
@@ -252,7 +290,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     if args.table4:
         analyses["table4"] = table4_results(rows)
     out = report.write_report(Path(args.out), [r for r in rows if "layout" not in r], analyses, {
-        "data": str(args.data), "seeds": args.seeds, "methods": args.methods, "targets": args.targets,
+        "data": str(args.data), "eval_data": str(eval_data(args)), "method_options": stage2_options(args),
+        "seeds": args.seeds, "methods": args.methods, "targets": args.targets,
         "threads": args.threads, "commands": commands, "argv": sys.argv[1:],
         "minutes": (time.perf_counter() - t_start) / 60})
     return {"out": str(out), "cells": len(rows)}
@@ -348,10 +387,12 @@ def _run(args: argparse.Namespace) -> int:
     for name in ("dense_steps", "stage2_steps", "dense_batch", "stage2_batch", "threads"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not (Path(args.data) / "valid.json").is_file() and not (Path(args.data) / "valid").is_dir():
-        from patchprune.vis.data import find_split
+    stage2_options(args)  # syntax of --stage2-method-option, before any training
+    for folder in {Path(args.data), eval_data(args)}:
+        if not (folder / "valid.json").is_file() and not (folder / "valid").is_dir():
+            from patchprune.vis.data import find_split
 
-        find_split(args.data, "valid")  # one-line error naming what is missing
+            find_split(folder, "valid")  # one-line error naming what is missing
     print(json.dumps(run_bench(args)))
     return 0
 
@@ -387,6 +428,12 @@ def register(groups) -> None:
     p.add_argument("--stage2-warmup", type=int, default=10)
     p.add_argument("--stage2-policy-lr-mult", type=float, default=1.0,
                    help="the pruning modules' lr multiplier in stage 2 (every learned method alike)")
+    p.add_argument("--stage2-method-option", action="append", default=[], metavar="METHOD:KEY=VALUE",
+                   help="a builder keyword for every stage-2 cell of METHOD (repeatable), e.g. vpp:smooth_kernel=5 "
+                        "(train vis --method-option)")
+    p.add_argument("--eval-data", default=None, type=Path,
+                   help="evaluate every cell on this folder's valid split (default --data), e.g. a larger valid "
+                        "split generated with the same flags")
     p.add_argument("--timing-frames", type=int, default=20, help="frames timed for FPS per cell (0: no timing)")
     p.add_argument("--fgs-frames", type=int, default=64, help="train frames for the FGS probes (0: skip the figures)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation")
