@@ -149,6 +149,26 @@ def test_stage2_policy_lr_mult_scales_the_modules_steps(data_dir: Path, dense_ru
     assert moved(hundred) > 20 * moved(one)
 
 
+def test_stage2_head_lr_mult_scales_the_head_not_the_backbone(data_dir: Path, dense_run: Path, tmp_path: Path) -> None:
+    """--head-lr-mult reaches the pyramid + head group only: one AdamW step from the same dense run moves
+    the head about mult times as far, the backbone (x0.1) alike in both runs."""
+    start = tensors(dense_run / "checkpoint.safetensors")
+
+    def moved(mult: float) -> tuple[float, float]:
+        out = tmp_path / f"hlr{mult:g}"
+        run_training(settings(data_dir, out, method="vpp", init=str(dense_run), steps=1, overrides=None,
+                              head_lr_mult=mult))
+        after = tensors(out / "checkpoint.safetensors")
+        dist = lambda prefix: sum(float((after[k] - start[k]).abs().sum()) for k in start  # noqa: E731
+                                  if k.startswith(prefix) and k in after)
+        return dist("module/model/head."), dist("module/model/backbone.")
+
+    head_small, backbone_small = moved(0.1)
+    head_one, backbone_one = moved(1.0)
+    assert head_small > 0 and head_one > 5 * head_small
+    assert backbone_one == pytest.approx(backbone_small, rel=0.2)
+
+
 def test_bad_inputs(data_dir: Path, dense_run: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(FileNotFoundError, match="train.json"):
         run_training(settings(tmp_path, tmp_path / "x"))
@@ -169,6 +189,8 @@ def test_bad_inputs(data_dir: Path, dense_run: Path, tmp_path: Path, capsys) -> 
         run_training(settings(data_dir, tmp_path / "w", method="nope"))
     with pytest.raises(ValueError, match="--policy-lr-mult"):
         run_training(settings(data_dir, tmp_path / "w", method="vpp", init=str(dense_run), policy_lr_mult=0.0))
+    with pytest.raises(ValueError, match="--head-lr-mult"):
+        run_training(settings(data_dir, tmp_path / "w", method="vpp", init=str(dense_run), head_lr_mult=-1.0))
     # a checkpoint of another config: a run folder whose config.json differs from its checkpoint
     other = tmp_path / "other"
     shutil.copytree(dense_run, other)

@@ -162,6 +162,8 @@ def train_command(cell: Cell, run: Path, dense_run: Path | None, args: argparse.
                 "--warmup", str(args.stage2_warmup)]
         if args.stage2_policy_lr_mult != 1.0:
             cmd += ["--policy-lr-mult", f"{args.stage2_policy_lr_mult:g}"]
+        if getattr(args, "stage2_head_lr_mult", 1.0) != 1.0:
+            cmd += ["--head-lr-mult", f"{args.stage2_head_lr_mult:g}"]
         if cell.layout is not None:
             cmd += ["--vpp-layout", cell.layout]
         for key, value in stage2_options(args).get(cell.method, {}).items():
@@ -428,6 +430,8 @@ def register(groups) -> None:
     p.add_argument("--stage2-warmup", type=int, default=10)
     p.add_argument("--stage2-policy-lr-mult", type=float, default=1.0,
                    help="the pruning modules' lr multiplier in stage 2 (every learned method alike)")
+    p.add_argument("--stage2-head-lr-mult", type=float, default=1.0,
+                   help="train vis --head-lr-mult of every stage-2 cell (default the spec's x1)")
     p.add_argument("--stage2-method-option", action="append", default=[], metavar="METHOD:KEY=VALUE",
                    help="a builder keyword for every stage-2 cell of METHOD (repeatable), e.g. vpp:smooth_kernel=5 "
                         "(train vis --method-option)")

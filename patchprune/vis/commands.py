@@ -19,7 +19,7 @@ def _run_train(args: argparse.Namespace) -> int:
                       timm_model=args.timm_model, weights=args.weights, progress=not args.no_progress,
                       tracker=args.tracker, class_weight=args.class_weight,
                       semantic_weight=args.semantic_weight, augment=args.augment, vpp_layout=args.vpp_layout,
-                      policy_lr_mult=args.policy_lr_mult, method_options=parse_method_options(args.method_option) or None)
+                      policy_lr_mult=args.policy_lr_mult, head_lr_mult=args.head_lr_mult, method_options=parse_method_options(args.method_option) or None)
     dist_info = init_distributed("gloo")
     summary = run_training(s, dist_info)
     if dist_info.is_main:
@@ -94,6 +94,9 @@ def register(groups) -> None:
     p.add_argument("--clip", type=float, default=0.01, help="max gradient L2 norm (0: none)")
     p.add_argument("--policy-lr-mult", type=float, default=1.0,
                    help="stage 2: the pruning modules' lr multiplier (the spec's x1; the model trains at x0.1)")
+    p.add_argument("--head-lr-mult", type=float, default=1.0,
+                   help="stage 2: the pyramid + decoder head's lr multiplier (the spec's x1; the backbone trains "
+                        "at x0.1; runs before 2026-11-30 used 0.1)")
     p.add_argument("--class-weight", type=float, default=5.0,
                    help="weight of the classification term of the set loss (Mask2Former's is 2; default 5, docs/vis.md)")
     p.add_argument("--semantic-weight", type=float, default=2.0,

@@ -253,7 +253,8 @@ def _readme(rows, tables, checked, figs, info, out: Path, checked4=()) -> str:
     if stage2:
         t = stage2["train"]
         lines.append(f"Stage 2 (VPP protocol, from each seed's dense run): {t.get('steps')} steps, batch {t.get('batch')}, "
-                     f"lr {t.get('lr')} (pruning modules x{t.get('policy_lr_mult', 1.0):g}, model x0.1), "
+                     f"lr {t.get('lr')} (pruning modules x{t.get('policy_lr_mult', 1.0):g}, backbone x0.1, "
+                     f"pyramid + head x{t.get('head_lr_mult', 0.1):g}), "
                      f"warm-up {t.get('warmup')}.")
         for method, options in (info.get("method_options") or {}).items():
             lines.append(f"Method options of every {method} cell (`train vis --method-option`): "

@@ -61,7 +61,8 @@ class TrainSettings:
     augment: str = "crop"  # comma list of vis.augment kinds (colour, crop) or "none"
     vpp_layout: str | None = None  # VPP's module positions, e.g. "map:0;sm:3,6,9" (patchprune.learned.layout)
     method_options: dict[str, Any] | None = None  # builder keywords of the learned method (ablations)
-    policy_lr_mult: float = 1.0  # stage 2: lr of the pruning modules = lr x this (the model's: lr x 0.1)
+    policy_lr_mult: float = 1.0  # stage 2: lr of the pruning modules = lr x this (the backbone's: lr x 0.1)
+    head_lr_mult: float = 1.0  # stage 2: lr of the pyramid + head = lr x this (the spec's x1; before 2026-11-30: 0.1)
 
     @property
     def stage(self) -> int:
@@ -90,6 +91,8 @@ def _validate(s: TrainSettings) -> None:
         raise ValueError(f"--lr must be > 0, got {s.lr}")
     if s.policy_lr_mult <= 0:
         raise ValueError(f"--policy-lr-mult must be > 0, got {s.policy_lr_mult}")
+    if s.head_lr_mult <= 0:
+        raise ValueError(f"--head-lr-mult must be > 0, got {s.head_lr_mult}")
     if s.class_weight <= 0:
         raise ValueError(f"--class-weight must be > 0, got {s.class_weight}")
     parse_augment(s.augment)
@@ -186,14 +189,16 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     criterion = SetLoss(config, s.class_weight, s.semantic_weight)
     augment = parse_augment(s.augment)
 
+    head = list(model.pyramid.named_parameters()) + list(model.head.named_parameters())
     if s.stage == 1:
         bb_mult = 0.1 if loaded else 1.0
         groups = param_groups({"backbone": (model.backbone.named_parameters(), bb_mult),
-                               "head": (list(model.pyramid.named_parameters()) + list(model.head.named_parameters()), 1.0)})
+                               "head": (head, 1.0)})
         modules: dict[str, nn.Module] = {"model": model}
     else:
         groups = param_groups({"policies": (encoder.runner.policies.named_parameters(), s.policy_lr_mult),
-                               "model": (model.named_parameters(), 0.1)})
+                               "backbone": (model.backbone.named_parameters(), 0.1),
+                               "head": (head, s.head_lr_mult)})
         modules = {"model": model, "policies": encoder.runner.policies}
     optimizer = torch.optim.AdamW(groups, lr=s.lr, weight_decay=0.05)
     if dist_info.is_main:
