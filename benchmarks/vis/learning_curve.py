@@ -7,7 +7,8 @@ on the valid split and plot YouTube-VIS AP against training minutes.
 Minutes are the CPU minutes of the 1-thread training process (equal to wall minutes on an idle
 core; the machine was shared while the curve in docs/vis.md was trained) and its wall minutes.
 Evaluated snapshots are cached in RUN/curve.json, so the script can be rerun while training goes on.
-`--compare` draws the AP of other runs' cached curves (their curve.json) in grey for reference.
+`--compare` draws the AP of other runs' cached curves (their curve.json) in grey for reference (up to four,
+one line style each).
 """
 from __future__ import annotations
 
@@ -73,9 +74,9 @@ def main() -> None:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         for key, style in (("AP", "o-"), ("AP50", "s--"), ("AP75", "^:")):
             ax.plot(x, [100 * r[key] for r in rows], style, label=key)
-        for other in args.compare:
+        for other, style in zip(args.compare, (".-", "x--", "+:", "d-.")):  # grey, one line style each
             prev = sorted(json.loads((other / "curve.json").read_text()), key=lambda r: r["step"])
-            ax.plot([r["cpu_minutes"] for r in prev], [100 * r["AP"] for r in prev], ".-", color="0.6",
+            ax.plot([r["cpu_minutes"] for r in prev], [100 * r["AP"] for r in prev], style, color="0.55",
                     label=f"AP, {other.name}")
         ax.axhline(25, color="grey", lw=0.8, ls="--")
         ax.set_xlabel("training minutes (CPU minutes, 1 thread)")
