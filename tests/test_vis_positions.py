@@ -237,7 +237,7 @@ def test_table4_plan_cells_and_commands(dense_run: Path, tmp_path: Path) -> None
 
     class Args:
         data, threads, stage2_steps, stage2_batch, stage2_lr, stage2_warmup = "d", 1, 3, 2, 1e-4, 1
-        stage2_policy_lr_mult = 1.0
+        stage2_policy_lr_mult, stage2_head_lr_mult, stage2_method_option = 1.0, 1.0, []
     cmd = train_command(Cell("vpp", 0.55, 0, "map:0;sm:3,6,9"), Path("r"), dense_run, Args())
     assert cmd[-2:] == ["--vpp-layout", "map:0;sm:3,6,9"] and cmd[cmd.index("--target") + 1] == "0.55"
     assert "--policy-lr-mult" not in cmd  # the spec's x1 is train vis's default

@@ -162,7 +162,7 @@ def train_command(cell: Cell, run: Path, dense_run: Path | None, args: argparse.
                 "--warmup", str(args.stage2_warmup)]
         if args.stage2_policy_lr_mult != 1.0:
             cmd += ["--policy-lr-mult", f"{args.stage2_policy_lr_mult:g}"]
-        if getattr(args, "stage2_head_lr_mult", 1.0) != 1.0:
+        if args.stage2_head_lr_mult != 1.0:
             cmd += ["--head-lr-mult", f"{args.stage2_head_lr_mult:g}"]
         if cell.layout is not None:
             cmd += ["--vpp-layout", cell.layout]
@@ -177,7 +177,7 @@ def stage2_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     from patchprune.vis.run import parse_method_options
 
     out: dict[str, dict[str, Any]] = {}
-    for item in getattr(args, "stage2_method_option", None) or []:
+    for item in args.stage2_method_option:
         method, sep, option = item.partition(":")
         if not sep or not method:
             raise ValueError(f"--stage2-method-option {item!r}: expected METHOD:KEY=VALUE, e.g. vpp:smooth_kernel=5")
@@ -187,7 +187,7 @@ def stage2_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def eval_data(args: argparse.Namespace) -> Path:
     """The folder whose valid split every cell is evaluated on (`--eval-data`, default `--data`)."""
-    return Path(getattr(args, "eval_data", None) or args.data)
+    return Path(args.eval_data or args.data)
 
 
 def _train(cmd: list[str]) -> None:

@@ -10,7 +10,6 @@ the method's sparsity loss: every forward call returns the runner's output with
 from __future__ import annotations
 
 import inspect
-
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 

@@ -19,7 +19,8 @@ def _run_train(args: argparse.Namespace) -> int:
                       timm_model=args.timm_model, weights=args.weights, progress=not args.no_progress,
                       tracker=args.tracker, class_weight=args.class_weight,
                       semantic_weight=args.semantic_weight, augment=args.augment, vpp_layout=args.vpp_layout,
-                      policy_lr_mult=args.policy_lr_mult, head_lr_mult=args.head_lr_mult, method_options=parse_method_options(args.method_option) or None)
+                      policy_lr_mult=args.policy_lr_mult, head_lr_mult=args.head_lr_mult,
+                      method_options=parse_method_options(args.method_option) or None)
     dist_info = init_distributed("gloo")
     summary = run_training(s, dist_info)
     if dist_info.is_main:

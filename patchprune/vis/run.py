@@ -64,12 +64,6 @@ def training_free_schedule(method: str, target: float, depth: int) -> dict[int, 
     return {p: (method, r) for p, r in zip(positions, rates)}
 
 
-def _learned_methods() -> list[str]:
-    from patchprune.learned import available_methods
-
-    return available_methods()
-
-
 def parse_method_options(items: Sequence[str]) -> dict[str, Any]:
     """`KEY=VALUE` strings -> {key: value}; a value is read as JSON (numbers, true / false, lists)
     and falls back to the plain string (e.g. first_frame_loss=live)."""
@@ -98,13 +92,14 @@ def build_encoder(model: VISModel, method: str, target: float, layout: str | Non
     `layout` (vpp only): VPP's module positions, e.g. "map:0;sm:3,6,9" (`patchprune.learned.layout`).
     `options`: keyword overrides of a learned method's builder (`train vis --method-option`)."""
     check_layout_method(layout, method)
+    from patchprune.learned import available_methods, build
+    from patchprune.policies.base import available_policies
+
     options = options or {}
-    if options and method not in _learned_methods():
+    if options and method not in available_methods():
         raise ValueError(f"--method-option needs a learned method, got {method!r}")
     if method == "dense":
         return None
-    from patchprune.learned import available_methods, build
-    from patchprune.policies.base import available_policies
 
     if layout is not None:
         from patchprune.learned.layout import build_layout
@@ -145,7 +140,7 @@ def load_run(run: str | Path, method: str | None = None, target: float | None = 
     options = settings.get("method_options") if trained else None  # and builder options
     encoder = build_encoder(model, method, target, layout, options)
     modules: dict[str, nn.Module] = {"model": model}
-    if is_learned(encoder) and settings.get("method") == method:
+    if is_learned(encoder) and trained:
         modules["policies"] = encoder.runner.policies
     info = load_checkpoint(ckpt, modules)
     model.eval()
