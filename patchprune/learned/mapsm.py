@@ -12,7 +12,9 @@ the library rounds every ratio one way, halves up, see `patchprune.tokens.keep_c
 5. Xm = A V (V = x_6 of frame t-1).
 6. z = LogSoftmax(FC2(GELU(FC1(LN(Xm))))), FC1: C -> C/2 (75,074 parameters at C = 384); the
    authors' init: Linear weights trunc-normal 0.02, zero biases.
-7. Optional smoothing (default on): replicate-pad + 9x9 mean pool of z on the grid.
+7. Optional smoothing (default on): replicate-pad + 9x9 mean pool of z on the grid (`smooth_kernel`;
+   "auto": the same share of the grid's short side as 9 of YouTube-VIS's ~22.5 patches, see
+   `grid_smooth_kernel`).
 8. p = softmax(z + g / tau_s)[keep], noise kept at inference (sparse background activation).
 9. M1 = onehot(top-k of p) + p - p.detach().
 
@@ -67,6 +69,24 @@ def smooth_logits(z: Tensor, grid: tuple[int, int], kernel: int = 9) -> Tensor:
     return img.reshape(B, K, N).transpose(1, 2)
 
 
+SMOOTH_SHARE = 9 / 22.5  # the spec's 9 x 9 window over a ~360 px short side at patch 16
+
+
+def grid_smooth_kernel(grid: tuple[int, int], share: float = SMOOTH_SHARE) -> int:
+    """The odd kernel nearest to `share` of the grid's short side (12 x 12 -> 5, 22 -> 9, 32 -> 13)."""
+    side = min(int(grid[0]), int(grid[1]))
+    return max(1, 2 * round((share * side - 1) / 2) + 1)
+
+
+def resolve_smooth_kernel(kernel: int | str, grid: tuple[int, int]) -> int:
+    """`smooth_kernel` as given (a positive odd int) or "auto" -> `grid_smooth_kernel(grid)`."""
+    if kernel == "auto":
+        return grid_smooth_kernel(grid)
+    if isinstance(kernel, str) or isinstance(kernel, bool) or int(kernel) < 1 or int(kernel) % 2 == 0:
+        raise ValueError(f"smooth_kernel must be a positive odd size or 'auto', got {kernel!r}")
+    return int(kernel)
+
+
 MAPSM_KAPPA = {0.55: 0.7, 0.40: 0.6}
 
 
@@ -85,7 +105,7 @@ class MapSM(Policy):
         tau: float = 10.0,
         tau_s: float = 10.0,
         smoothing: bool = True,
-        smooth_kernel: int = 9,
+        smooth_kernel: int | str = 9,
         noise: bool = True,
         reference_position: int = 6,
         name: str = "mapsm",
@@ -96,7 +116,9 @@ class MapSM(Policy):
         self.head = SelectorMLP(dim, hidden_div=2)
         init_trunc_normal(self.head)  # the authors' init: trunc-normal 0.02, zero bias
         self.kappa, self.tau, self.tau_s = float(kappa), float(tau), float(tau_s)
-        self.smoothing, self.smooth_kernel, self.noise = bool(smoothing), int(smooth_kernel), bool(noise)
+        resolve_smooth_kernel(smooth_kernel, (1, 1))  # validate now, resolve per grid ("auto")
+        self.smooth_kernel = smooth_kernel if smooth_kernel == "auto" else int(smooth_kernel)
+        self.smoothing, self.noise = bool(smoothing), bool(noise)
         self.observe_positions = (int(reference_position),)
         self.cache_name = name
 
@@ -119,7 +141,7 @@ class MapSM(Policy):
             mapped = gather_tokens(values, src)
         z = self.head(mapped)
         if self.smoothing:
-            z = smooth_logits(z, grid, self.smooth_kernel)
+            z = smooth_logits(z, grid, resolve_smooth_kernel(self.smooth_kernel, grid))
         return torch.softmax(perturb(z, self.tau_s, self.noise, "vpp"), dim=-1)[..., KEEP]
 
     def forward(self, ctx: PolicyContext) -> Decision:

@@ -40,7 +40,7 @@ def build_vpp(
     kappa: float | None = None,
     rho: float | None = None,
     smoothing: bool = True,
-    smooth_kernel: int = 9,
+    smooth_kernel: int | str = 9,
     noise: bool = True,
     tau: float = 10.0,
     map_position: int = VPP_MAP_POSITION,
@@ -61,6 +61,8 @@ def build_vpp(
     init (SM: PyTorch's default; Map-SM: trunc-normal 0.02, zero bias).
     first_frame_loss: sparsity loss of a pass without the Map-SM prior: "spec" (default), "none"
     or "live" (see `patchprune.learned.losses.vpp_loss`; "spec" settles below the PKR target).
+    smooth_kernel: Map-SM's mean-pool window (spec 9, sized for ~22-patch short sides) or "auto"
+    (the same share of each frame's grid: 5 on a 12 x 12 grid; `mapsm.grid_smooth_kernel`).
     """
     if unknown:
         raise ValueError(f"unknown VPP options: {sorted(unknown)}")
