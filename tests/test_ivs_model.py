@@ -168,3 +168,24 @@ def test_from_pretrained_local_folders(tok, tmp_path) -> None:
     for a, b in zip(m.vision.state_dict().values(), again.vision.state_dict().values()):
         assert torch.equal(a, b)
     assert torch.equal(m.lm.get_input_embeddings().weight, again.lm.get_input_embeddings().weight)
+
+
+@pytest.mark.parametrize("prefix", [False, True])
+def test_instruction_prefix_conditions_the_image_token_states(tok, prefix: bool) -> None:
+    torch.manual_seed(0)
+    cfg = named_config("micro", vocab_size=tok.get_vocab_size(), refer_map="tokens", instruction_prefix=prefix)
+    m = IVSModel(cfg).eval()
+    b = make(tok, cfg, False)
+    b.key = b.key[:1].expand(2, -1, -1, -1)  # one image, the two instructions of TEXTS (different lengths)
+    image = m.projector(m.encode(b.key, False)[0])
+    temporal = torch.zeros(2, 0, cfg.llm_dim)
+    with torch.no_grad():
+        states, first = m._language(b, m.embed_words(b.text_ids), temporal, image)
+        out = m(b)
+    assert first == 2 + (b.text_ids.shape[1] if prefix else 0)
+    tokens = states[:, first:first + image.shape[1]]
+    assert torch.isfinite(out.refer_map).all() and torch.isfinite(out.query_logits[-1]).all()
+    if prefix:  # each image token saw its sample's instruction
+        assert not torch.allclose(tokens[0], tokens[1], atol=1e-4)
+    else:  # causal order: the image precedes the text, so its states ignore it
+        assert torch.allclose(tokens[0], tokens[1], atol=1e-5)

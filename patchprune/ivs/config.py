@@ -33,7 +33,9 @@ class IVSConfig(RunConfig):
     token states or from the mask features, pooled under each query's mask into its logit
     (`ivs.refer_map`, docs/ivs.md "Referring map"); older runs load with "none". mask_stem: the mask
     branch ViT's patch embedding, "patch" (timm's) or "conv" (`vis.stem.ConvStem`, the VIS recipe's
-    stem; `tiny`).
+    stem; `tiny`). instruction_prefix: the instruction also precedes the image tokens in the language
+    model's sequence, so their states (the "tokens" referring map's features) are conditioned on it
+    (our option, docs/ivs.md; the published order puts the image first only).
     vocab_size: the tokenizer's size (set from the data set's tokenizer when training starts).
     """
 
@@ -73,6 +75,7 @@ class IVSConfig(RunConfig):
     target_layers: int = 2
     refer_map: str = "none"
     mask_stem: str = "patch"
+    instruction_prefix: bool = False
     vocab_size: int = 64
 
     @property

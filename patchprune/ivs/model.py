@@ -189,10 +189,9 @@ class IVSModel(nn.Module):
             pad_r = (~batch.refer_mask).repeat_interleave(R, 0)
             temporal = self.perceiver(ref_tokens, text_r, pad_r).reshape(B, -1, text.shape[-1])
         with meter("llm"):
-            states = self._language(batch, text, temporal, image_tokens)
+            states, first_image = self._language(batch, text, temporal, image_tokens)
         N = self.config.seg_queries
         seg_states, text_states = states[:, -N:], states[:, -N - text.shape[1]:-N]
-        first_image = 2 + temporal.shape[1]  # after <temporal>, the perceiver tokens and <image>
         image_states = states[:, first_image:first_image + image_tokens.shape[1]]
         refer = (text_states * batch.refer_mask.unsqueeze(-1)).sum(1) / batch.refer_mask.sum(1, keepdim=True).clamp_min(1)
         with meter("mask_branch"):
@@ -206,17 +205,24 @@ class IVSModel(nn.Module):
                 logits = [lg + self.refer_map.pooled(refer_map, m) for lg, m in zip(logits, masks)]
         return IVSOutput(masks, logits, index[:B], vision[:B], int(kept.shape[1]), refer_map)
 
-    def _language(self, batch: IVSBatch, text: Tensor, temporal: Tensor, image: Tensor) -> Tensor:
-        """Last hidden states [B, S, D] of [<temporal>; perceiver; <image>; image tokens; text; <seg> slots]."""
+    def _language(self, batch: IVSBatch, text: Tensor, temporal: Tensor, image: Tensor) -> tuple[Tensor, int]:
+        """(last hidden states [B, S, D], position of the first image token) of [<temporal>; perceiver;
+        (instruction, with `instruction_prefix`); <image>; image tokens; text; <seg> slots]."""
         B, D = text.shape[0], text.shape[-1]
         marks = self.embed_words(torch.tensor([self.special[TEMPORAL], self.special[IMAGE]], device=text.device))
         seg = self.seg_slots.unsqueeze(0).expand(B, -1, -1)
-        embeds = torch.cat([marks[0].expand(B, 1, D), temporal, marks[1].expand(B, 1, D), image, text, seg], 1)
         dev = text.device
-        mask = torch.cat([torch.ones(B, 2 + temporal.shape[1] + image.shape[1], dtype=torch.bool, device=dev),
-                          batch.text_mask, torch.ones(B, seg.shape[1], dtype=torch.bool, device=dev)], 1)
+        prefix = [text] if self.config.instruction_prefix else []
+        prefix_mask = [batch.text_mask] if self.config.instruction_prefix else []
+        embeds = torch.cat([marks[0].expand(B, 1, D), temporal, *prefix, marks[1].expand(B, 1, D), image, text, seg], 1)
+        def real(n: int) -> Tensor:
+            return torch.ones(B, n, dtype=torch.bool, device=dev)
+
+        mask = torch.cat([real(1 + temporal.shape[1]), *prefix_mask, real(1 + image.shape[1]), batch.text_mask,
+                          real(seg.shape[1])], 1)
+        first_image = 2 + temporal.shape[1] + sum(t.shape[1] for t in prefix)
         position_ids = (mask.long().cumsum(1) - 1).clamp_min(0)
         all_real = bool(mask.all())
         out = self.lm.get_decoder()(inputs_embeds=embeds, attention_mask=None if all_real else mask.long(),
                                     position_ids=position_ids, use_cache=False)
-        return out.last_hidden_state
+        return out.last_hidden_state, first_image
