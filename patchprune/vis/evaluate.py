@@ -129,7 +129,6 @@ def evaluate(model: VISModel, encoder: nn.Module | None, data: VISData, tracker:
     grid = (data.side // model.backbone.patch_embed.patch_size[0],) * 2
     results, frame_results = [], []
     kept = torch.zeros(0)
-    blocks = 0
     ioi = IoIMeter()
     for clip in shard(data.clips, dist_info):
         torch.manual_seed(seed * 1_000_003 + int(clip.video_id))
