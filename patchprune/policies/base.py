@@ -19,7 +19,6 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import torch
 from torch import Tensor, nn
 
 from patchprune.registry import Registry
