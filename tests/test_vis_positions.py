@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -304,3 +305,20 @@ def test_bench_table4_trains_reports_and_resumes(data_dir: Path, dense_run: Path
     assert len(ckpts) == 5
     assert main(args) == 0  # a rerun trains nothing
     assert {p: p.stat().st_mtime_ns for p in runs.glob("*/checkpoint.safetensors")} == ckpts
+
+
+def test_random_init_eval_takes_method_options(data_dir: Path, dense_run: Path, capsys) -> None:
+    """Speed checks evaluate untrained modules; init_keep makes them keep their target rates."""
+    base = ["eval", "vis", "--random-init", "tiny", "--method", "vpp", "--target", "0.4", "--data", str(data_dir),
+            "--max-videos", "1", "--timing-frames", "0", "--threads", "1", "--json", "--results", os.devnull]
+    pkr = {}
+    for extra in ([], ["--method-option", "init_keep=true"]):
+        assert main(base + extra) == 0
+        m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert m["method_options"] == ({"init_keep": True} if extra else {})
+        pkr[bool(extra)] = m["pkr"]
+    assert abs(pkr[True] - 0.40) < abs(pkr[False] - 0.40) and abs(pkr[True] - 0.40) < 0.1, pkr
+    assert main(["eval", "vis", "--run", str(dense_run), "--data", str(data_dir), "--method-option",
+                 "init_keep=true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "goes with --random-init" in err and len(err.splitlines()) == 1, err

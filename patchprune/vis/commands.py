@@ -34,13 +34,15 @@ def _run_eval(args: argparse.Namespace) -> int:
     from patchprune.data.io import write_json
     from patchprune.train.distributed import init_distributed
     from patchprune.vis.evaluate import evaluate_folder
+    from patchprune.vis.run import parse_method_options
 
     if args.threads:
         torch.set_num_threads(args.threads)
     dist_info = init_distributed("gloo")
     m = evaluate_folder(args.run, args.data, tracker=args.tracker, split=args.split, max_videos=args.max_videos,
                         timing_frames=args.timing_frames, random_init=args.random_init, method=args.method,
-                        target=args.target, dist_info=dist_info)
+                        target=args.target, dist_info=dist_info,
+                        method_options=parse_method_options(args.method_option) or None)
     if not dist_info.is_main:
         return 0
     results = m.pop("results")
@@ -126,6 +128,9 @@ def register(groups) -> None:
                    help="pruning method (default: the run's): a learned one, or a training-free policy "
                         "(evtp, tome, random, ...) applied at VPP's positions and rates")
     p.add_argument("--target", type=float, default=None)
+    p.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --random-init: a keyword of the learned method's builder (repeatable), e.g. "
+                        "init_keep=true so untrained modules keep their target rates")
     p.add_argument("--max-videos", type=int, default=None)
     p.add_argument("--timing-frames", type=int, default=20, help="frames timed for FPS (0: no timing)")
     p.add_argument("--threads", type=int, default=None)

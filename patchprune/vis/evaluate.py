@@ -176,8 +176,11 @@ def evaluate(model: VISModel, encoder: nn.Module | None, data: VISData, tracker:
 
 def evaluate_folder(run: str | Path | None, data_dir: str | Path, tracker: str = "minvis", split: str = "valid",
                     max_videos: int | None = None, timing_frames: int = 20, random_init: str | None = None,
-                    method: str | None = None, target: float | None = None, dist_info: Any = None) -> dict[str, Any]:
-    """Load a run (or build `random_init`'s named config with random weights) and evaluate on DIR/split."""
+                    method: str | None = None, target: float | None = None, dist_info: Any = None,
+                    method_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load a run (or build `random_init`'s named config with random weights) and evaluate on DIR/split.
+    `method_options` (with `random_init` only; a run reapplies its own from train.json): keywords of
+    the learned method's builder, e.g. {"init_keep": True} so untrained modules keep their target rates."""
     from patchprune.vis.config import named_config
     from patchprune.vis.data import square_size
     from patchprune.vis.run import build_encoder, load_run
@@ -188,16 +191,19 @@ def evaluate_folder(run: str | Path | None, data_dir: str | Path, tracker: str =
         cfg = named_config(random_init, categories=sorted(cats))
         torch.manual_seed(0)
         model = VISModel(cfg).eval()
-        encoder = build_encoder(model, method or "dense", target or 0.55)
-        settings: dict[str, Any] = {"method": method or "dense", "target": target, "random_init": random_init}
+        encoder = build_encoder(model, method or "dense", target or 0.55, options=method_options)
+        settings: dict[str, Any] = {"method": method or "dense", "target": target, "random_init": random_init,
+                                    "method_options": method_options or {}}
     else:
         if run is None:
             raise ValueError("pass --run RUN (a folder written by `train vis`) or --random-init CONFIG")
+        if method_options:
+            raise ValueError("--method-option goes with --random-init; a run reapplies the options in its train.json")
         loaded = load_run(run, method, target)
         model, encoder, settings = loaded.model, loaded.encoder, loaded.settings
     data = load_split(data_dir, split, square_size(model.config.img_size), model.config.categories, max_videos)
     metrics = evaluate(model, encoder, data, tracker, timing_frames, dist_info)
     if metrics:
         metrics = {"config": model.config.name, "method": settings.get("method"), "target": settings.get("target"),
-                   "tracker": tracker, **metrics}
+                   "method_options": settings.get("method_options", {}), "tracker": tracker, **metrics}
     return metrics
