@@ -152,6 +152,7 @@ def test_cli_train_and_eval_json(data_dir: Path, tmp_path: Path, capsys) -> None
     (["train", "ivs", "--data", "{tmp}/nodata", "--out", "{tmp}/o"], "data folder"),
     (["train", "ivs", "--data", "{data}", "--out", "{run}"], "--resume"),
     (["train", "ivs", "--data", "{tmp}", "--out", "{tmp}/o"], "no referring data found"),
+    (["train", "ivs", "--data", "{data}", "--out", "{tmp}/o", "--group", "3"], "--group must divide --batch (8)"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(argv, message, run_dir: Path, data_dir: Path, tmp_path: Path,
                                           capsys) -> None:
@@ -184,3 +185,29 @@ def test_checkpoint_of_another_config_is_refused(run_dir: Path, data_dir: Path, 
     assert main(["eval", "ivs", "--run", str(other), "--data", str(data_dir), "--timing", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "another config" in err and "seg_queries" in err
+
+
+def test_grouped_batches_hold_several_objects_of_one_scene_at_one_key_frame(data_dir: Path) -> None:
+    from patchprune.ivs.data import grouped_indices, load_items, sample_batch, step_generator
+
+    pool = load_items(data_dir, "video", "train", 64)
+    idx, keys = grouped_indices(pool, 4, 2, step_generator(0, 5))
+    for g in range(2):
+        members = [pool[i] for i in idx[2 * g:2 * g + 2]]
+        assert len({m.source for m in members}) == 1          # one scene per group
+        assert len({m.track for m in members}) == 2           # its two objects, not one twice
+        assert keys[2 * g] == keys[2 * g + 1]                 # only the text differs
+    again = sample_batch({"video": pool}, 4, step_generator(0, 5), 0.0, group=2)
+    assert again == ("video", idx, keys)                      # a pure function of (seed, step)
+    with pytest.raises(ValueError, match="--group must divide --batch"):
+        grouped_indices(pool, 4, 3, step_generator(0, 5))
+
+
+def test_grouped_training_runs_and_records_the_group(data_dir: Path, tmp_path: Path) -> None:
+    s = settings(data_dir, tmp_path / "g", steps=2)
+    s.group = 2
+    run_training(s)
+    assert json.loads((tmp_path / "g" / "train.json").read_text())["group"] == 2
+    s.group = 3
+    with pytest.raises(ValueError, match="--group must divide --batch"):
+        run_training(s)

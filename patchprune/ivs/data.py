@@ -151,15 +151,51 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def sample_batch(pools: dict[str, list[ReferItem]], batch: int, gen: torch.Generator, video_share: float
-                 ) -> tuple[str, list[int], list[int]]:
+def sample_batch(pools: dict[str, list[ReferItem]], batch: int, gen: torch.Generator, video_share: float,
+                 group: int = 1) -> tuple[str, list[int], list[int]]:
     """(kind, item indices, key frames) of one global batch: the kind is video with probability
-    `video_share` when both kinds are loaded; no flips (they would swap "left of" / "right of")."""
+    `video_share` when both kinds are loaded; no flips (they would swap "left of" / "right of").
+    `group` > 1: batch / group sources, each with `group` of its expressions (see `grouped_indices`)."""
     kinds = [k for k in KINDS if pools.get(k)]
     kind = kinds[0]
     if len(kinds) == 2:
         kind = "video" if float(torch.rand((), generator=gen)) < video_share else "image"
     pool = pools[kind]
+    if group > 1:
+        idx, keys = grouped_indices(pool, batch, group, gen)
+        return kind, idx, keys
     idx = torch.randint(0, len(pool), (batch,), generator=gen).tolist()
     keys = [int(torch.randint(0, pool[i].frames.shape[0], (), generator=gen)) for i in idx]
     return kind, idx, keys
+
+
+def items_by_source(pool: list[ReferItem]) -> list[list[int]]:
+    """Item indices of each source (image / video), sources in data order."""
+    by_source: dict[str, list[int]] = {}
+    for i, it in enumerate(pool):
+        by_source.setdefault(it.source, []).append(i)
+    return list(by_source.values())
+
+
+def grouped_indices(pool: list[ReferItem], batch: int, group: int, gen: torch.Generator
+                    ) -> tuple[list[int], list[int]]:
+    """(item indices, key frames) of a batch of batch / group sources with `group` expressions each,
+    other objects first (one per object in random order, then the rest; repeats only when the source
+    has fewer expressions) and one key frame per source: only the text differs inside a group, a
+    direct signal for the choice of the referred object."""
+    if group < 1 or batch % group:
+        raise ValueError(f"--group must divide --batch ({batch}), got {group}")
+    sources = items_by_source(pool)
+    idx: list[int] = []
+    keys: list[int] = []
+    for s in torch.randint(0, len(sources), (batch // group,), generator=gen).tolist():
+        members = [sources[s][j] for j in torch.randperm(len(sources[s]), generator=gen).tolist()]
+        first: dict[int, int] = {}
+        for i in members:
+            first.setdefault(pool[i].track, i)
+        order = list(first.values()) + [i for i in members if i not in first.values()]
+        picked = [order[j % len(order)] for j in range(group)]
+        key = int(torch.randint(0, pool[picked[0]].frames.shape[0], (), generator=gen))
+        idx += picked
+        keys += [key] * group
+    return idx, keys

@@ -37,6 +37,7 @@ class TrainSettings:
     threads: int | None = None
     video_share: float = 0.25
     map_weight: float = MAP_WEIGHT
+    group: int = 1
     limit: int | None = None
     progress: bool = True
     overrides: dict[str, Any] | None = None
@@ -55,6 +56,9 @@ def _validate(s: TrainSettings) -> None:
         raise ValueError(f"--lr must be > 0, got {s.lr}")
     check_number("--video-share", s.video_share, 0.0, 1.0)
     check_number("--map-weight", s.map_weight, 0.0)
+    check_int("--group", s.group, 1)
+    if s.batch % s.group:
+        raise ValueError(f"--group must divide --batch ({s.batch}), got {s.group}")
     check_threads("--threads", s.threads)
     if s.config not in ("tiny", "micro"):
         raise ValueError(f"--config must be tiny or micro, got {s.config!r}")
@@ -112,7 +116,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         torch.manual_seed(_seed_of(s.seed, step))
-        kind, idx, keys = sample_batch(pools, s.batch, step_generator(s.seed, step), s.video_share)
+        kind, idx, keys = sample_batch(pools, s.batch, step_generator(s.seed, step), s.video_share, s.group)
         r, w = dist_info.rank, dist_info.world_size
         if s.batch < w:
             raise ValueError(f"a global batch of {s.batch} cannot be split over {w} processes; raise --batch")
