@@ -43,7 +43,27 @@ def test_one_table_dense_timed_once_per_batch():
     assert set(res["checks"]) == {f'{r["method"]} b{r["batch"]} fp32 >= {0.95 if r["batch"] == 1 else 0.9}'
                                   for r in rows}
     table = format_methods_table(res)
-    assert "| tome-block | 2 | fp32 |" in table and "efficiency bars" in table
+    assert "| tome-block | 2 | fp32 |" in table and "efficiency bars" in table and "of ceiling" in table
+    for r in rows:  # the ceiling: timm's blocks at the same counts, timed in the same run
+        assert r["ceiling_ms"] > 0 and r["of_ceiling"] == pytest.approx(r["ceiling_ms"] / r["pruned_ms"], rel=1e-2)
+    assert by[("random", 1)]["ceiling_ms"] == by[("evtp", 1)]["ceiling_ms"]  # one schedule, timed once
+
+
+def test_ceiling_is_timms_blocks_at_the_schedules_token_counts():
+    from patchprune.bench.speed import build_vit, schedule_counts, sliced_blocks
+    from patchprune.metrics.flops import flops_with_output, vit_macs
+
+    vit = build_vit("vit_tiny_patch16_224", 64, torch.device("cpu"))
+    x = torch.randn(2, 3, 64, 64)
+    counts = [16, 16, 9, 9, 9, 5, 5, 5, 5, 3, 3, 3]
+    with torch.no_grad():
+        out = sliced_blocks(vit, x, counts)
+        assert out.shape == (2, 1 + 3, vit.embed_dim)  # the last block's slice, normed
+        assert torch.allclose(sliced_blocks(vit, x, [16] * 12), vit.forward_features(x), atol=1e-5)  # no slice: dense
+        macs = flops_with_output(lambda: sliced_blocks(vit, x, counts), ())[0].macs
+    assert macs < flops_with_output(vit.forward_features, x)[0].macs
+    assert macs == pytest.approx(2 * vit_macs(vit, (4, 4), counts), rel=0.05)  # counted as the runner's blocks
+    assert schedule_counts([614.0, 491.4, 0.2]) == (614, 491, 1)
 
 
 def test_a_method_the_model_cannot_run_is_a_row_with_its_reason():
