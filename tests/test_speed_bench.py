@@ -58,11 +58,14 @@ def test_ceiling_is_timms_blocks_at_the_schedules_token_counts():
     counts = [16, 16, 9, 9, 9, 5, 5, 5, 5, 3, 3, 3]
     with torch.no_grad():
         out = sliced_blocks(vit, x, counts)
-        assert out.shape == (2, 1 + 3, vit.embed_dim)  # the last block's slice, normed
+        assert out.shape == (2, 1 + 16, vit.embed_dim)  # the full token set, normed
+        rising = sliced_blocks(vit, x, [4, 4, 2, 9, 16, 16, 16, 16, 16, 16, 16, 16])  # SViT-like: counts rise again
+        assert not torch.allclose(rising[:, 1 + 9:1 + 16], sliced_blocks(vit, x, [4, 4, 2, 9] + [0] * 8)[:, 1 + 9:])
         assert torch.allclose(sliced_blocks(vit, x, [16] * 12), vit.forward_features(x), atol=1e-5)  # no slice: dense
         macs = flops_with_output(lambda: sliced_blocks(vit, x, counts), ())[0].macs
     assert macs < flops_with_output(vit.forward_features, x)[0].macs
     assert macs == pytest.approx(2 * vit_macs(vit, (4, 4), counts), rel=0.05)  # counted as the runner's blocks
+    assert flops_with_output(lambda: sliced_blocks(vit, x, [4, 2, 9] + [16] * 9), ())[0].macs > macs
     assert schedule_counts([614.0, 491.4, 0.2]) == (614, 491, 1)
 
 

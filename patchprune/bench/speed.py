@@ -50,12 +50,13 @@ def build_vit(name: str, img_size: int, device: torch.device, checkpoint: str | 
 
 
 def sliced_blocks(vit: nn.Module, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
-    """timm's forward_features with block i fed only its first prefix + counts[i] tokens (a slice):
-    the cost of a schedule's token counts with nothing else, the physical ceiling of any runner."""
+    """timm's forward_features with block i fed only the first prefix + counts[i] tokens (a slice,
+    written back in place, so counts may rise again as SViT's do): the cost of a schedule's token
+    counts with nothing else, the physical ceiling of any runner. Inference only (in-place)."""
     h = vit.norm_pre(vit._pos_embed(vit.patch_embed(x)))
     p = vit.num_prefix_tokens
     for blk, n in zip(vit.blocks, counts):
-        h = blk(h[:, :p + n])
+        h[:, :p + n] = blk(h[:, :p + n])
     return vit.norm(h)
 
 
