@@ -348,3 +348,23 @@ def test_evit_equals_the_authors_forward(fuse, seed):
         ours = runner(images).features.flatten(2).transpose(1, 2)
         ref = ref_evit(vit, images, (1, 3), 0.7, fuse)
     assert torch.allclose(ours, ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tps_gathered_inference_squeeze_equals_the_dense_form(seed):
+    from patchprune.learned.tps import squeeze_kept
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 40, 16, generator=g, dtype=torch.float64)
+    hosts = torch.rand(3, 40, generator=g) < 0.5
+    hosts[:, 0] = True
+    alive = torch.rand(3, 40, generator=g) < 0.8  # dead tokens are neither hosts nor pruned
+    hosts &= alive | (torch.arange(40) == 0)
+    pruned = alive & ~hosts
+    pruned[2] = False  # a sample that prunes nothing this stage
+    dense = squeeze(x, hosts.double(), pruned.double())
+    gathered = squeeze_kept(x, hosts, pruned)
+    assert hosts.sum(1).unique().numel() > 1  # per-sample host counts differ: padded slots are exercised
+    assert torch.allclose(gathered, dense, atol=1e-12)
+    assert torch.equal(gathered[~hosts], x[~hosts])  # only hosts change
+    assert torch.equal(squeeze_kept(x, hosts, torch.zeros_like(pruned)), x)

@@ -20,6 +20,7 @@ from patchprune.learned.dynamicvit import DYNAMICVIT_POSITIONS, DynamicViTStage,
 from patchprune.learned.registry import LearnedPruner, register_method
 from patchprune.policies.base import Decision, PolicyContext, register_policy
 from patchprune.policies.common import eligible_tokens
+from patchprune.tokens import gather_tokens, mask_to_slots
 
 
 def squeeze(x: Tensor, keep: Tensor, pruned: Tensor) -> Tensor:
@@ -43,6 +44,35 @@ def squeeze(x: Tensor, keep: Tensor, pruned: Tensor) -> Tensor:
     return torch.where(hosts.unsqueeze(-1), fused, x)  # hosts take the fused feature (hard, no gradient)
 
 
+def squeeze_kept(x: Tensor, hosts: Tensor, pruned: Tensor) -> Tensor:
+    """`squeeze` at inference, gathered: only the newly pruned rows against the host columns.
+
+    x [B, n, C]; hosts, pruned [B, n] bool (disjoint). The same fused features as `squeeze` (up to
+    float summation order) at p x k instead of 2 n^2 multiply-adds per channel: the dense form's
+    [n, n] cosine and routing GEMMs were most of TPS's inference cost (issue 10)."""
+    if not bool(pruned.any()):
+        return x
+    h_slots, h_valid = mask_to_slots(hosts)  # [B, k]; padding slots repeat slot 0
+    p_slots, p_valid = mask_to_slots(pruned)  # [B, p]
+    xn = F.normalize(x, dim=-1)
+    xh, xp = gather_tokens(xn, h_slots), gather_tokens(xn, p_slots)
+    cos = xp @ xh.transpose(1, 2)  # [B, p, k]
+    if h_valid is not None:
+        cos = cos.masked_fill(~h_valid[:, None, :], float("-inf"))
+    sim, host = cos.max(dim=-1)  # [B, p]: each pruned token's host slot and cos to it
+    w = torch.exp(sim)
+    if p_valid is not None:
+        w = w * p_valid.to(w.dtype)
+    C = x.shape[-1]
+    num = math.e * gather_tokens(x, h_slots)
+    num = num.scatter_add(1, host.unsqueeze(-1).expand(-1, -1, C), w.unsqueeze(-1) * gather_tokens(x, p_slots))
+    den = torch.full(h_slots.shape, math.e, dtype=x.dtype, device=x.device).scatter_add(1, host, w)
+    fused = num / den.unsqueeze(-1)
+    if h_valid is not None:  # a padding slot writes slot 0's value where slot 0 writes it
+        fused = torch.where(h_valid.unsqueeze(-1), fused, fused[:, :1])
+    return x.scatter(1, h_slots.unsqueeze(-1).expand(-1, -1, C), fused)
+
+
 class TPSStage(DynamicViTStage):
     """DynamicViT stage whose pruned tokens are squeezed into kept hosts."""
 
@@ -52,8 +82,7 @@ class TPSStage(DynamicViTStage):
             pruned = ctx.alive * (1 - keep)
             return Decision(keep=keep, tokens=squeeze(ctx.tokens, keep, pruned))
         alive = eligible_tokens(ctx)
-        pruned = (alive & ~keep).to(ctx.tokens.dtype)
-        return Decision(keep=keep, tokens=squeeze(ctx.tokens, keep.to(ctx.tokens.dtype), pruned))
+        return Decision(keep=keep, tokens=squeeze_kept(ctx.tokens, keep, alive & ~keep))
 
 
 @register_policy("tps")
