@@ -211,3 +211,19 @@ def test_grouped_training_runs_and_records_the_group(data_dir: Path, tmp_path: P
     s.group = 3
     with pytest.raises(ValueError, match="--group must divide --batch"):
         run_training(s)
+
+
+def test_choice_probe_bounds_the_chosen_query_by_the_oracle(run_dir: Path, data_dir: Path) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ivs" / "choice_probe.py"
+    spec = importlib.util.spec_from_file_location("choice_probe", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    res = probe.probe(run_dir, data_dir, None, limit=4, batch=2)
+    assert res["expressions"] == 4 and res["step"] == 3
+    assert 0.0 <= res["random_query"] <= res["oracle"] <= 1.0
+    assert 0.0 <= res["chosen"] <= res["oracle"] and 0.0 <= res["chosen_is_best"] <= 1.0
+    gt = torch.zeros(4, 4, dtype=torch.bool)
+    gt[:2] = True
+    assert probe.iou(gt.clone()[None], gt).item() == 1.0 and probe.iou(~gt[None], gt).item() == 0.0
