@@ -232,8 +232,8 @@ def run_methods_bench(methods: list[str] | str = "all", batches: tuple[int, ...]
             schedules = {name: schedule_counts(out.tokens_per_block) for name, (_, _, out) in measured.items()}
             ceiling_macs = {}
             for counts in dict.fromkeys(schedules.values()):
-                fns[ceiling_key(counts)] = lambda c=counts: sliced_blocks(vit, x, list(c))
-                ceiling_macs[counts] = flops_with_output(lambda c=counts: sliced_blocks(vit, x, list(c)), ())[0].macs
+                fn = fns[ceiling_key(counts)] = lambda c=counts: sliced_blocks(vit, x, list(c))
+                ceiling_macs[counts] = flops_with_output(fn, ())[0].macs
             times = time_side_by_side(fns, dev, warmup=warmup, repeats=repeats, progress=progress, clock=clock)
             for name in names:
                 row: dict[str, Any] = {"method": name, "kind": catalogue[name], "batch": batch, "dtype": dtype_name}

@@ -177,14 +177,19 @@ def items_by_source(pool: list[ReferItem]) -> list[list[int]]:
     return list(by_source.values())
 
 
+def check_group(batch: int, group: int) -> None:
+    """ValueError unless `group` (expressions per scene) is >= 1 and divides `batch`."""
+    if group < 1 or batch % group:
+        raise ValueError(f"--group must divide --batch ({batch}), got {group}")
+
+
 def grouped_indices(pool: list[ReferItem], batch: int, group: int, gen: torch.Generator
                     ) -> tuple[list[int], list[int]]:
     """(item indices, key frames) of a batch of batch / group sources with `group` expressions each,
     other objects first (one per object in random order, then the rest; repeats only when the source
     has fewer expressions) and one key frame per source: only the text differs inside a group, a
     direct signal for the choice of the referred object."""
-    if group < 1 or batch % group:
-        raise ValueError(f"--group must divide --batch ({batch}), got {group}")
+    check_group(batch, group)
     sources = items_by_source(pool)
     idx: list[int] = []
     keys: list[int] = []
@@ -193,7 +198,8 @@ def grouped_indices(pool: list[ReferItem], batch: int, group: int, gen: torch.Ge
         first: dict[int, int] = {}
         for i in members:
             first.setdefault(pool[i].track, i)
-        order = list(first.values()) + [i for i in members if i not in first.values()]
+        firsts = set(first.values())
+        order = list(first.values()) + [i for i in members if i not in firsts]
         picked = [order[j % len(order)] for j in range(group)]
         key = int(torch.randint(0, pool[picked[0]].frames.shape[0], (), generator=gen))
         idx += picked

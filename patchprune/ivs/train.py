@@ -44,6 +44,7 @@ class TrainSettings:
 
 
 def _validate(s: TrainSettings) -> None:
+    from patchprune.ivs.data import check_group
     from patchprune.validate import check_int, check_number, check_threads
 
     for name in ("steps", "batch"):
@@ -57,8 +58,7 @@ def _validate(s: TrainSettings) -> None:
     check_number("--video-share", s.video_share, 0.0, 1.0)
     check_number("--map-weight", s.map_weight, 0.0)
     check_int("--group", s.group, 1)
-    if s.batch % s.group:
-        raise ValueError(f"--group must divide --batch ({s.batch}), got {s.group}")
+    check_group(s.batch, s.group)
     check_threads("--threads", s.threads)
     if s.config not in ("tiny", "micro"):
         raise ValueError(f"--config must be tiny or micro, got {s.config!r}")
