@@ -224,6 +224,12 @@ def test_choice_probe_bounds_the_chosen_query_by_the_oracle(run_dir: Path, data_
     assert res["expressions"] == 4 and res["step"] == 3
     assert 0.0 <= res["random_query"] <= res["oracle"] <= 1.0
     assert 0.0 <= res["chosen"] <= res["oracle"] and 0.0 <= res["chosen_is_best"] <= 1.0
+    assert sum(t["n"] for t in res["by_type"].values()) == 4
+    assert all(0.0 <= t["chosen"] <= t["oracle"] <= 1.0 for t in res["by_type"].values())
+    assert [probe.expression_type(x) for x in ("the red dotted star", "the cyan circle left of the striped square",
+            "the shape with the same pattern as the red cross left of the blue bar", "the smallest object",
+            "the object closest to the top edge", "the square above the ring")] == \
+        ["attribute", "relation", "same-pattern", "reasoning", "reasoning", "relation"]
     gt = torch.zeros(4, 4, dtype=torch.bool)
     gt[:2] = True
     assert probe.iou(gt.clone()[None], gt).item() == 1.0 and probe.iou(~gt[None], gt).item() == 0.0

@@ -4,7 +4,9 @@ Per val expression (dense, the last decoder layer): IoU of the chosen query's ma
 averages), of the best query's mask (the oracle), whether the choice was the best query, the mean
 IoU of a random query, and for configs with a referring map: whether its peak falls inside the
 referred object, its mean logit inside minus outside, and the IoU of the query the map alone would
-pick (the map pooled under each query's mask).
+pick (the map pooled under each query's mask). `by_type` repeats the choice figures per expression
+type (`expression_type`): attributes only, a spatial relation to an anchor, "same pattern as", and
+the other reasoning templates (largest / smallest / closest to an edge / motion).
 
     python benchmarks/ivs/choice_probe.py --run RUN --data DATA [--checkpoint SNAP] [--limit 240]
 """
@@ -15,6 +17,24 @@ import json
 from pathlib import Path
 
 import torch
+
+from patchprune.data.expressions import RELATIONS
+
+REASONING_WORDS = ("largest", "biggest", "smallest", "closest", "fastest", "leave", "enter", "arriv")
+TYPE_FIELDS = ("chosen", "oracle", "chosen_is_best", "by_map_alone")
+
+
+def expression_type(text: str) -> str:
+    """The template family of a generated expression: "same-pattern", "reasoning", "relation" or
+    "attribute" (the generator's templates, data/expressions.py; checked in that order)."""
+    t = f" {text.lower()} "
+    if "same pattern" in t:
+        return "same-pattern"
+    if any(w in t for w in REASONING_WORDS):
+        return "reasoning"
+    if any(f" {r} " in t for r in RELATIONS):
+        return "relation"
+    return "attribute"
 
 
 def iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -33,6 +53,7 @@ def probe(run: Path, data: Path, checkpoint: Path | None, limit: int, batch: int
     items = load_items(data, "image", "val", config.img_size, limit)
     rows: dict[str, list[float]] = {k: [] for k in ("chosen", "oracle", "chosen_is_best", "random_query",
                                                       "map_peak_inside", "map_in_minus_out", "by_map_alone")}
+    types: list[str] = []
     S = config.img_size
     with torch.no_grad():
         for i in range(0, len(items), batch):
@@ -43,6 +64,7 @@ def probe(run: Path, data: Path, checkpoint: Path | None, limit: int, batch: int
             m = out.mask_logits[-1]
             up = torch.nn.functional.interpolate(m, size=(S, S), mode="bilinear", align_corners=False) > 0
             for j in range(len(its)):
+                types.append(expression_type(its[j].text))
                 per_query = iou(up[j], masks[j])
                 c = float(iou(chosen[j], masks[j]))
                 rows["chosen"].append(c)
@@ -59,7 +81,13 @@ def probe(run: Path, data: Path, checkpoint: Path | None, limit: int, batch: int
                     pooled = model.refer_map.pooled(out.refer_map[j:j + 1], m[j:j + 1])[0]
                     rows["by_map_alone"].append(float(per_query[int(pooled.argmax())]))
     res = {k: round(sum(v) / len(v), 4) for k, v in rows.items() if v}
-    return {"run": str(run), "checkpoint": str(checkpoint or "last"), "step": step, "expressions": len(items), **res}
+    by_type = {}
+    for name in sorted(set(types)):
+        at = [i for i, t in enumerate(types) if t == name]
+        by_type[name] = {"n": len(at), **{k: round(sum(rows[k][i] for i in at) / len(at), 4)
+                                          for k in TYPE_FIELDS if rows[k]}}
+    return {"run": str(run), "checkpoint": str(checkpoint or "last"), "step": step, "expressions": len(items), **res,
+            "by_type": by_type}
 
 
 def main() -> None:
