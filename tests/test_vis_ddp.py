@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -68,3 +69,36 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
     assert cos > 0.999, cos
     # Adam's first step is ~lr * sign(g): only gradients at rounding level may flip
     assert float(((d1 - d2).abs() > 1e-5).float().mean()) < 0.01
+
+
+def test_distributed_eval_matches_one_process(tmp_path: Path) -> None:
+    """`eval vis` under torchrun (2 gloo ranks, videos split round robin, results gathered on rank 0)
+    gives the one-process numbers: same results JSON, AP, PKR (both forms), per-block keep ratios and
+    IoI; VPP's inference noise is seeded per video, so the split cannot change what a video sees."""
+    import json
+
+    data = tmp_path / "data"
+    write_synth_vis(data, videos=4, valid_videos=3, frames=3, size=64, seed=2, progress=False, min_radius=0.2,
+                    max_radius=0.3, max_objects=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["eval", "vis", "--random-init", "tiny", "--method", "vpp", "--target", "0.4", "--method-option",
+            "init_keep=true", "--data", str(data), "--timing-frames", "0", "--threads", "1", "--json"]
+    cli = "from patchprune.cli import main; import sys; sys.exit(main(sys.argv[1:]))"
+    script = tmp_path / "eval.py"
+    script.write_text(cli)
+    out = {}
+    for name, launcher in (("one", [sys.executable, str(script)]),
+                           ("two", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                    "--master_port", str(free_port()), str(script)])):
+        proc = subprocess.run(launcher + args + ["--results", str(tmp_path / f"{name}.json")], env=env, timeout=300,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    one, two = out["one"], out["two"]
+    assert one["videos"] == two["videos"] == 3 and one["frames"] == two["frames"] == 9
+    assert one["AP"] == two["AP"] and one["AP50"] == two["AP50"]
+    for key in ("pkr", "pkr_after_first_frame", "keep_ratio_per_block", "ioi"):  # float32 sums in another order
+        assert one[key] == pytest.approx(two[key], rel=1e-6, abs=1e-7), key
+    assert one["pkr_after_first_frame"] < one["pkr"] < 1.0
+    res_one = json.loads((tmp_path / "one.json").read_text())
+    assert len(res_one) > 0 and res_one == json.loads((tmp_path / "two.json").read_text())

@@ -55,7 +55,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     else:
         keys = ("AP", "AP50", "AP75", "AR1", "AR10", "AP_bbox", "AP_segm", "pkr")
         print("  ".join(f"{k} {m[k]:.4f}" for k in keys))
-        print(f"GMACs {m['gmacs']}  FPS {m.get('fps')}")
+        print(f"PKR after each video's first frame {m['pkr_after_first_frame']:.4f}  GMACs {m['gmacs']}  FPS {m.get('fps')}")
     return 0
 
 

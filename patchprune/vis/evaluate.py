@@ -129,6 +129,7 @@ def evaluate(model: VISModel, encoder: nn.Module | None, data: VISData, tracker:
     grid = (data.side // model.backbone.patch_embed.patch_size[0],) * 2
     results, frame_results = [], []
     kept = torch.zeros(0)
+    later = []  # whether each row of `kept` is a frame after its video's first (a Map-SM prior exists)
     ioi = IoIMeter()
     for clip in shard(data.clips, dist_info):
         torch.manual_seed(seed * 1_000_003 + int(clip.video_id))
@@ -140,19 +141,26 @@ def evaluate(model: VISModel, encoder: nn.Module | None, data: VISData, tracker:
                 ioi.update({k: v[None] for k, v in km.items()}, [clip.masks[:, t]], grid)
                 row = torch.stack([v.float().mean() for _, v in sorted(km.items())])
                 kept = row[None] if kept.numel() == 0 else torch.cat([kept, row[None]])
+                later.append(t > 0)
     kept_sum = kept.sum(0) if kept.numel() else torch.zeros(0)
     n_frames = kept.shape[0] if kept.numel() else 0
+    is_later = torch.tensor(later, dtype=torch.bool)
+    later_sum = kept[is_later].sum(0) if kept.numel() else torch.zeros(0)
+    n_later = int(is_later.sum())
     if dist_info.enabled:
         import torch.distributed as dist
 
         gathered: list[Any] = [None] * dist_info.world_size
-        dist.all_gather_object(gathered, (results, frame_results, kept_sum, n_frames, ioi.sums, ioi.counts))
+        dist.all_gather_object(gathered, (results, frame_results, kept_sum, n_frames, ioi.sums, ioi.counts,
+                                          later_sum, n_later))
         results = [r for g in gathered for r in g[0]]
         frame_results = [r for g in gathered for r in g[1]]
         kept_sum = sum(g[2] for g in gathered)
         n_frames = sum(g[3] for g in gathered)
         ioi.sums = sum(g[4] for g in gathered)
         ioi.counts = sum(g[5] for g in gathered)
+        later_sum = sum(g[6] for g in gathered)
+        n_later = sum(g[7] for g in gathered)
     if not dist_info.is_main:
         return {}
     results.sort(key=lambda r: (r["video_id"], -r["score"], r["category_id"]))
@@ -165,6 +173,10 @@ def evaluate(model: VISModel, encoder: nn.Module | None, data: VISData, tracker:
     per_block = (kept_sum / max(n_frames, 1)).tolist()
     metrics["pkr"] = float(np.mean(per_block)) if per_block else 1.0
     metrics["keep_ratio_per_block"] = per_block
+    # The frames after each video's first: what streaming FPS times (its warm-up frames include the
+    # first) and what a long video converges to; the first frame has no Map-SM prior.
+    per_block_later = (later_sum / max(n_later, 1)).tolist()
+    metrics["pkr_after_first_frame"] = float(np.mean(per_block_later)) if per_block_later and n_later else metrics["pkr"]
     metrics["ioi"] = ioi.compute()
     metrics["gmacs"] = component_gmacs(model, encoder, data.clips[0])
     if timing_frames:
