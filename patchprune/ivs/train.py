@@ -38,6 +38,7 @@ class TrainSettings:
     video_share: float = 0.25
     map_weight: float = MAP_WEIGHT
     group: int = 1
+    mask_init: str | None = None  # a dense VIS run whose parts start the mask branch (`ivs.mask_init`)
     limit: int | None = None
     progress: bool = True
     overrides: dict[str, Any] | None = None
@@ -60,6 +61,8 @@ def _validate(s: TrainSettings) -> None:
     check_int("--group", s.group, 1)
     check_group(s.batch, s.group)
     check_threads("--threads", s.threads)
+    if s.mask_init is not None and not Path(s.mask_init).is_dir():
+        raise FileNotFoundError(f"--mask-init: VIS run folder {s.mask_init} not found")
     if s.config not in ("tiny", "micro"):
         raise ValueError(f"--config must be tiny or micro, got {s.config!r}")
 
@@ -83,19 +86,29 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         torch.set_num_threads(s.threads)
     dist_info = dist_info or DistInfo()
     out = Path(s.out)
-    probe = named_config(s.config, **(s.overrides or {}))
+    overrides = dict(s.overrides or {})
+    if s.mask_init is not None:
+        from patchprune.ivs.mask_init import shape_overrides
+
+        base = named_config(s.config, **overrides)
+        overrides = {**shape_overrides(s.mask_init, base.img_size, base.patch_size), **overrides}
+    probe = named_config(s.config, **overrides)
     pools = {k: load_items(s.data, k, "train", probe.img_size, s.limit) for k in available_kinds(s.data)}
     existing = out / CONFIG_FILE
     if existing.is_file():
         tok = load_tokenizer(out)
     else:
         tok = build_tokenizer([it.text for pool in pools.values() for it in pool])
-    config = named_config(s.config, **{**(s.overrides or {}), "vocab_size": tok.get_vocab_size()})
+    config = named_config(s.config, **{**overrides, "vocab_size": tok.get_vocab_size()})
     if existing.is_file() and IVSConfig.load(out).fingerprint() != config.fingerprint():
         raise ValueError(f"{out} holds a run of another config; pick a new --out")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(s.seed)
     model = IVSModel(config)
+    if s.mask_init is not None:
+        from patchprune.ivs.mask_init import init_mask_branch
+
+        init_mask_branch(model.mask_branch, s.mask_init)  # a resumed run's checkpoint replaces it below
     broadcast_parameters(model, dist_info)
     criterion = ReferLoss(map_weight=s.map_weight)
     groups = param_groups({"model": (model.named_parameters(), 1.0)})
