@@ -70,8 +70,8 @@ def mapped_state(branch: nn.Module, vis_state: dict[str, Tensor], source: str) -
     if problems:
         shown = "; ".join(problems[:4]) + (f"; ... ({len(problems)} in all)" if len(problems) > 4 else "")
         raise ValueError(f"--mask-init {source}: the VIS run's parts do not fit this config's mask branch ({shown}); "
-                         "match mask_dim / mask_depth / mask_heads / fpn_dim / hidden_dim / decoder_* / pixel_* / "
-                         "mask_stem with --override")
+                         "the branch takes the VIS run's shape unless TrainSettings.overrides change it, and needs "
+                         "seg_queries <= the run's num_queries")
     return out
 
 

@@ -87,12 +87,11 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     dist_info = dist_info or DistInfo()
     out = Path(s.out)
     overrides = dict(s.overrides or {})
+    probe = named_config(s.config, **overrides)  # image / patch size (the VIS shape leaves them alone)
     if s.mask_init is not None:
         from patchprune.ivs.mask_init import shape_overrides
 
-        base = named_config(s.config, **overrides)
-        overrides = {**shape_overrides(s.mask_init, base.img_size, base.patch_size), **overrides}
-    probe = named_config(s.config, **overrides)
+        overrides = {**shape_overrides(s.mask_init, probe.img_size, probe.patch_size), **overrides}
     pools = {k: load_items(s.data, k, "train", probe.img_size, s.limit) for k in available_kinds(s.data)}
     existing = out / CONFIG_FILE
     if existing.is_file():
