@@ -200,6 +200,20 @@ def test_method_options_train_save_and_reload(data_dir: Path, dense_run: Path, t
     config = load_run(out).encoder.config
     assert config.loss_weights["first_frame"] == "live" and config.options["kappa"] == 0.65  # the trained options
     assert load_run(out, method="svit").settings["method"] == "svit"  # another method: options not applied
+    quiet = load_run(out, method_options={"noise": False})  # eval-time override, key by key
+    assert quiet.encoder.config.options["noise"] is False and quiet.encoder.config.options["kappa"] == 0.65
+    assert quiet.settings["method_options"] == {"first_frame_loss": "live", "kappa": 0.65, "noise": False}
+    assert all(not getattr(m, "noise", False) for m in quiet.encoder.runner.policies.values())
+    assert all(m.noise for m in load_run(out).encoder.runner.policies.values())
+    args = ["eval", "vis", "--run", str(out), "--data", str(data_dir), "--json", "--timing-frames", "0",
+            "--threads", "1", "--results", os.devnull, "--method-option", "noise=false"]
+    runs = []
+    for seed in (0, 1):  # without noise, the kept patches do not depend on torch's generator
+        torch.manual_seed(seed)
+        assert main(args) == 0
+        runs.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert runs[0]["method_options"]["noise"] is False
+    assert runs[0]["keep_ratio_per_block"] == runs[1]["keep_ratio_per_block"] and runs[0]["AP"] == runs[1]["AP"]
 
 
 def test_method_option_errors_are_one_line(data_dir: Path, dense_run: Path, tmp_path: Path, capsys) -> None:
@@ -324,4 +338,4 @@ def test_random_init_eval_takes_method_options(data_dir: Path, dense_run: Path, 
     assert main(["eval", "vis", "--run", str(dense_run), "--data", str(data_dir), "--method-option",
                  "init_keep=true"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "goes with --random-init" in err and len(err.splitlines()) == 1, err
+    assert "needs a learned method, got 'dense'" in err and len(err.splitlines()) == 1, err

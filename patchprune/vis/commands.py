@@ -129,8 +129,9 @@ def register(groups) -> None:
                         "(evtp, tome, random, ...) applied at VPP's positions and rates")
     p.add_argument("--target", type=float, default=None)
     p.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="with --random-init: a keyword of the learned method's builder (repeatable), e.g. "
-                        "init_keep=true so untrained modules keep their target rates")
+                   help="a keyword of the learned method's builder (repeatable): with --random-init e.g. "
+                        "init_keep=true so untrained modules keep their target rates; with --run it overrides "
+                        "the run's own (train.json), e.g. noise=false: VPP without inference noise")
     p.add_argument("--max-videos", type=int, default=None)
     p.add_argument("--timing-frames", type=int, default=20, help="frames timed for FPS (0: no timing)")
     p.add_argument("--threads", type=int, default=None)

@@ -191,8 +191,9 @@ def evaluate_folder(run: str | Path | None, data_dir: str | Path, tracker: str =
                     method: str | None = None, target: float | None = None, dist_info: Any = None,
                     method_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Load a run (or build `random_init`'s named config with random weights) and evaluate on DIR/split.
-    `method_options` (with `random_init` only; a run reapplies its own from train.json): keywords of
-    the learned method's builder, e.g. {"init_keep": True} so untrained modules keep their target rates."""
+    `method_options`: keywords of the learned method's builder, e.g. {"init_keep": True} so untrained
+    modules keep their target rates (`random_init`), or {"noise": False} over a run's own options
+    (train.json) to evaluate VPP's trained modules without their inference noise."""
     from patchprune.vis.config import named_config
     from patchprune.vis.data import square_size
     from patchprune.vis.run import build_encoder, load_run
@@ -209,9 +210,7 @@ def evaluate_folder(run: str | Path | None, data_dir: str | Path, tracker: str =
     else:
         if run is None:
             raise ValueError("pass --run RUN (a folder written by `train vis`) or --random-init CONFIG")
-        if method_options:
-            raise ValueError("--method-option goes with --random-init; a run reapplies the options in its train.json")
-        loaded = load_run(run, method, target)
+        loaded = load_run(run, method, target, method_options)
         model, encoder, settings = loaded.model, loaded.encoder, loaded.settings
     data = load_split(data_dir, split, square_size(model.config.img_size), model.config.categories, max_videos)
     metrics = evaluate(model, encoder, data, tracker, timing_frames, dist_info)

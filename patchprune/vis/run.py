@@ -121,8 +121,11 @@ def is_learned(encoder: nn.Module | None) -> bool:
     return encoder is not None and hasattr(encoder, "runner")
 
 
-def load_run(run: str | Path, method: str | None = None, target: float | None = None) -> LoadedRun:
-    """Rebuild the model (and pruner) of a run folder and load its last checkpoint (eval mode)."""
+def load_run(run: str | Path, method: str | None = None, target: float | None = None,
+             method_options: dict[str, Any] | None = None) -> LoadedRun:
+    """Rebuild the model (and pruner) of a run folder and load its last checkpoint (eval mode).
+    `method_options` override the builder keywords the run trained with (train.json), key by key:
+    e.g. {"noise": False} evaluates VPP's trained modules without their inference Gumbel noise."""
     from patchprune.train.checkpoint import load_checkpoint
 
     run = Path(run)
@@ -137,8 +140,8 @@ def load_run(run: str | Path, method: str | None = None, target: float | None = 
     model = VISModel(config)
     trained = settings.get("method") == method
     layout = settings.get("vpp_layout") if trained else None  # the trained positions
-    options = settings.get("method_options") if trained else None  # and builder options
-    encoder = build_encoder(model, method, target, layout, options)
+    options = {**((settings.get("method_options") or {}) if trained else {}), **(method_options or {})}
+    encoder = build_encoder(model, method, target, layout, options or None)
     modules: dict[str, nn.Module] = {"model": model}
     if is_learned(encoder) and trained:
         modules["policies"] = encoder.runner.policies
@@ -146,7 +149,8 @@ def load_run(run: str | Path, method: str | None = None, target: float | None = 
     model.eval()
     if encoder is not None:
         encoder.eval()
-    return LoadedRun(model, encoder, {**settings, "method": method, "target": target}, int(info["step"]))
+    return LoadedRun(model, encoder, {**settings, "method": method, "target": target, "method_options": options},
+                     int(info["step"]))
 
 
 def write_settings(run: str | Path, settings: dict[str, Any]) -> Path:
