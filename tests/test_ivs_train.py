@@ -214,12 +214,7 @@ def test_grouped_training_runs_and_records_the_group(data_dir: Path, tmp_path: P
 
 
 def test_choice_probe_bounds_the_chosen_query_by_the_oracle(run_dir: Path, data_dir: Path) -> None:
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ivs" / "choice_probe.py"
-    spec = importlib.util.spec_from_file_location("choice_probe", path)
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = _load_bench_script("choice_probe")
     res = probe.probe(run_dir, data_dir, None, limit=4, batch=2)
     assert res["expressions"] == 4 and res["step"] == 3
     assert 0.0 <= res["random_query"] <= res["oracle"] <= 1.0
@@ -233,3 +228,36 @@ def test_choice_probe_bounds_the_chosen_query_by_the_oracle(run_dir: Path, data_
     gt = torch.zeros(4, 4, dtype=torch.bool)
     gt[:2] = True
     assert probe.iou(gt.clone()[None], gt).item() == 1.0 and probe.iou(~gt[None], gt).item() == 0.0
+
+
+def _load_bench_script(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ivs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seed_curves_averages_the_steps_every_seed_has(tmp_path: Path, monkeypatch, capsys) -> None:
+    curves = _load_bench_script("seed_curves")
+    runs = []
+    for i, gious in enumerate(([0.2, 0.4], [0.4, 0.6, 0.7])):  # the second run has one more snapshot
+        run = tmp_path / f"r{i}"
+        run.mkdir()
+        cache = {str(300 * (k + 1)): {"step": 300 * (k + 1), "giou": g, "giou_swap": g / 2} for k, g in enumerate(gious)}
+        (run / "curve.json").write_text(json.dumps(cache))
+        runs.append(run)
+    stats = curves.seed_stats([curves.read_curve(r) for r in runs], "giou")
+    assert list(stats) == [300, 600]  # only the steps present in every seed
+    assert stats[300][0] == pytest.approx(0.3) and stats[600][0] == pytest.approx(0.5)
+    assert stats[300][1] == pytest.approx(0.1414, abs=1e-4) and stats[300][2] == 2
+    out = tmp_path / "curves.png"
+    monkeypatch.setattr("sys.argv", ["seed_curves.py", "--group", f"a={runs[0]},{runs[1]}", "--out", str(out)])
+    curves.main()
+    assert out.stat().st_size > 1000 and "step   600  gIoU 0.500 +- 0.141" in capsys.readouterr().out
+    with pytest.raises(Exception, match="NAME=RUN"):
+        curves.parse_group("no-equals-sign")
+    with pytest.raises(SystemExit, match="learning_curve.py --run"):
+        curves.read_curve(tmp_path)
