@@ -52,6 +52,21 @@ def test_gradient_flows_into_previous_frame_pass():
     assert x1.grad is not None and x1.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("detach", [False, True])
+def test_vpp_detach_input_keeps_the_sparsity_loss_out_of_the_backbone(detach):
+    pruner = build("vpp", tiny_vit(), 0.55, init_keep=False, detach_input=detach).train()
+    assert pruner.config.options["detach_input"] is detach
+    outs, _ = run_video(pruner, frames(2))
+    sum(o.aux[LOSS_KEY] for o in outs).backward()  # the sparsity losses alone
+    backbone = [p.grad for n, p in pruner.named_parameters() if "policies" not in n and p.requires_grad]
+    reached = any(g is not None and g.abs().sum() > 0 for g in backbone)
+    assert reached is not detach  # spec: the loss reshapes the ViT; detached: it does not
+    for name, p in pruner.runner.policies.named_parameters():  # the modules learn either way
+        if "fc" in name or "head" in name:
+            assert p.grad is not None, name
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pruner.runner.policies.parameters())
+
+
 @pytest.mark.parametrize("target", [0.55, 0.40])
 def test_vpp_hard_masks_in_training_match_gathered_inference_without_noise(target):
     vit = tiny_vit()

@@ -109,6 +109,7 @@ class MapSM(Policy):
         noise: bool = True,
         reference_position: int = 6,
         name: str = "mapsm",
+        detach_input: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 < kappa <= 1.0:
@@ -119,6 +120,7 @@ class MapSM(Policy):
         resolve_smooth_kernel(smooth_kernel, (1, 1))  # validate now, resolve per grid ("auto")
         self.smooth_kernel = smooth_kernel if smooth_kernel == "auto" else int(smooth_kernel)
         self.smoothing, self.noise = bool(smoothing), bool(noise)
+        self.detach_input = bool(detach_input)  # our option: x_1 reaches the module without its gradient
         self.observe_positions = (int(reference_position),)
         self.cache_name = name
 
@@ -146,6 +148,8 @@ class MapSM(Policy):
 
     def forward(self, ctx: PolicyContext) -> Decision:
         x = grid_tokens(ctx)  # x_1 on the full grid
+        if self.detach_input:
+            x = x.detach()
         B, N, _ = x.shape
         stream = ctx.stream
         cache = stream.read(self.cache_name, ctx.grid, B, width=x.shape[-1]) if stream is not None else None

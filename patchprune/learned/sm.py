@@ -21,11 +21,12 @@ class SM(Policy):
     """VPP's per-token selective module; cumulative hard masks, noise kept at inference."""
 
     def __init__(self, dim: int, tau: float = 10.0, noise: bool = True, hidden_div: int = 4,
-                 init_keep: float | None = None) -> None:
+                 init_keep: float | None = None, detach_input: bool = False) -> None:
         super().__init__()
         self.head = SelectorMLP(dim, hidden_div)
         self.tau = float(tau)
         self.noise = bool(noise)
+        self.detach_input = bool(detach_input)  # our option: the module's losses do not reshape the ViT's tokens
         if init_keep is not None:  # start at the stage's keep rate (relative to the live tokens)
             self.head.init_keep(init_keep, noise_scale=1.0 / self.tau)
 
@@ -34,7 +35,7 @@ class SM(Policy):
         return self.head(x)
 
     def forward(self, ctx: PolicyContext) -> Decision:
-        z = self.logits(ctx.tokens)
+        z = self.logits(ctx.tokens.detach() if self.detach_input else ctx.tokens)
         margin = z[..., KEEP] - z[..., 1 - KEEP]
         if ctx.training:
             s = keep_decision(z, self.tau, noise=self.noise, convention="vpp")

@@ -51,6 +51,7 @@ def build_vpp(
     theta: float = 0.5,
     first_frame_loss: str = "spec",
     init_keep: bool = False,
+    detach_input: bool = False,
     execution: str = "auto",
     **unknown: Any,
 ) -> LearnedPruner:
@@ -63,6 +64,9 @@ def build_vpp(
     or "live" (see `patchprune.learned.losses.vpp_loss`; "spec" settles below the PKR target).
     smooth_kernel: Map-SM's mean-pool window (spec 9, sized for ~22-patch short sides) or "auto"
     (the same share of each frame's grid: 5 on a 12 x 12 grid; `mapsm.grid_smooth_kernel`).
+    detach_input: our option (docs/vis.md, "Tenth session"): the modules read the ViT's tokens
+    without their gradient, so the sparsity loss and the straight-through masks train the modules
+    only and never reshape the backbone's features. Default: the spec's end-to-end gradient.
     """
     if unknown:
         raise ValueError(f"unknown VPP options: {sorted(unknown)}")
@@ -78,15 +82,15 @@ def build_vpp(
     dim = embed_dim(model)
     schedule: dict[int, nn.Module] = {
         map_position: MapSM(dim, kappa=kappa, tau=tau, tau_s=tau, smoothing=smoothing, smooth_kernel=smooth_kernel,
-                            noise=noise, reference_position=reference_position)
+                            noise=noise, reference_position=reference_position, detach_input=detach_input)
     }
     for p in sm_positions:
-        schedule[p] = SM(dim, tau=tau, noise=noise, init_keep=rho if init_keep else None)
+        schedule[p] = SM(dim, tau=tau, noise=noise, init_keep=rho if init_keep else None, detach_input=detach_input)
     config = MethodConfig(
         "vpp", target, vpp_targets(kappa, rho, len(sm_positions)),
         {"lambda_sm": lambda_sm, "lambda_map": lambda_map, "theta": theta, "first_frame": first_frame_loss,
          "kappa": kappa},
         {"kappa": kappa, "rho": rho, "smoothing": smoothing, "smooth_kernel": smooth_kernel, "noise": noise,
-         "init_keep": init_keep},
+         "init_keep": init_keep, "detach_input": detach_input},
     )
     return LearnedPruner(model, schedule, config, execution=execution)
