@@ -191,8 +191,10 @@ def test_method_options_train_save_and_reload(data_dir: Path, dense_run: Path, t
     out = tmp_path / "vpp_live"
     assert main(["train", "vis", "--data", str(data_dir), "--out", str(out), "--method", "vpp", "--init",
                  str(dense_run), "--method-option", "first_frame_loss=live", "--method-option", "kappa=0.65",
-                 "--steps", "1", "--batch", "2", "--warmup", "1", "--threads", "1", "--no-progress"]) == 0
+                 "--steps", "1", "--batch", "2", "--warmup", "1", "--threads", "1", "--no-progress",
+                 "--no-chain-graph"]) == 0
     capsys.readouterr()
+    assert json.loads((out / "train.json").read_text())["chain_graph"] is False
     assert json.loads((out / "train.json").read_text())["method_options"] == {"first_frame_loss": "live",
                                                                                 "kappa": 0.65}
     from patchprune.vis.run import load_run

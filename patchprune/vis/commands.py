@@ -20,6 +20,7 @@ def _run_train(args: argparse.Namespace) -> int:
                       tracker=args.tracker, class_weight=args.class_weight,
                       semantic_weight=args.semantic_weight, augment=args.augment, vpp_layout=args.vpp_layout,
                       policy_lr_mult=args.policy_lr_mult, head_lr_mult=args.head_lr_mult,
+                      chain_graph=not args.no_chain_graph,
                       method_options=parse_method_options(args.method_option) or None)
     dist_info = init_distributed("gloo")
     summary = run_training(s, dist_info)
@@ -100,6 +101,9 @@ def register(groups) -> None:
     p.add_argument("--head-lr-mult", type=float, default=1.0,
                    help="stage 2: the pyramid + decoder head's lr multiplier (the spec's x1; the backbone trains "
                         "at x0.1; runs before 2026-11-30 used 0.1)")
+    p.add_argument("--no-chain-graph", action="store_true",
+                   help="stage 2: cut the gradient from each frame's loss into the earlier frames' passes "
+                        "(through Map-SM's cache); default: the spec's chain keeps it")
     p.add_argument("--class-weight", type=float, default=5.0,
                    help="weight of the classification term of the set loss (Mask2Former's is 2; default 5, docs/vis.md)")
     p.add_argument("--semantic-weight", type=float, default=2.0,

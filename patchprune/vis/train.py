@@ -63,6 +63,8 @@ class TrainSettings:
     method_options: dict[str, Any] | None = None  # builder keywords of the learned method (ablations)
     policy_lr_mult: float = 1.0  # stage 2: lr of the pruning modules = lr x this (the backbone's: lr x 0.1)
     head_lr_mult: float = 1.0  # stage 2: lr of the pyramid + head = lr x this (the spec's x1; before 2026-11-30: 0.1)
+    chain_graph: bool = True  # stage 2: the key frame's loss reaches the earlier frames' passes through the
+    # temporal cache (the spec's chain); False cuts it (VideoStream(keep_graph=False), docs/vis.md)
 
     @property
     def stage(self) -> int:
@@ -256,7 +258,7 @@ def _sparse_step(model: VISModel, encoder: nn.Module, criterion: SetLoss, data: 
 
     chain = sample_chains(data, s.batch, gen, augment=augment)
     chain = [rank_share(f, t, dist_info.rank, dist_info.world_size) for f, t in chain]
-    stream = VideoStream(keep_graph=True)  # a training chain: gradients reach the earlier frames
+    stream = VideoStream(keep_graph=s.chain_graph)  # a training chain: gradients reach the earlier frames
     sparsity = torch.zeros(())
     losses, pkrs = [], []
     for i, (frames, targets, idx) in enumerate(chain):
