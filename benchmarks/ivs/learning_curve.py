@@ -80,10 +80,9 @@ def main() -> None:
         ax.set_ylim(0, 1)
         ax.legend(loc="upper left", fontsize=8)
         ax.set_title(f"ivs tiny, dense ({args.run.name})", fontsize=9)
-        fig.tight_layout()
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.out, dpi=120)
-        print(f"wrote {args.out}")
+        from patchprune.bench.figures import save_figure
+
+        save_figure(fig, args.out)
 
 
 if __name__ == "__main__":

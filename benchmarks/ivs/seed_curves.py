@@ -62,6 +62,8 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from patchprune.bench.figures import save_figure
+
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for i, (name, (dense, swap)) in enumerate(stats.items()):
         colour = f"C{i}"
@@ -78,10 +80,7 @@ def main() -> None:
     ax.set_ylim(0, 0.8)
     ax.legend(loc="upper left", fontsize=7)
     ax.set_title(args.title, fontsize=9)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
-    print(f"wrote {args.out}")
+    save_figure(fig, args.out)
 
 
 if __name__ == "__main__":

@@ -84,10 +84,9 @@ def main() -> None:
         ax.set_title(f"dense VIS model, config {cfg.name}: {args.run.name}")
         ax.legend()
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.out, dpi=120)
-        print(f"wrote {args.out}")
+        from patchprune.bench.figures import save_figure
+
+        save_figure(fig, args.out)
 
 
 if __name__ == "__main__":
