@@ -57,11 +57,12 @@ class FakeModel:
             res.update(j=q, f=q + 0.02, jf=q + 0.01)
         return res
 
-    def train(self, data, out, config="tiny", steps=100, seed=0, threads=None, progress=True):
+    def train(self, data, out, config="tiny", steps=100, seed=0, threads=None, progress=True, mask_init=None):
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "model.safetensors").write_bytes(b"x")
-        self.trained.append(dict(data=str(data), out=str(out), steps=steps, seed=seed, config=config))
+        self.trained.append(dict(data=str(data), out=str(out), steps=steps, seed=seed, config=config,
+                                 mask_init=mask_init))
         return out
 
 
@@ -175,6 +176,22 @@ def test_an_interrupted_run_keeps_its_finished_cells(fake, tmp_path):
     assert len(fake.calls) == 2 * (1 + 21 + 3 + 1 + 1) + 2 * 2 * 4 - 9
 
 
+def test_mask_init_trains_each_seed_from_its_vis_run_and_retrains_when_it_changes(fake, tmp_path):
+    vis = [tmp_path / "vis0", tmp_path / "vis1"]
+    for v in vis:
+        v.mkdir()
+    argv = _argv(tmp_path, "--seeds", "0,1", "--mask-init", f"{vis[0]},{vis[1]}", "--methods", "evtp",
+                 "--ratios", "0.1")
+    assert main(argv) == 0
+    assert [(t["seed"], t["mask_init"]) for t in fake.trained] == [(0, str(vis[0])), (1, str(vis[1]))]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert f"--mask-init {vis[0]},{vis[1]}" in json.dumps(summary)
+    fake.trained.clear()
+    assert main(argv) == 0 and fake.trained == []  # the same recipe: nothing retrained
+    assert main(_argv(tmp_path, "--seeds", "0,1", "--methods", "evtp", "--ratios", "0.1")) == 0
+    assert [(t["seed"], t["mask_init"]) for t in fake.trained] == [(0, None), (1, None)]  # another recipe
+
+
 def test_given_runs_are_evaluated_without_training(fake, tmp_path):
     run, data = tmp_path / "myrun", tmp_path / "mydata"
     run.mkdir()
@@ -281,6 +298,9 @@ def test_correlations_need_three_distinct_points():
     (["--run-image", "."], "--run-image needs the data"),
     (["--run-image", ".", "--data-image", ".", "--seeds", "0,1"], "--run-image has 1 run(s) but --seeds has 2"),
     (["--data-video", "/no/such/data"], "--data-video /no/such/data is not a folder"),
+    (["--mask-init", "/no/such/vis"], "--mask-init /no/such/vis is not a folder"),
+    (["--mask-init", ".", "--seeds", "0,1"], "--mask-init has 1 VIS run(s) but --seeds has 2"),
+    (["--mask-init", ".", "--run-image", ".", "--data-image", "."], "--mask-init sets the recipe"),
 ])
 def test_bad_options_are_one_line_errors(fake, tmp_path, capsys, argv, msg):
     assert main(_argv(tmp_path, *argv)) == 2

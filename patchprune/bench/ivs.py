@@ -109,6 +109,7 @@ class BenchConfig:
     threads: int | None = None
     progress: bool = True
     latency_note: str = ""
+    mask_init: tuple[Path, ...] = ()  # one dense VIS run per seed: `train ivs --mask-init` for the bench's runs
 
     @property
     def command(self) -> str:
@@ -127,6 +128,8 @@ class BenchConfig:
                 parts += [f"--limit-{kind}", str(self.limit(kind))]
         if not (self.runs_image or self.runs_video):
             parts += ["--steps", str(self.steps)]
+            if self.mask_init:
+                parts += ["--mask-init", ",".join(str(r) for r in self.mask_init)]
         parts += ["--speed-rounds", str(self.speed_rounds), "--out", str(self.out), "--work", str(self.work)]
         if self.threads:
             parts += ["--threads", str(self.threads)]
@@ -146,7 +149,8 @@ class BenchConfig:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d = {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if k.startswith("runs_") else v)
+        d = {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if k.startswith("runs_") or k == "mask_init"
+                 else v)
              for k, v in d.items()}
         return {**d, "command": self.command}
 
@@ -329,19 +333,23 @@ def prepare_replicates(cfg: BenchConfig, train: Callable[..., Path] | None = Non
         write_synth_refer(data, seed=0, overwrite=True, progress=cfg.progress, **DATA_RECIPE)
     train = train or _train_fn()
     reps = []
-    for seed in cfg.seeds:
+    for i, seed in enumerate(cfg.seeds):
         run = cfg.work / f"run_seed{seed}"
         mark = run / TRAINED_MARK
-        if mark.exists() and json.loads(mark.read_text()).get("steps") == cfg.steps:
+        recipe = {"steps": cfg.steps, "mask_init": str(cfg.mask_init[i]) if cfg.mask_init else None}
+        done = json.loads(mark.read_text()) if mark.exists() else {}
+        if done and all(done.get(k) == v for k, v in recipe.items()):
             log(f"bench ivs: {run} already trained ({cfg.steps} steps), skipped")
         else:
-            log(f"bench ivs: training the dense tiny model, seed {seed}, {cfg.steps} steps -> {run}")
+            extra = {"mask_init": recipe["mask_init"]} if recipe["mask_init"] else {}
+            log(f"bench ivs: training the dense tiny model, seed {seed}, {cfg.steps} steps"
+                f"{', mask branch from ' + recipe['mask_init'] if extra else ''} -> {run}")
             t0 = time.perf_counter()
             run = Path(train(data, run, config="tiny", steps=cfg.steps, seed=seed, threads=cfg.threads,
-                             progress=cfg.progress))
+                             progress=cfg.progress, **extra))
             from patchprune.data.io import write_json
 
-            write_json(run / TRAINED_MARK, {"steps": cfg.steps, "seed": seed, "seconds": time.perf_counter() - t0})
+            write_json(run / TRAINED_MARK, {**recipe, "seed": seed, "seconds": time.perf_counter() - t0})
         reps.append(Replicate(seed, run, run))
     return reps
 
@@ -446,6 +454,16 @@ def config_from_args(args: Any) -> BenchConfig:
             raise ValueError(f"--run-{kind} needs the data it is evaluated on: add --data-{kind} (e.g. the folder "
                              f"the run was trained on)")
     kinds = tuple(k for k, runs in (("image", runs_image), ("video", runs_video)) if runs) or KINDS
+    mask_init = tuple(Path(p) for p in comma_list("--mask-init", args.mask_init, str, unique=True))
+    if mask_init and (runs_image or runs_video):
+        raise ValueError("--mask-init sets the recipe of the runs the bench trains; it does not go with "
+                         "--run-image / --run-video (train those with `train ivs --mask-init`)")
+    if mask_init and len(mask_init) != len(seeds):
+        raise ValueError(f"--mask-init has {len(mask_init)} VIS run(s) but --seeds has {len(seeds)} seed(s); give "
+                         f"one dense VIS run per seed (comma-separated)")
+    for p in mask_init:
+        if not p.is_dir():
+            raise ValueError(f"--mask-init {p} is not a folder; give a dense run written by `patchprune train vis`")
     limit_image = preset["limit_image"] if args.limit_image is None else check_int("--limit-image", args.limit_image, 1)
     limit_video = preset["limit_video"] if args.limit_video is None else check_int("--limit-video", args.limit_video, 1)
     steps = preset["steps"] if args.steps is None else check_int("--steps", args.steps, 1)
@@ -461,7 +479,7 @@ def config_from_args(args: Any) -> BenchConfig:
         runs_image=runs_image, runs_video=runs_video,
         data_image=Path(args.data_image) if args.data_image else None,
         data_video=Path(args.data_video) if args.data_video else None,
-        threads=threads, progress=not args.no_progress, latency_note=args.latency_note or "")
+        threads=threads, progress=not args.no_progress, latency_note=args.latency_note or "", mask_init=mask_init)
 
 
 def _run(args: Any) -> int:
@@ -490,6 +508,9 @@ def register(groups: CommandGroups) -> None:
     p.add_argument("--limit-video", type=int, default=None, help="evaluate the first N video expressions (default: all; quick 16)")
     p.add_argument("--steps", type=int, default=None,
                    help="training steps of each bench-trained model (default 1800; quick 300)")
+    p.add_argument("--mask-init", default=None, metavar="VIS_RUN[,VIS_RUN...]",
+                   help="train the bench's runs with `train ivs --mask-init`: one dense VIS run per seed "
+                        "(the IVS recipe where such runs exist, docs/ivs.md)")
     p.add_argument("--speed-rounds", type=int, default=None, help="interleaved speed rounds (default 5; quick 3)")
     p.add_argument("--out", default="benchmarks/ivs", help="report folder (results.csv, tables, plots)")
     p.add_argument("--work", default="runs/bench_ivs", help="folder for the generated data and trained runs")
