@@ -3,6 +3,7 @@ tokenizer written beside the checkpoint, eval keys for images and videos, the in
 control, and bad input at the command line (one line, exit 2)."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -257,7 +258,7 @@ def test_seed_curves_averages_the_steps_every_seed_has(tmp_path: Path, monkeypat
     monkeypatch.setattr("sys.argv", ["seed_curves.py", "--group", f"a={runs[0]},{runs[1]}", "--out", str(out)])
     curves.main()
     assert out.stat().st_size > 1000 and "step   600  gIoU 0.500 +- 0.141" in capsys.readouterr().out
-    with pytest.raises(Exception, match="NAME=RUN"):
+    with pytest.raises(argparse.ArgumentTypeError, match="NAME=RUN"):
         curves.parse_group("no-equals-sign")
     with pytest.raises(SystemExit, match="learning_curve.py --run"):
         curves.read_curve(tmp_path)

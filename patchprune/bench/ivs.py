@@ -412,11 +412,12 @@ def _has_run(rep: Replicate, kind: str) -> bool:
 # ---- command line -----------------------------------------------------------------------------------------
 
 
-def _existing_dirs(text: str | None, name: str) -> tuple[Path, ...]:
+def _existing_dirs(text: str | None, name: str, written_by: str = "train ivs") -> tuple[Path, ...]:
+    """Comma-separated run folders of option `--name`; a one-line error for one that is not a folder."""
     paths = tuple(Path(p) for p in comma_list(f"--{name}", text, str, unique=True))
     for p in paths:
         if not p.is_dir():
-            raise ValueError(f"--{name} {p} is not a folder; give a run folder written by `patchprune train ivs`")
+            raise ValueError(f"--{name} {p} is not a folder; give a run folder written by `patchprune {written_by}`")
     return paths
 
 
@@ -454,16 +455,13 @@ def config_from_args(args: Any) -> BenchConfig:
             raise ValueError(f"--run-{kind} needs the data it is evaluated on: add --data-{kind} (e.g. the folder "
                              f"the run was trained on)")
     kinds = tuple(k for k, runs in (("image", runs_image), ("video", runs_video)) if runs) or KINDS
-    mask_init = tuple(Path(p) for p in comma_list("--mask-init", args.mask_init, str, unique=True))
+    mask_init = _existing_dirs(args.mask_init, "mask-init", written_by="train vis")
     if mask_init and (runs_image or runs_video):
         raise ValueError("--mask-init sets the recipe of the runs the bench trains; it does not go with "
                          "--run-image / --run-video (train those with `train ivs --mask-init`)")
     if mask_init and len(mask_init) != len(seeds):
         raise ValueError(f"--mask-init has {len(mask_init)} VIS run(s) but --seeds has {len(seeds)} seed(s); give "
                          f"one dense VIS run per seed (comma-separated)")
-    for p in mask_init:
-        if not p.is_dir():
-            raise ValueError(f"--mask-init {p} is not a folder; give a dense run written by `patchprune train vis`")
     limit_image = preset["limit_image"] if args.limit_image is None else check_int("--limit-image", args.limit_image, 1)
     limit_video = preset["limit_video"] if args.limit_video is None else check_int("--limit-video", args.limit_video, 1)
     steps = preset["steps"] if args.steps is None else check_int("--steps", args.steps, 1)
