@@ -119,7 +119,10 @@ def load_reference(name: str, root: str | Path | None = None) -> Reference:
     weights = verified_path(name, "weights", root)
     model = VISModel(VISConfig.from_json(info["vis_config"]))
     method = info["method"]
-    encoder = build_encoder(model, method, float(info["target"])) if method != "dense" else None
+    settings = (info.get("training") or {}).get("settings") or {}
+    # the pruner as it was trained: its module positions and builder options (train.json)
+    encoder = build_encoder(model, method, float(info["target"]), settings.get("vpp_layout"),
+                            settings.get("method_options") or None) if method != "dense" else None
     modules: dict[str, Any] = {"model": model}
     if encoder is not None:
         modules["policies"] = encoder.runner.policies

@@ -109,8 +109,9 @@ def test_unknown_name_lists_the_available_ones():
         load_reference("vpp-0.3")
 
 
-def _tiny_run(root, method: str, data: str):
-    """A run folder as `train vis` writes it (config.json, train.json, checkpoint with optimiser)."""
+def _tiny_run(root, method: str, data: str, options: dict | None = None):
+    """A run folder as `train vis` writes it (config.json, train.json, checkpoint with optimiser);
+    `options`: the learned method's builder options (`train vis --method-option`)."""
     from patchprune.train.checkpoint import save_checkpoint
     from patchprune.vis.config import named_config
     from patchprune.vis.model import VISModel
@@ -121,7 +122,7 @@ def _tiny_run(root, method: str, data: str):
     model = VISModel(cfg)
     modules = {"model": model}
     if method != "dense":
-        modules["policies"] = build_encoder(model, method, 0.4).runner.policies
+        modules["policies"] = build_encoder(model, method, 0.4, options=options).runner.policies
     params = [p for m in modules.values() for p in m.parameters()]
     opt = torch.optim.AdamW(params)
     params[0].grad = torch.zeros_like(params[0])
@@ -130,7 +131,7 @@ def _tiny_run(root, method: str, data: str):
     cfg.save(root)
     settings = {"data": data, "out": str(root), "config": "tiny", "method": method, "target": 0.4, "init": None,
                 "steps": 3, "batch": 2, "lr": 1e-3, "warmup": 1, "clip": 0.01, "seed": 0, "threads": 1,
-                "stage": 1 if method == "dense" else 2}
+                "stage": 1 if method == "dense" else 2, "method_options": options}
     write_settings(root, settings)
     save_checkpoint(root / "checkpoint.safetensors", modules, opt, step=3,
                     meta={"vis_config": cfg.to_json(), "settings": settings,
@@ -165,6 +166,17 @@ def test_export_ships_fp16_weights_a_manifest_and_a_card_that_load_back(tmp_path
     export_reference(tmp_path / "run_dense", "dense", out=out, check=False)
     assert reference_names(out) == ["vpp-x", "dense"]
     assert load_reference("dense", out).encoder is None
+
+
+def test_a_reference_trained_with_method_options_is_rebuilt_with_them(tmp_path):
+    from patchprune.checkpoints_export import export_reference
+    from patchprune.learned.mapsm import MapSM
+
+    _tiny_run(tmp_path / "run", "vpp", str(tmp_path / "no_data"), options={"smooth_kernel": 5, "noise": False})
+    export_reference(tmp_path / "run", "vpp-k5", out=tmp_path / "w", check=False)
+    ref = load_reference("vpp-k5", tmp_path / "w")
+    maps = [m for m in ref.encoder.runner.policies.modules() if isinstance(m, MapSM)]
+    assert len(maps) == 1 and maps[0].smooth_kernel == 5 and not maps[0].noise  # not the defaults (9, noisy)
 
 
 def test_export_refuses_a_bad_name(tmp_path):
