@@ -1,5 +1,10 @@
 """Turn a `train vis` run folder into a shipped reference checkpoint (see `patchprune.checkpoints`).
 
+`export_run_folder(run, out)` writes a weights-only copy of a run folder (config.json, train.json, an
+fp16 checkpoint.safetensors without optimiser state, the run's eval JSONs): a folder every command that
+reads run folders accepts (`eval vis --run`, `train vis --init`, `bench vis --use`, `bench ivs
+--mask-init`), small enough to commit, so later work does not have to retrain it.
+
 `export_reference(run, name)` writes `<out>/vis-<config>-<name>.safetensors` (the model's and the
 pruner's weights, floating tensors cast to fp16, no optimiser state), `<out>/vis-<config>-<name>.json`
 (config, method, target, the generated data set's generator settings, training settings and
@@ -85,6 +90,30 @@ def write_fp16_weights(checkpoint: Path, out: Path, meta: dict[str, Any]) -> Pat
     metadata = {"step": step, "meta": json.dumps(meta), "optim": "null"}
     with atomic_path(out) as tmp:
         save_file(tensors, tmp, metadata=metadata)
+    return out
+
+
+def export_run_folder(run: str | Path, out: str | Path, extra_files: tuple[str, ...] = ("eval.json",)) -> Path:
+    """Copy run folder `run` to `out` as weights only: config.json and train.json as they are, the
+    checkpoint's model (and pruning-module) tensors in fp16 with the checkpoint's step and metadata
+    (config, settings, loss history), and each of `extra_files` the run has. Refuses an existing
+    checkpoint at `out` (never overwrites a shipped run)."""
+    import shutil
+
+    from patchprune.run_config import CONFIG_FILE
+    from patchprune.vis.run import CHECKPOINT, SETTINGS, check_compatible, checkpoint_meta
+    from patchprune.vis.config import VISConfig
+
+    run, out = Path(run), Path(out)
+    ckpt = run / CHECKPOINT
+    check_compatible(ckpt, VISConfig.load(run))  # a complete run folder of one model
+    if (out / CHECKPOINT).exists():
+        raise FileExistsError(f"{out / CHECKPOINT} exists; pick a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG_FILE, SETTINGS, *extra_files):
+        if (run / name).is_file():
+            shutil.copyfile(run / name, out / name)
+    write_fp16_weights(ckpt, out / CHECKPOINT, checkpoint_meta(ckpt))
     return out
 
 

@@ -184,3 +184,48 @@ def test_export_refuses_a_bad_name(tmp_path):
 
     with pytest.raises(ValueError, match="short identifier"):
         export_reference(tmp_path, "a/b")
+
+
+def test_export_run_folder_ships_a_weights_only_fp16_run_that_every_reader_accepts(tmp_path):
+    from safetensors import safe_open
+
+    from patchprune.checkpoints_export import export_run_folder
+    from patchprune.learned.mapsm import MapSM
+    from patchprune.vis.model import VISModel
+    from patchprune.vis.run import load_run
+    from patchprune.vis.train import initialise
+
+    _, modules = _tiny_run(tmp_path / "run", "vpp", str(tmp_path / "no_data"), options={"smooth_kernel": 5})
+    (tmp_path / "run" / "eval.json").write_text('{"AP": 0.5}')
+    out = export_run_folder(tmp_path / "run", tmp_path / "shipped")
+    assert json.loads((out / "eval.json").read_text()) == {"AP": 0.5}
+    with safe_open(str(out / "checkpoint.safetensors"), framework="pt") as fh:
+        keys = list(fh.keys())
+        assert fh.metadata()["step"] == "3" and json.loads(fh.metadata()["meta"])["history"][0]["step"] == 2
+    assert keys and not [k for k in keys if k.startswith("optim/")]  # and fp16: half the fp32 weights
+    assert (out / "checkpoint.safetensors").stat().st_size < 0.55 * (tmp_path / "run" / "checkpoint.safetensors").stat().st_size
+    loaded = load_run(out)  # eval vis / segment read it like the run
+    assert loaded.step == 3 and loaded.settings["method_options"] == {"smooth_kernel": 5}
+    for key, value in modules["model"].state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value.half().float() if value.is_floating_point() else value)
+    assert [m.smooth_kernel for m in loaded.encoder.runner.policies.modules() if isinstance(m, MapSM)] == [5]
+    fresh = VISModel(loaded.model.config)
+    initialise(fresh, str(out))  # train vis --init
+    assert torch.equal(fresh.backbone.blocks[0].attn.qkv.weight, loaded.model.backbone.blocks[0].attn.qkv.weight)
+    with pytest.raises(FileExistsError, match="exists"):
+        export_run_folder(tmp_path / "run", out)
+
+
+def test_ship_run_folders_script(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "ship_run_folders", Path(__file__).resolve().parents[1] / "scripts" / "ship_run_folders.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    _tiny_run(tmp_path / "run", "dense", str(tmp_path / "no_data"))
+    assert script.main([f"{tmp_path / 'run'}={tmp_path / 'out'}"]) == 0
+    assert "MB)" in capsys.readouterr().out and (tmp_path / "out" / "checkpoint.safetensors").is_file()
+    with pytest.raises(SystemExit, match="expected RUN=OUT"):
+        script.main([str(tmp_path / "run")])
