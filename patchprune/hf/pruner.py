@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from patchprune.hf.families import Family, resolve_family
 from patchprune.hf.features import ImageFeatures, encode_images, encode_videos, scoring_attention
 from patchprune.hf.prompts import Prompt, check_prompt, images_per_sample, infer_padding_side, rebuild_prompt
-from patchprune.select.base import SelectResult, budget, method_spec, select, take_rows
+from patchprune.hf.selection import select_visual_tokens
+from patchprune.select.base import budget, method_spec
 
 FEATURE_SPACES = ("vision", "projected")
 
@@ -147,12 +148,8 @@ class VisualTokenPruner:
         side = math.isqrt(N)
         grid = (side, side) if side * side == N else None
         attn = None if feats.attn is None else feats.attn.index_select(0, group)
-        if self.spec.merges or self.features == "projected":
-            res: SelectResult = select(proj, k, self.method, grid, attn, **self.options)
-            return res.tokens, res.index
-        scored = feats.vision.index_select(0, group)[:, feats.prefix:]
-        res = select(scored, k, self.method, grid, attn, **self.options)
-        return take_rows(proj.contiguous(), res.slots), res.index
+        scored = proj if self.features == "projected" else feats.vision.index_select(0, group)[:, feats.prefix:]
+        return select_visual_tokens(scored, k, self.method, grid, attn, values=proj, **self.options)
 
     def prepare(self, input_ids: Tensor, pixel_values: Tensor | None = None, attention_mask: Tensor | None = None,
                 ratio: float | Sequence[float] | None = None, features: ImageFeatures | None = None, *,

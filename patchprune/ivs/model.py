@@ -155,10 +155,9 @@ class IVSModel(nn.Module):
         F_, N, _ = vision.shape
         if method == "dense" or ratio >= 1.0:
             return vision, torch.arange(N, device=vision.device).expand(F_, N)
-        from patchprune.select import select
+        from patchprune.hf.selection import select_visual_tokens  # the Hugging Face wrapper's step
 
-        res = select(vision, keep_count(N, ratio), method, self.config.grid, attn, **options)
-        return res.tokens, res.index
+        return select_visual_tokens(vision, keep_count(N, ratio), method, self.config.grid, attn, **options)
 
     def embed_words(self, ids: Tensor) -> Tensor:
         return self.lm.get_input_embeddings()(ids)
