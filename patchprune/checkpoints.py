@@ -109,28 +109,16 @@ class Reference:
 
 
 def load_reference(name: str, root: str | Path | None = None) -> Reference:
-    """Load reference checkpoint `name` (see `reference_names()`), hash-checked, in eval mode."""
-    from patchprune.train.checkpoint import load_checkpoint
+    """Load reference checkpoint `name` (see `reference_names()`), hash-checked, in eval mode, its pruner
+    rebuilt as it was trained (method, target, module positions and options of its training settings)."""
     from patchprune.vis.config import VISConfig
-    from patchprune.vis.model import VISModel
-    from patchprune.vis.run import build_encoder
+    from patchprune.vis.run import load_weights
 
     info = reference_info(name, root)
-    weights = verified_path(name, "weights", root)
-    model = VISModel(VISConfig.from_json(info["vis_config"]))
-    method = info["method"]
-    settings = (info.get("training") or {}).get("settings") or {}
-    # the pruner as it was trained: its module positions and builder options (train.json)
-    encoder = build_encoder(model, method, float(info["target"]), settings.get("vpp_layout"),
-                            settings.get("method_options") or None) if method != "dense" else None
-    modules: dict[str, Any] = {"model": model}
-    if encoder is not None:
-        modules["policies"] = encoder.runner.policies
-    load_checkpoint(weights, modules)  # fp16 tensors are cast to the modules' fp32 on load
-    model.eval()
-    if encoder is not None:
-        encoder.eval()
-    return Reference(name, model, encoder, info)
+    settings = {**((info.get("training") or {}).get("settings") or {}), "method": info["method"],
+                "target": info.get("target")}
+    loaded = load_weights(VISConfig.from_json(info["vis_config"]), settings, verified_path(name, "weights", root))
+    return Reference(name, loaded.model, loaded.encoder, info)  # fp16 tensors were cast to fp32 on load
 
 
 __all__ = ["WEIGHTS_DIR", "Reference", "load_reference", "reference_info", "reference_names", "read_manifest",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from patchprune.data.synth import generate_video
-from patchprune.data.video import iter_video_frames, probe_video, read_video, video_sample, write_video
+from patchprune.data.video import VideoWriter, iter_video_frames, probe_video, read_video, video_sample, write_video
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,30 @@ def test_errors(tmp_path: Path, frames: np.ndarray):
     with pytest.raises(ValueError, match="uint8"):
         write_video(tmp_path / "f.mp4", frames.astype(np.float32))
     assert not (tmp_path / "odd.mp4").exists() and not (tmp_path / "f.mp4").exists()
+
+
+def test_video_writer_streams_frames_and_leaves_nothing_on_an_error(tmp_path: Path, frames: np.ndarray):
+    with VideoWriter(tmp_path / "s.mp4", fps=5) as w:
+        assert not (tmp_path / "s.mp4").exists()  # appears only when complete
+        for f in frames:
+            w.write(f)
+    assert w.frames == 6
+    assert np.abs(read_video(tmp_path / "s.mp4", expected_frames=6).astype(int) - frames.astype(int)).mean() < 25
+    with pytest.raises(ValueError, match=r"frame 2 is 64x46, earlier frames 64x48"):
+        with VideoWriter(tmp_path / "sizes.mp4") as w:
+            w.write(frames[0])
+            w.write(frames[1])
+            w.write(frames[2, :46])
+    with pytest.raises(ValueError, match="no frames were written"):
+        with VideoWriter(tmp_path / "none.mp4"):
+            pass
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(tmp_path / "killed.mp4") as w:
+            w.write(frames[0])
+            raise KeyboardInterrupt
+    with pytest.raises(RuntimeError, match="outside"):
+        w.write(frames[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.mp4"]  # no partial file, no temporary left
 
 
 def test_audio_only_file_has_no_video_stream(tmp_path: Path):

@@ -229,3 +229,26 @@ def test_ship_run_folders_script(tmp_path, capsys):
     assert "MB)" in capsys.readouterr().out and (tmp_path / "out" / "checkpoint.safetensors").is_file()
     with pytest.raises(SystemExit, match="expected RUN=OUT"):
         script.main([str(tmp_path / "run")])
+
+
+def test_a_shipped_reference_name_works_wherever_a_run_folder_does(tmp_path):
+    from patchprune.vis.run import load_run
+
+    run = load_run("vpp-0.40")  # eval vis --run vpp-0.40, segment --run vpp-0.40
+    ref = load_reference("vpp-0.40")
+    assert run.settings["method"] == "vpp" and run.settings["target"] == 0.40 and run.settings["reference"] == "vpp-0.40"
+    for (k, a), b in zip(run.model.state_dict().items(), ref.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    for a, b in zip(run.encoder.runner.policies.state_dict().values(), ref.encoder.runner.policies.state_dict().values()):
+        assert torch.equal(a, b)
+    assert load_run("dense", method="evtp", target=0.4).encoder is not None  # a training-free policy on it
+    from patchprune.vis.model import VISModel
+    from patchprune.vis.train import initialise
+
+    fresh = VISModel(ref.model.config)
+    assert initialise(fresh, "dense") == "model"  # train vis --init dense
+    assert torch.equal(fresh.backbone.blocks[3].mlp.fc1.weight, load_reference("dense").model.backbone.blocks[3].mlp.fc1.weight)
+    with pytest.raises(FileNotFoundError, match="shipped reference name"):
+        initialise(fresh, str(tmp_path / "dense-x"))
+    with pytest.raises(FileNotFoundError, match=r"nor is it a shipped reference: dense, vpp-0.55, vpp-0.40"):
+        load_run(tmp_path / "nothing")

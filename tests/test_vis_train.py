@@ -126,6 +126,15 @@ def test_stage2_vpp_from_dense(data_dir: Path, dense_run: Path, tmp_path: Path) 
 
     m = evaluate_folder(out, data_dir, timing_frames=0)
     assert m["method"] == "vpp" and m["pkr"] < 1.0
+    # segment's page shows the pruned run's kept patches and its PKR per frame (a folder of frames in)
+    from patchprune.vis.segment import segment_video
+
+    seg = segment_video(data_dir / "valid" / "JPEGImages" / "valid_00000", out, tmp_path / "seg", threshold=0,
+                        progress=False)
+    page = (tmp_path / "seg" / "index.html").read_text()
+    assert seg["pkr"] < 1.0 and all(f'src="{f}"' in page for f in ("kept.gif", "keep_ratio.png", "pkr_per_frame.png"))
+    frames = json.loads((tmp_path / "seg" / "frames.json").read_text())
+    assert frames[1]["keep_ratio_per_block"]["1"] < 1.0  # Map-SM prunes from the second frame
     assert m["gmacs"]["backbone"] < json.loads(json.dumps(m))["gmacs"]["total"]
     # VPP draws Gumbel noise at inference; eval seeds it per video, so a rerun from another RNG state agrees
     torch.manual_seed(12345)
@@ -219,6 +228,15 @@ def test_segment_video_file_and_errors(data_dir: Path, dense_run: Path, tmp_path
     assert all(f["tracks"] for f in per_frame)  # threshold 0 shows every non-empty track
     ids = [{t["track_id"] for t in f["tracks"]} for f in per_frame]
     assert ids[0] & ids[-1]  # the same ids carry over frames
+    assert min(min(i) for i in ids) == 1  # numbered from 1, as on the page and in the video
+    page = (out / "index.html").read_text()
+    assert 'src="overlay.gif"' in page and "kept.gif" not in page  # a dense run prunes nothing
+    drawn = {i for f in ids for i in f}
+    assert page.count("<tr><td>#") == len(drawn) and all(f"<td>#{i}</td>" in page for i in drawn)
+    from PIL import Image
+
+    with Image.open(out / "overlay.gif") as gif:
+        assert gif.n_frames == 4
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     assert main(["segment", str(tmp_path / "bad.mp4"), "--run", str(dense_run), "--out", str(out)]) == 2
     assert "corrupt or unsupported" in capsys.readouterr().err

@@ -7,10 +7,13 @@ count that differs from the expected one, raise ValueError naming the file.
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -150,29 +153,79 @@ def video_sample(path: str | Path, video_id: int = 0, **kwargs) -> VideoSample:
     return VideoSample(video_id=video_id, name=path.stem, frames=read_video(path, **kwargs), tracks=[], categories={})
 
 
+class VideoWriter:
+    """Encode uint8 [H, W, 3] frames into a video file one at a time (a long video never sits in
+    memory), atomically: the file appears complete at `path` when the block ends cleanly, and nothing
+    is left on an error. The codec follows the suffix; the size is the first frame's.
+
+        with VideoWriter("out.mp4", fps=10) as w:
+            for frame in frames:
+                w.write(frame)
+    """
+
+    def __init__(self, path: str | Path, fps: float = 10.0, codec: str | None = None) -> None:
+        self.path = Path(path)
+        check_number("fps", fps, low=0, low_open=True)
+        self.fps = fps
+        self.codec = codec or _CODECS.get(self.path.suffix.lower())
+        if self.codec is None:
+            raise ValueError(f"unknown video suffix {self.path.suffix!r}; expected one of {VIDEO_SUFFIXES}")
+        self.frames = 0
+        self._stack: contextlib.ExitStack | None = None
+        self._container: Any = None
+        self._stream: Any = None
+
+    def __enter__(self) -> "VideoWriter":
+        fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}.get(
+            self.path.suffix.lower())
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        self._container = self._stack.enter_context(av.open(str(tmp), mode="w", format=fmt))
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one uint8 [H, W, 3] RGB frame (every frame of a video has the first one's size)."""
+        if self._container is None:
+            raise RuntimeError("VideoWriter.write outside its `with` block")
+        f = np.asarray(frame)
+        if f.ndim != 3 or f.shape[-1] != 3 or f.dtype != np.uint8:
+            raise ValueError(f"a frame must be uint8 [H, W, 3], got {f.dtype} {f.shape}")
+        H, W = f.shape[:2]
+        if self._stream is None:
+            if self.codec in ("libx264", "mpeg4") and (H % 2 or W % 2):
+                raise ValueError(f"{self.codec} needs even frame sizes, got {W}x{H}")
+            self._stream = self._container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1000))
+            self._stream.width, self._stream.height, self._stream.pix_fmt = W, H, "yuv420p"
+        elif (H, W) != (self._stream.height, self._stream.width):
+            raise ValueError(f"frame {self.frames} is {W}x{H}, earlier frames {self._stream.width}x{self._stream.height}")
+        for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        stack, container = self._stack, self._container
+        assert stack is not None
+        self._container = None
+        if exc_type is None:
+            try:
+                if self._stream is None:
+                    raise ValueError(f"{self.path}: no frames were written")
+                for packet in self._stream.encode():  # flush the encoder
+                    container.mux(packet)
+            except BaseException:
+                if not stack.__exit__(*sys.exc_info()):
+                    raise
+                return False
+        return bool(stack.__exit__(exc_type, exc, tb))
+
+
 def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float = 10.0,
                 codec: str | None = None) -> Path:
     """Encode uint8 [T, H, W, 3] frames into a video file, atomically (codec from the suffix)."""
-    path = Path(path)
-    check_number("fps", fps, low=0, low_open=True)
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[0] == 0:
         raise ValueError(f"frames must be a non-empty uint8 [T, H, W, 3] array, got {frames.dtype} {frames.shape}")
-    codec = codec or _CODECS.get(path.suffix.lower())
-    if codec is None:
-        raise ValueError(f"unknown video suffix {path.suffix!r}; expected one of {VIDEO_SUFFIXES}")
-    T, H, W, _ = frames.shape
-    if codec in ("libx264", "mpeg4") and (H % 2 or W % 2):
-        raise ValueError(f"{codec} needs even frame sizes, got {W}x{H}")
-    with atomic_path(path) as tmp:
-        fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}.get(
-            path.suffix.lower())
-        with av.open(str(tmp), mode="w", format=fmt) as c:
-            s = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
-            s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-            for f in frames:
-                for packet in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                    c.mux(packet)
-            for packet in s.encode():
-                c.mux(packet)
-    return path
+    with VideoWriter(path, fps, codec) as writer:
+        for f in frames:
+            writer.write(f)
+    return Path(path)

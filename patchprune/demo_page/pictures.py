@@ -52,15 +52,15 @@ def titled(panel: np.ndarray, title: str) -> np.ndarray:
     return np.concatenate([np.asarray(bar), panel], 0)
 
 
-def overlay_panel(frame: np.ndarray, shown: Sequence[Shown], hw: tuple[int, int], title: str) -> np.ndarray:
-    """The frame at display size with each instance tinted in its track id's colour, outlined, and
-    labelled "#id label score" at its centre; a title bar on top."""
-    big = resize_rgb(frame, hw)
+def draw_tracks(frame: np.ndarray, shown: Sequence[Shown], label_size: int = 12) -> np.ndarray:
+    """The frame (masks at its size) with each instance tinted in its track id's colour, outlined, and
+    labelled "#id label score" at its centre (ids >= 1; the colour follows the id)."""
+    hw = frame.shape[:2]
     top = max((tid for tid, *_ in shown), default=0)
     masks = [np.zeros(hw, bool) for _ in range(top)]
     for tid, _, _, m in shown:
-        masks[tid - 1] = resize_mask(m, hw)
-    img = Image.fromarray(overlay_masks(big, masks))
+        masks[tid - 1] = m
+    img = Image.fromarray(overlay_masks(frame, masks))
     draw = ImageDraw.Draw(img)
     for tid, label, score, _ in shown:
         ys, xs = np.nonzero(masks[tid - 1])
@@ -68,9 +68,16 @@ def overlay_panel(frame: np.ndarray, shown: Sequence[Shown], hw: tuple[int, int]
             continue
         text = f"#{tid} {label}" + (f" {score:.2f}" if score is not None else "")
         x0 = int(np.clip(xs.mean() - 3 * len(text), 2, max(2, hw[1] - 6 * len(text))))
-        y0 = int(np.clip(ys.mean() - 7, 2, hw[0] - 16))
-        draw.text((x0, y0), text, fill=(255, 255, 255), font=font(12), stroke_width=2, stroke_fill=(0, 0, 0))
-    return titled(np.asarray(img), title)
+        y0 = int(np.clip(ys.mean() - 7, 2, max(2, hw[0] - 16)))
+        draw.text((x0, y0), text, fill=(255, 255, 255), font=font(label_size), stroke_width=2,
+                  stroke_fill=(0, 0, 0))
+    return np.asarray(img)
+
+
+def overlay_panel(frame: np.ndarray, shown: Sequence[Shown], hw: tuple[int, int], title: str) -> np.ndarray:
+    """`draw_tracks` on the frame at display size hw, under a title bar."""
+    small = [(tid, label, score, resize_mask(m, hw)) for tid, label, score, m in shown]
+    return titled(draw_tracks(resize_rgb(frame, hw), small), title)
 
 
 def stage_blocks(ratios: Sequence[float], tol: float = 1e-3) -> list[int]:

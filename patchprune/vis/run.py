@@ -124,18 +124,34 @@ def is_learned(encoder: nn.Module | None) -> bool:
 def load_run(run: str | Path, method: str | None = None, target: float | None = None,
              method_options: dict[str, Any] | None = None) -> LoadedRun:
     """Rebuild the model (and pruner) of a run folder and load its last checkpoint (eval mode).
-    `method_options` override the builder keywords the run trained with (train.json), key by key:
-    e.g. {"noise": False} evaluates VPP's trained modules without their inference Gumbel noise."""
-    from patchprune.train.checkpoint import load_checkpoint
-
+    `run` may also name a reference checkpoint shipped in the package (`patchprune.reference_names()`,
+    e.g. "vpp-0.40"). `method_options` override the builder keywords the run trained with
+    (train.json), key by key: e.g. {"noise": False} evaluates VPP's trained modules without their
+    inference Gumbel noise."""
     run = Path(run)
     if not run.is_dir():
-        raise FileNotFoundError(f"run folder {run} not found")
-    config = VISConfig.load(run)
+        from patchprune.checkpoints import reference_info, reference_names, verified_path
+
+        names = reference_names()
+        if str(run) not in names:
+            raise FileNotFoundError(f"run folder {run} not found (nor is it a shipped reference: {', '.join(names)})")
+        info = reference_info(str(run))
+        settings = {**((info.get("training") or {}).get("settings") or {}), "method": info["method"],
+                    "reference": str(run)}
+        return load_weights(VISConfig.from_json(info["vis_config"]), settings, verified_path(str(run), "weights"),
+                            method, target, method_options)
     settings = read_json(run / SETTINGS, "training settings") if (run / SETTINGS).is_file() else {}
+    return load_weights(VISConfig.load(run), settings, run / CHECKPOINT, method, target, method_options)
+
+
+def load_weights(config: VISConfig, settings: dict[str, Any], ckpt: Path, method: str | None = None,
+                 target: float | None = None, method_options: dict[str, Any] | None = None) -> LoadedRun:
+    """The model of `config` with checkpoint `ckpt`'s weights, under `method` (default: the one it
+    trained with, `settings["method"]`), its pruner rebuilt with the trained positions and options."""
+    from patchprune.train.checkpoint import load_checkpoint
+
     method = method or settings.get("method", "dense")
-    target = float(target if target is not None else settings.get("target", 0.55))
-    ckpt = run / CHECKPOINT
+    target = float(target if target is not None else settings.get("target") or 0.55)
     check_compatible(ckpt, config)
     model = VISModel(config)
     trained = settings.get("method") == method
@@ -157,4 +173,4 @@ def write_settings(run: str | Path, settings: dict[str, Any]) -> Path:
     return write_json(Path(run) / SETTINGS, settings, indent=2)
 
 
-__all__ = ["CONFIG_FILE", "CHECKPOINT", "LoadedRun", "load_run", "check_compatible", "checkpoint_meta"]
+__all__ = ["CONFIG_FILE", "CHECKPOINT", "LoadedRun", "load_run", "load_weights", "check_compatible", "checkpoint_meta"]

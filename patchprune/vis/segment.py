@@ -1,10 +1,12 @@
 """`patchprune segment VIDEO --run RUN --out DIR`: stream a user's video through a trained run.
 
 Input: a video file (mp4 / avi / mkv / mov / webm, decoded frame by frame with PyAV) or a folder
-of frames (jpg / png, in name order). Output in DIR: `overlay.mp4` (masks and track ids drawn on
-the frames), `frames.json` (per frame: tracks with id, category, score, RLE mask, box; keep ratio
-per block), `keep/<frame>.png` (the patches each block processed, one tile per block, when the
-backbone is pruned) and `results.json` (the whole video's tracks, YouTube-VIS format).
+of frames (jpg / png, in name order). Output in DIR: `index.html` (the page: tracks over the video,
+the patches each pruning stage processed, keep ratio per block and per frame, a table of the tracks;
+`segment_page`), `overlay.mp4` (masks and track ids drawn on the frames), `frames.json` (per frame:
+tracks with id, category, score, RLE mask, box; keep ratio per block), `keep/<frame>.png` (the
+patches each block processed, one tile per block, when the backbone is pruned) and `results.json`
+(the whole video's tracks, YouTube-VIS format). Track ids start at 1 in every output.
 """
 from __future__ import annotations
 
@@ -13,13 +15,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm import tqdm
 
 from patchprune.data import rle as rle_utils
+from patchprune.demo_page.pictures import draw_tracks
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+
+
+def count_frames(source: str | Path, max_frames: int | None = None) -> int | None:
+    """Frames `iter_frames` will yield, when the folder or the container says (None: unknown)."""
+    from patchprune.data.video import probe_video
+
+    source = Path(source)
+    if source.is_dir():
+        n = sum(1 for p in source.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    else:
+        n = probe_video(source).frames
+    if not n:
+        return None
+    return min(n, max_frames) if max_frames else n
 
 
 def iter_frames(source: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
@@ -42,28 +59,6 @@ def iter_frames(source: str | Path, max_frames: int | None = None) -> Iterator[n
     yield from iter_video_frames(source, max_frames=max_frames)
 
 
-def track_colour(track_id: int) -> tuple[int, int, int]:
-    """A stable, well-spread colour per track id (golden-ratio hue steps)."""
-    import colorsys
-
-    r, g, b = colorsys.hsv_to_rgb((track_id * 0.618034) % 1.0, 0.85, 1.0)
-    return int(r * 255), int(g * 255), int(b * 255)
-
-
-def draw_overlay(frame: np.ndarray, tracks: list[tuple[int, str, float, np.ndarray]], alpha: float = 0.5) -> np.ndarray:
-    """Blend each (id, name, score, bool mask [H, W]) onto the frame and label it with its id."""
-    out = frame.astype(np.float32)
-    for tid, _, _, mask in tracks:
-        out[mask] = (1 - alpha) * out[mask] + alpha * np.array(track_colour(tid), dtype=np.float32)
-    img = Image.fromarray(out.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(img)
-    for tid, name, score, mask in tracks:
-        ys, xs = np.nonzero(mask)
-        if len(xs):
-            draw.text((int(xs.mean()), int(ys.mean())), f"{tid} {name} {score:.2f}", fill=(255, 255, 255))
-    return np.asarray(img)
-
-
 def keep_picture(keep_masks: dict[int, Any], grid: tuple[int, int], scale: int = 4) -> np.ndarray:
     """One tile per block (white = processed patch), side by side: uint8 [h*scale, blocks*(w*scale+2), 3]."""
     tiles = []
@@ -82,9 +77,10 @@ def segment_video(video: str | Path, run: str | Path, out: str | Path, tracker: 
     import torch
 
     from patchprune.data.io import write_json
-    from patchprune.data.video import write_video
+    from patchprune.data.video import VideoWriter
     from patchprune.vis.predict import VideoPredictor, tracks_to_results, upsample_mask
     from patchprune.vis.run import load_run
+    from patchprune.vis.segment_page import SegmentPage
 
     if not 0 <= threshold <= 1:
         raise ValueError(f"--threshold must be in [0, 1], got {threshold}")
@@ -100,42 +96,56 @@ def segment_video(video: str | Path, run: str | Path, out: str | Path, tracker: 
     pred = VideoPredictor(model, loaded.encoder, tracker)
     patch = model.backbone.patch_embed.patch_size[0]
     grid = (pred.side // patch, pred.side // patch)
-    overlay, per_frame = [], []
+    per_frame = []
     size = first.shape[:2]
+    H, W = size
+    page = SegmentPage(f"patchprune segment: {Path(video).name}", count_frames(video, max_frames), grid,
+                       len(model.backbone.blocks))
     bar = tqdm(desc="segment", unit="frame", disable=not progress)
 
     def frames_all() -> Iterator[np.ndarray]:
         yield first
         yield from frames
 
-    for t, frame in enumerate(frames_all()):
-        if frame.shape[:2] != size:
-            raise ValueError(f"frame {t} is {frame.shape[1]}x{frame.shape[0]}, earlier frames {size[1]}x{size[0]}; "
-                             "one video must keep one size")
-        r = pred.frame(frame)
-        H, W = frame.shape[:2]
-        shown, rows = [], []
-        for d in r.detections:
-            if d.score < threshold:
-                continue
-            mask = upsample_mask(d.mask, H, W)
-            if not mask.any():
-                continue
-            shown.append((d.track_id, names[d.label], d.score, mask))
-            rows.append({"track_id": d.track_id, "category_id": cfg.categories[d.label], "category": names[d.label],
-                         "score": d.score, "segmentation": rle_utils.encode(mask), "bbox": rle_utils.bbox(mask)})
-        overlay.append(draw_overlay(frame, shown))
-        ratios = {int(k): float(v.float().mean()) for k, v in r.keep_masks.items()}
-        per_frame.append({"frame": t, "pkr": r.pkr, "keep_ratio_per_block": ratios, "scene_cut": r.cut, "tracks": rows})
-        if r.keep_masks and loaded.encoder is not None:
-            Image.fromarray(keep_picture({k: v.numpy() for k, v in r.keep_masks.items()}, grid)).save(out / "keep" / f"{t:05d}.png")
-        bar.update(1)
+    with VideoWriter(out / "overlay.mp4", fps=fps) as overlay:
+        for t, frame in enumerate(frames_all()):
+            if frame.shape[:2] != size:
+                raise ValueError(f"frame {t} is {frame.shape[1]}x{frame.shape[0]}, earlier frames {W}x{H}; "
+                                 "one video must keep one size")
+            r = pred.frame(frame)
+            shown, rows = [], []
+            for d in r.detections:
+                if d.score < threshold:
+                    continue
+                mask = upsample_mask(d.mask, H, W)
+                if not mask.any():
+                    continue
+                tid = d.track_id + 1  # ids from 1 in every output (the tracker counts from 0)
+                shown.append((tid, names[d.label], d.score, mask))
+                rows.append({"track_id": tid, "category_id": cfg.categories[d.label], "category": names[d.label],
+                             "score": d.score, "segmentation": rle_utils.encode(mask), "bbox": rle_utils.bbox(mask)})
+            overlay.write(draw_tracks(frame, shown)[: H - H % 2, : W - W % 2])
+            keep = {int(k): v.numpy() for k, v in r.keep_masks.items()} if loaded.encoder is not None else {}
+            ratios = {k: float(v.mean()) for k, v in keep.items()}
+            per_frame.append({"frame": t, "pkr": r.pkr, "keep_ratio_per_block": ratios, "scene_cut": r.cut,
+                              "tracks": rows})
+            if keep:
+                Image.fromarray(keep_picture(keep, grid)).save(out / "keep" / f"{t:05d}.png")
+            page.add(t, frame, shown, keep, r.pkr, r.cut)
+            bar.update(1)
     bar.close()
-    H, W = size
-    even = [f[: H - H % 2, : W - W % 2] for f in overlay]
-    write_video(out / "overlay.mp4", np.stack(even), fps=fps)
     write_json(out / "frames.json", per_frame)
     results = tracks_to_results(pred.finish(), 0, H, W, cfg.categories)
     write_json(out / "results.json", results)
-    return {"frames": len(per_frame), "tracks": len(results), "out": str(out),
-            "pkr": float(np.mean([f["pkr"] for f in per_frame]))}
+    method = loaded.settings.get("method", "dense")
+    target = "" if method == "dense" else f" at target {loaded.settings.get('target')}"
+    pkr = float(np.mean([f["pkr"] for f in per_frame]))
+    intro = [f"{len(per_frame)} frames of {video} ({W}x{H}, resized to {pred.side}x{pred.side} for the model), "
+             f"segmented and tracked by run {run} ({cfg.name} config, {method}{target}; mean PKR {pkr:.3f}).",
+             f"Tracks scoring >= {threshold:.2f} are drawn; {tracker} tracker, batch-1 streaming."]
+    notes = ["frames.json: per frame, every drawn track (id, category, score, RLE mask, box) and the keep "
+             "ratio per block; results.json: the video's tracks in the YouTube-VIS results format; "
+             "overlay.mp4: every frame with its tracks; keep/: the patches each block processed, per frame."]
+    page.write(out, intro, notes, fps)
+    return {"frames": len(per_frame), "tracks": len(results), "out": str(out), "page": str(out / "index.html"),
+            "pkr": pkr}

@@ -110,11 +110,19 @@ def _validate(s: TrainSettings) -> None:
 
 
 def _init_path(init: str) -> Path:
+    """The checkpoint file of `--init`: a run folder's, a .safetensors file, or a shipped reference's
+    (by name, e.g. "dense"; hash-checked)."""
     p = Path(init)
     if p.is_dir():
         p = p / CHECKPOINT
+    if not p.exists():
+        from patchprune.checkpoints import reference_names, verified_path
+
+        if init in reference_names():
+            return verified_path(init, "weights")
     if not p.is_file():
-        raise FileNotFoundError(f"--init {init}: no checkpoint found (a run folder or a .safetensors file)")
+        raise FileNotFoundError(f"--init {init}: no checkpoint found (a run folder, a .safetensors file or a "
+                                "shipped reference name)")
     return p
 
 
