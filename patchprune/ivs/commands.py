@@ -56,8 +56,18 @@ def _ratio(text: str) -> float:
     return r
 
 
+def _run_refer(args: argparse.Namespace) -> int:
+    from patchprune.ivs.refer import refer_segment
+
+    summary = refer_segment(args.input, args.run, args.text, args.out, method=args.method, ratio=args.ratio,
+                            max_frames=args.max_frames, batch=args.batch, fps=args.fps, threads=args.threads,
+                            progress=not args.no_progress, seed=args.seed)
+    print(json.dumps(summary))
+    return 0
+
+
 def register(groups) -> None:
-    """Add `train ivs` and `eval ivs`."""
+    """Add `train ivs`, `eval ivs` and the top-level `refer`."""
     p = groups.train.add_parser("ivs", help="train the instructed-segmentation MLLM (dense) on referring data")
     p.add_argument("--data", required=True, type=Path,
                    help="`data synth-refer` output, a RefCOCO-style or a Ref-YouTube-VOS folder")
@@ -104,3 +114,19 @@ def register(groups) -> None:
     p.add_argument("--json", action="store_true", help="print all metrics as one JSON line")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_eval)
+
+    p = groups.root.add_parser("refer", help="segment what an instruction refers to in an image or video with a "
+                                             "trained IVS run (optionally pruning the visual tokens)")
+    p.add_argument("input", type=Path, help="image (jpg / png), video file (mp4 / avi / mkv) or folder of frames")
+    p.add_argument("--run", required=True, type=Path, help="a `train ivs` run folder")
+    p.add_argument("--text", required=True, help="the instruction, in the words of the run's training data")
+    p.add_argument("--out", required=True, type=Path, help="folder for overlay, masks/, kept/, result.json")
+    p.add_argument("--method", default="dense", help="dense or a selection method (evtp, kcenter, divprune, ...)")
+    p.add_argument("--ratio", type=_ratio, default=1.0, help="share of visual tokens kept per frame, in (0, 1]")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--batch", type=int, default=8, help="key frames per forward")
+    p.add_argument("--fps", type=float, default=10.0, help="frame rate of the overlay video")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_refer)
