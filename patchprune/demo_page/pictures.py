@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -172,9 +173,16 @@ def keep_ratio_plot(per_model: dict[str, Sequence[float]], targets: dict[str, fl
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     ax.set_title(title, fontsize=9)
+    return save_plot(fig, path)
+
+
+def save_plot(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Lay out a matplotlib figure, write it to `path` as PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
     return path

@@ -13,7 +13,7 @@ import numpy as np
 
 from patchprune.demo_page.html import Figure, render_page, write_page
 from patchprune.demo_page.pictures import (BACKGROUND, Shown, display_size, hstack, keep_ratio_plot, keep_tile,
-                                           overlay_panel, save_gif, stage_blocks, stage_label)
+                                           overlay_panel, save_gif, save_plot, stage_blocks, stage_label)
 
 PAGE_FRAMES = 120  # frames in the page's animations (evenly spread over a longer video)
 DISPLAY_SIDE = 320  # longer side of the overlay pictures, pixels
@@ -128,8 +128,6 @@ def pkr_plot(pkr: Sequence[float], cuts: Sequence[int], path: str | Path) -> Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from patchprune.data.io import atomic_path
-
     fig, ax = plt.subplots(figsize=(6.4, 2.8))
     ax.plot(np.arange(1, len(pkr) + 1), pkr, marker="o" if len(pkr) <= 60 else None, ms=3)
     for c in cuts:
@@ -138,12 +136,7 @@ def pkr_plot(pkr: Sequence[float], cuts: Sequence[int], path: str | Path) -> Pat
     ax.set_ylabel("PKR")
     ax.set_ylim(0, 1.05)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_plot(fig, path)
 
 
 __all__ = ["SegmentPage", "pkr_plot", "same_size", "PAGE_FRAMES"]
