@@ -80,13 +80,18 @@ def test_resume_is_exact(data_dir: Path, dense_run: Path, tmp_path: Path, monkey
 
 
 def test_eval_and_ytvis_results(data_dir: Path, dense_run: Path, capsys) -> None:
-    assert main(["eval", "vis", "--run", str(dense_run), "--data", str(data_dir), "--json", "--timing-frames", "2"]) == 0
+    assert main(["eval", "vis", "--run", str(dense_run), "--data", str(data_dir), "--json", "--timing-frames", "2",
+                 "--timing-batch", "0"]) == 2
+    assert "--timing-batch must be" in capsys.readouterr().err
+    assert main(["eval", "vis", "--run", str(dense_run), "--data", str(data_dir), "--json", "--timing-frames", "2",
+                 "--timing-batch", "2"]) == 0
     m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for k in ("AP", "AP50", "AP75", "AR1", "AR10", "AP_bbox", "AP_segm"):
         assert 0.0 <= m[k] <= 1.0, k
     assert m["pkr"] == 1.0 and m["frames"] == 8
     assert set(m["gmacs"]) == {"backbone", "pyramid_pixel_decoder", "transformer_decoder", "total"}
     assert m["gmacs"]["backbone"] > 0 and m["fps"]["backbone"] > m["fps"]["model"] > 0
+    assert m["fps_batched"]["batch"] == 2 and m["fps_batched"]["backbone"] > m["fps_batched"]["model"] > 0
     results = dense_run / "results_valid.json"
     assert results.is_file()
     entries = json.loads(results.read_text())
@@ -135,6 +140,18 @@ def test_stage2_vpp_from_dense(data_dir: Path, dense_run: Path, tmp_path: Path) 
     assert seg["pkr"] < 1.0 and all(f'src="{f}"' in page for f in ("kept.gif", "keep_ratio.png", "pkr_per_frame.png"))
     frames = json.loads((tmp_path / "seg" / "frames.json").read_text())
     assert frames[1]["keep_ratio_per_block"]["1"] < 1.0  # Map-SM prunes from the second frame
+    # eval vis --timing-batch 3: three videos streamed side by side, every slot's frames counted
+    from patchprune.vis.data import load_split, square_size
+    from patchprune.vis.evaluate import streaming_fps
+    from patchprune.vis.run import load_run
+
+    loaded = load_run(out)
+    clip = load_split(data_dir, "valid", square_size(loaded.model.config.img_size), loaded.model.config.categories).clips[0]
+    seen = []
+    hook = loaded.model.backbone.patch_embed.register_forward_hook(lambda mod, inp, o: seen.append(inp[0].shape[0]))
+    fps = streaming_fps(loaded.model, loaded.encoder, clip, frames=2, warmup=1, batch=3)
+    hook.remove()
+    assert set(seen) == {3} and len(seen) == 6 and fps["backbone"] > fps["model"] > 0
     assert m["gmacs"]["backbone"] < json.loads(json.dumps(m))["gmacs"]["total"]
     # VPP draws Gumbel noise at inference; eval seeds it per video, so a rerun from another RNG state agrees
     torch.manual_seed(12345)

@@ -37,13 +37,17 @@ def _run_eval(args: argparse.Namespace) -> int:
     from patchprune.vis.evaluate import evaluate_folder
     from patchprune.vis.run import parse_method_options
 
+    from patchprune.validate import check_int
+
+    check_int("--timing-batch", args.timing_batch, 1)  # before the evaluation, not after it
     if args.threads:
         torch.set_num_threads(args.threads)
     dist_info = init_distributed("gloo")
     m = evaluate_folder(args.run, args.data, tracker=args.tracker, split=args.split, max_videos=args.max_videos,
                         timing_frames=args.timing_frames, random_init=args.random_init, method=args.method,
                         target=args.target, dist_info=dist_info,
-                        method_options=parse_method_options(args.method_option) or None)
+                        method_options=parse_method_options(args.method_option) or None,
+                        timing_batch=args.timing_batch)
     if not dist_info.is_main:
         return 0
     results = m.pop("results")
@@ -56,7 +60,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     else:
         keys = ("AP", "AP50", "AP75", "AR1", "AR10", "AP_bbox", "AP_segm", "pkr")
         print("  ".join(f"{k} {m[k]:.4f}" for k in keys))
-        print(f"PKR after each video's first frame {m['pkr_after_first_frame']:.4f}  GMACs {m['gmacs']}  FPS {m.get('fps')}")
+        print(f"PKR after each video's first frame {m['pkr_after_first_frame']:.4f}  GMACs {m['gmacs']}  FPS {m.get('fps')}"
+              + (f"  FPS at batch {m['fps_batched']['batch']} {m['fps_batched']}" if "fps_batched" in m else ""))
     return 0
 
 
@@ -138,6 +143,8 @@ def register(groups) -> None:
                         "the run's own (train.json), e.g. noise=false: VPP without inference noise")
     p.add_argument("--max-videos", type=int, default=None)
     p.add_argument("--timing-frames", type=int, default=20, help="frames timed for FPS (0: no timing)")
+    p.add_argument("--timing-batch", type=int, default=1,
+                   help="also time B videos streamed side by side (fps_batched: the saturated throughput)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--results", default=None, type=Path, help="results JSON path (default RUN/results_<split>.json)")
     p.add_argument("--json", action="store_true", help="print all metrics as one JSON line")

@@ -1,5 +1,6 @@
 """`eval vis`: stream every valid video, then YouTube-VIS AP / AR, per-frame COCO AP, PKR, IoI,
-GMACs per component and batch-1 streaming FPS (backbone alone and the whole model).
+GMACs per component and batch-1 streaming FPS (backbone alone and the whole model; with
+`timing_batch` B > 1 also the throughput of B videos streamed side by side, `fps_batched`).
 
 Under torchrun each rank streams its share of the videos (round robin); results, keep ratios and
 IoI sums are gathered on rank 0, so the numbers equal a single process's. Timing and GMACs run
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 from patchprune.data import rle as rle_utils
 from patchprune.vis.data import VideoClip, VISData, load_split
+from patchprune.validate import check_int
 from patchprune.vis.model import VISModel, normalise
 from patchprune.vis.predict import VideoPredictor, tracks_to_results
 
@@ -85,13 +87,19 @@ def component_gmacs(model: VISModel, encoder: nn.Module | None, clip: VideoClip)
             "transformer_decoder": head - pixel, "total": count.macs / 1e9}
 
 
-def streaming_fps(model: VISModel, encoder: nn.Module | None, clip: VideoClip, frames: int = 20, warmup: int = 3
-                  ) -> dict[str, float]:
-    """Frames per second at batch 1 streaming: backbone alone and the whole model (tracker excluded)."""
+def streaming_fps(model: VISModel, encoder: nn.Module | None, clip: VideoClip, frames: int = 20, warmup: int = 3,
+                  batch: int = 1) -> dict[str, float]:
+    """Frames per second of streaming: backbone alone and the whole model (tracker excluded).
+
+    batch B > 1 streams B videos side by side (the clip's frames, each slot starting `b` frames later,
+    so the slots differ and a learned pruner keeps a different count in each), B frames a step: the
+    saturated throughput next to batch-1 latency. FPS counts every frame of every slot."""
     from patchprune.video import VideoStream
 
+    check_int("batch", batch, 1)
     enc = encoder if encoder is not None else model.dense
-    xs = [normalise(clip.frames[t % clip.num_frames][None]) for t in range(frames + warmup)]
+    n = clip.num_frames
+    xs = [normalise(clip.frames[[(t + b) % n for b in range(batch)]]) for t in range(frames + warmup)]
     out: dict[str, float] = {}
     with torch.inference_mode():
         for name in ("backbone", "model"):
@@ -101,7 +109,7 @@ def streaming_fps(model: VISModel, encoder: nn.Module | None, clip: VideoClip, f
                     t0 = time.perf_counter()
                 stream.start_frame()
                 enc(x, stream=stream) if name == "backbone" else model(x, encoder=encoder, stream=stream)
-            out[name] = frames / (time.perf_counter() - t0)
+            out[name] = frames * batch / (time.perf_counter() - t0)
     return out
 
 
@@ -109,7 +117,8 @@ EVAL_SEED = 0
 
 
 def evaluate(model: VISModel, encoder: nn.Module | None, data: VISData, tracker: str = "minvis",
-             timing_frames: int = 20, dist_info: Any = None, seed: int = EVAL_SEED) -> dict[str, Any]:
+             timing_frames: int = 20, dist_info: Any = None, seed: int = EVAL_SEED, timing_batch: int = 1
+             ) -> dict[str, Any]:
     """All metrics of `eval vis` (see the module docstring); results under "results".
 
     Pruners that draw at inference (VPP's Gumbel noise, "sparse background activation") see the
@@ -181,6 +190,9 @@ def evaluate(model: VISModel, encoder: nn.Module | None, data: VISData, tracker:
     metrics["gmacs"] = component_gmacs(model, encoder, data.clips[0])
     if timing_frames:
         metrics["fps"] = streaming_fps(model, encoder, data.clips[0], timing_frames)
+        if timing_batch > 1:
+            metrics["fps_batched"] = {"batch": timing_batch,
+                                      **streaming_fps(model, encoder, data.clips[0], timing_frames, batch=timing_batch)}
         metrics["threads"] = torch.get_num_threads()
     metrics["results"] = results
     return metrics
@@ -189,7 +201,7 @@ def evaluate(model: VISModel, encoder: nn.Module | None, data: VISData, tracker:
 def evaluate_folder(run: str | Path | None, data_dir: str | Path, tracker: str = "minvis", split: str = "valid",
                     max_videos: int | None = None, timing_frames: int = 20, random_init: str | None = None,
                     method: str | None = None, target: float | None = None, dist_info: Any = None,
-                    method_options: dict[str, Any] | None = None) -> dict[str, Any]:
+                    method_options: dict[str, Any] | None = None, timing_batch: int = 1) -> dict[str, Any]:
     """Load a run (or build `random_init`'s named config with random weights) and evaluate on DIR/split.
     `method_options`: keywords of the learned method's builder, e.g. {"init_keep": True} so untrained
     modules keep their target rates (`random_init`), or {"noise": False} over a run's own options
@@ -213,7 +225,7 @@ def evaluate_folder(run: str | Path | None, data_dir: str | Path, tracker: str =
         loaded = load_run(run, method, target, method_options)
         model, encoder, settings = loaded.model, loaded.encoder, loaded.settings
     data = load_split(data_dir, split, square_size(model.config.img_size), model.config.categories, max_videos)
-    metrics = evaluate(model, encoder, data, tracker, timing_frames, dist_info)
+    metrics = evaluate(model, encoder, data, tracker, timing_frames, dist_info, timing_batch=timing_batch)
     if metrics:
         metrics = {"config": model.config.name, "method": settings.get("method"), "target": settings.get("target"),
                    "method_options": settings.get("method_options", {}), "tracker": tracker, **metrics}
