@@ -73,9 +73,10 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, torch {torch.__version__}, {gpu}"
 
 
-def write_fp16_weights(checkpoint: Path, out: Path, meta: dict[str, Any]) -> Path:
+def write_fp16_weights(checkpoint: Path, out: Path, meta: dict[str, Any], half: bool = True) -> Path:
     """Copy the "module/model/..." and "module/policies/..." tensors of a training checkpoint to `out`
-    (floating tensors as fp16), in the `train.checkpoint` layout so `load_checkpoint` reads it."""
+    (floating tensors as fp16 unless `half` is False), in the `train.checkpoint` layout so
+    `load_checkpoint` reads it."""
     import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -86,18 +87,19 @@ def write_fp16_weights(checkpoint: Path, out: Path, meta: dict[str, Any]) -> Pat
         for key in fh.keys():
             if key.startswith(("module/model/", "module/policies/")):
                 t = fh.get_tensor(key)
-                tensors[key] = (t.to(torch.float16) if t.is_floating_point() else t).contiguous()
+                tensors[key] = (t.to(torch.float16) if half and t.is_floating_point() else t).contiguous()
     metadata = {"step": step, "meta": json.dumps(meta), "optim": "null"}
     with atomic_path(out) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return out
 
 
-def export_run_folder(run: str | Path, out: str | Path, extra_files: tuple[str, ...] = ("eval.json",)) -> Path:
+def export_run_folder(run: str | Path, out: str | Path, extra_files: tuple[str, ...] = ("eval.json",),
+                      half: bool = True) -> Path:
     """Copy run folder `run` to `out` as weights only: config.json and train.json as they are, the
-    checkpoint's model (and pruning-module) tensors in fp16 with the checkpoint's step and metadata
-    (config, settings, loss history), and each of `extra_files` the run has. Refuses an existing
-    checkpoint at `out` (never overwrites a shipped run)."""
+    checkpoint's model (and pruning-module) tensors (in fp16 when `half`; fp32 keeps the run's figures
+    exact) with the checkpoint's step and metadata (config, settings, loss history), and each of
+    `extra_files` the run has. Refuses an existing checkpoint at `out` (never overwrites a shipped run)."""
     import shutil
 
     from patchprune.run_config import CONFIG_FILE
@@ -113,7 +115,7 @@ def export_run_folder(run: str | Path, out: str | Path, extra_files: tuple[str, 
     for name in (CONFIG_FILE, SETTINGS, *extra_files):
         if (run / name).is_file():
             shutil.copyfile(run / name, out / name)
-    write_fp16_weights(ckpt, out / CHECKPOINT, checkpoint_meta(ckpt))
+    write_fp16_weights(ckpt, out / CHECKPOINT, checkpoint_meta(ckpt), half)
     return out
 
 

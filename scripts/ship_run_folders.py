@@ -5,7 +5,7 @@
         runs/full1200_s1=benchmarks/vis/dense1200/seed1
 
 Each output folder keeps config.json, train.json and the run's eval JSONs (--extra); its checkpoint holds
-the model's tensors in fp16 with the run's step and loss history, no optimiser state.
+the model's tensors in fp16 (--fp32: as trained) with the run's step and loss history, no optimiser state.
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("pairs", nargs="+", help="RUN=OUT (a run folder and the folder to write)")
     p.add_argument("--extra", action="append", default=None,
                    help="file of the run to copy as well (repeatable; default eval.json)")
+    p.add_argument("--fp32", action="store_true",
+                   help="keep the weights in fp32 (twice the size; the run's eval figures stay exact)")
     args = p.parse_args(argv)
     from patchprune.checkpoints_export import export_run_folder
 
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         run, sep, out = pair.partition("=")
         if not sep or not run or not out:
             raise SystemExit(f"ship_run_folders: expected RUN=OUT, got {pair!r}")
-        written = export_run_folder(run, out, tuple(args.extra or ("eval.json",)))
+        written = export_run_folder(run, out, tuple(args.extra or ("eval.json",)), half=not args.fp32)
         size = sum(f.stat().st_size for f in written.iterdir()) / 2**20
         print(f"{run} -> {written} ({size:.1f} MB)")
     return 0

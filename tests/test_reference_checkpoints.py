@@ -227,6 +227,11 @@ def test_ship_run_folders_script(tmp_path, capsys):
     _tiny_run(tmp_path / "run", "dense", str(tmp_path / "no_data"))
     assert script.main([f"{tmp_path / 'run'}={tmp_path / 'out'}"]) == 0
     assert "MB)" in capsys.readouterr().out and (tmp_path / "out" / "checkpoint.safetensors").is_file()
+    assert script.main([f"{tmp_path / 'run'}={tmp_path / 'out32'}", "--fp32"]) == 0
+    from patchprune.vis.run import load_run
+
+    exact, run = load_run(tmp_path / "out32").model.state_dict(), load_run(tmp_path / "run").model.state_dict()
+    assert all(torch.equal(exact[k], v) for k, v in run.items())  # fp32: the run's very weights
     with pytest.raises(SystemExit, match="expected RUN=OUT"):
         script.main([str(tmp_path / "run")])
 
