@@ -50,7 +50,8 @@ class ComponentMeter:
         self.ms[name] += (time.perf_counter() - t0) * 1e3
 
 
-def _check(method: str, ratio: float, kind: str | None, limit: int | None) -> None:
+def check_eval_args(method: str, ratio: float, kind: str | None = None, limit: int | None = None) -> None:
+    """One-line ValueErrors for an unknown selection method, a ratio outside (0, 1], a bad kind or limit."""
     from patchprune.hf.pruner import check_ratio
     from patchprune.select.base import method_spec
 
@@ -79,7 +80,7 @@ def evaluate(run: str | Path, data: str | Path, method: str = "dense", ratio: fl
     from patchprune.ivs.run import load_run
     from patchprune.validate import check_threads
 
-    _check(method, ratio, kind, limit)
+    check_eval_args(method, ratio, kind, limit)
     check_threads("threads", threads)
     if threads:
         torch.set_num_threads(threads)

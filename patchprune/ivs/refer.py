@@ -90,12 +90,12 @@ def refer_segment(source: str | Path, run: str | Path, text: str, out: str | Pat
     from patchprune.data.io import write_json
     from patchprune.demo_page.pictures import display_size, draw_tracks, keep_tile, save_png
     from patchprune.ivs.data import ReferItem, make_batch
-    from patchprune.ivs.evaluate import COVERAGE_SPACE, VIDEO_EMPTY_BELOW, _check
+    from patchprune.ivs.evaluate import COVERAGE_SPACE, VIDEO_EMPTY_BELOW, check_eval_args
     from patchprune.ivs.run import load_run
     from patchprune.select.coverage import coverage_radius
     from patchprune.validate import check_int, check_threads
 
-    _check(method, ratio, None, None)
+    check_eval_args(method, ratio)
     check_int("batch", batch, 1)
     check_threads("threads", threads)
     if threads:
