@@ -594,7 +594,7 @@ class TestRleCounts:
         from patchprune.data.rle import compressed_run_sums
 
         rng = np.random.default_rng(0)
-        strings, pixels, areas = [], [], []
+        strings, pixels = [], []
         for t in range(200):
             h, w = (int(v) for v in rng.integers(1, 60, 2))
             m = rng.random((h, w)) < rng.random()

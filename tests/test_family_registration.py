@@ -7,7 +7,7 @@ import sys
 import timm
 import torch
 
-from patchprune.registry import Registry, import_family
+from patchprune.registry import import_family
 
 
 def test_import_family_picks_up_a_new_file(tmp_path, monkeypatch):

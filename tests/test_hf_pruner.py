@@ -189,7 +189,7 @@ def test_unsupported_family_names_the_supported_ones():
 
 
 def test_not_covered_family_says_why():
-    from transformers import LlamaConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     cfg = Qwen2VLConfig(text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=1, vocab_size=64,

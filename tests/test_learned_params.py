@@ -1,6 +1,5 @@
 """Parameter counts at C = 384 (VPP paper, Tab. 1) and the configurations `build` attaches."""
 import pytest
-import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from patchprune.learned import SM, DynamicViTStage, MapSM, SViTSelector, build, count_parameters, svit_targets

@@ -3,7 +3,7 @@ import json
 
 import torch
 
-from patchprune.bench.select import reference_divprune, run_bench, structured_tokens
+from patchprune.bench.select import reference_divprune, structured_tokens
 from patchprune.cli import main
 from patchprune.select import select
 
