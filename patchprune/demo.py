@@ -91,12 +91,7 @@ def video_source(path: str | Path, frames: int, side: int) -> DemoSource:
     from patchprune.vis.data import VideoClip, resize_frames
     from patchprune.vis.segment import iter_frames
 
-    read = []
-    for t, f in enumerate(iter_frames(path, max_frames=frames)):
-        if read and f.shape != read[0].shape:
-            raise ValueError(f"--video {path}: frame {t} is {f.shape[1]}x{f.shape[0]}, earlier frames "
-                             f"{read[0].shape[1]}x{read[0].shape[0]}; one video must keep one size")
-        read.append(f)
+    read = list(iter_frames(path, max_frames=frames))  # one size throughout (iter_frames checks)
     if not read:
         raise ValueError(f"--video {path}: no frame could be read")
     H, W = read[0].shape[:2]

@@ -104,3 +104,20 @@ def test_audio_only_file_has_no_video_stream(tmp_path: Path):
             c.mux(p)
     with pytest.raises(ValueError, match="no video stream"):
         read_video(path)
+
+
+def test_a_frame_folder_whose_frames_differ_in_size_is_refused_by_every_reader(tmp_path: Path, frames: np.ndarray):
+    from PIL import Image
+
+    from patchprune.demo import video_source
+    from patchprune.ivs.refer import small_frames
+    from patchprune.vis.segment import iter_frames
+
+    for t, f in enumerate(frames[:3]):
+        Image.fromarray(f if t != 2 else f[:40]).save(tmp_path / f"{t:03d}.png")
+    assert len(list(iter_frames(tmp_path, max_frames=2))) == 2  # the odd frame is never read
+    message = r"frame 2 \(002.png\) is 64x40, earlier frames 64x48; one video must keep one size"
+    for read in (lambda: list(iter_frames(tmp_path)), lambda: small_frames(tmp_path, 32, None),
+                 lambda: video_source(tmp_path, 3, 32)):
+        with pytest.raises(ValueError, match=message):
+            read()

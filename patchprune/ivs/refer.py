@@ -65,12 +65,8 @@ def small_frames(path: str | Path, side: int, max_frames: int | None) -> tuple[t
     from patchprune.vis.data import resize_frames
 
     small, size = [], None
-    for t, frame in enumerate(iter_input(path, max_frames)):
-        if size is None:
-            size = frame.shape[:2]
-        elif frame.shape[:2] != size:
-            raise ValueError(f"frame {t} is {frame.shape[1]}x{frame.shape[0]}, earlier frames {size[1]}x{size[0]}; "
-                             "one video must keep one size")
+    for frame in iter_input(path, max_frames):  # one size throughout (iter_frames checks)
+        size = size or frame.shape[:2]
         small.append(resize_frames(frame[None], side)[0])
     if size is None:
         raise ValueError(f"{path}: no frames")

@@ -40,7 +40,8 @@ def count_frames(source: str | Path, max_frames: int | None = None) -> int | Non
 
 
 def iter_frames(source: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """uint8 [H, W, 3] frames of a video file or a folder of frames, one at a time."""
+    """uint8 [H, W, 3] frames of a video file or a folder of frames, one at a time; a folder whose
+    frames differ in size is a ValueError naming the frame (a decoded video keeps one size)."""
     from patchprune.data.images import read_image
     from patchprune.data.video import iter_video_frames
 
@@ -49,8 +50,14 @@ def iter_frames(source: str | Path, max_frames: int | None = None) -> Iterator[n
         files = sorted(p for p in source.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
         if not files:
             raise ValueError(f"{source}: no frames ({', '.join(FRAME_SUFFIXES)}) in the folder")
-        for p in files[:max_frames]:
-            yield read_image(p)
+        size = None
+        for t, p in enumerate(files[:max_frames]):
+            frame = read_image(p)
+            size = size or frame.shape[:2]
+            if frame.shape[:2] != size:
+                raise ValueError(f"{source}: frame {t} ({p.name}) is {frame.shape[1]}x{frame.shape[0]}, earlier "
+                                 f"frames {size[1]}x{size[0]}; one video must keep one size")
+            yield frame
         return
     if not source.exists():
         raise FileNotFoundError(f"video not found: {source}")
@@ -97,8 +104,7 @@ def segment_video(video: str | Path, run: str | Path, out: str | Path, tracker: 
     patch = model.backbone.patch_embed.patch_size[0]
     grid = (pred.side // patch, pred.side // patch)
     per_frame = []
-    size = first.shape[:2]
-    H, W = size
+    H, W = first.shape[:2]
     page = SegmentPage(f"patchprune segment: {Path(video).name}", count_frames(video, max_frames), grid,
                        len(model.backbone.blocks))
     bar = tqdm(desc="segment", unit="frame", disable=not progress)
@@ -108,10 +114,7 @@ def segment_video(video: str | Path, run: str | Path, out: str | Path, tracker: 
         yield from frames
 
     with VideoWriter(out / "overlay.mp4", fps=fps) as overlay:
-        for t, frame in enumerate(frames_all()):
-            if frame.shape[:2] != size:
-                raise ValueError(f"frame {t} is {frame.shape[1]}x{frame.shape[0]}, earlier frames {W}x{H}; "
-                                 "one video must keep one size")
+        for t, frame in enumerate(frames_all()):  # one size throughout (iter_frames checks)
             r = pred.frame(frame)
             shown, rows = [], []
             for d in r.detections:
