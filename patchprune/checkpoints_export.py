@@ -1,7 +1,7 @@
 """Turn a `train vis` run folder into a shipped reference checkpoint (see `patchprune.checkpoints`).
 
-`export_run_folder(run, out)` writes a weights-only copy of a run folder (config.json, train.json, an
-fp16 checkpoint.safetensors without optimiser state, the run's eval JSONs): a folder every command that
+`export_run_folder(run, out)` writes a weights-only copy of a run folder (config.json, train.json, a
+checkpoint.safetensors in fp16, or fp32 with `half=False`, without optimiser state, the run's eval JSONs): a folder every command that
 reads run folders accepts (`eval vis --run`, `train vis --init`, `bench vis --use`, `bench ivs
 --mask-init`), small enough to commit, so later work does not have to retrain it.
 
@@ -73,7 +73,7 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, torch {torch.__version__}, {gpu}"
 
 
-def write_fp16_weights(checkpoint: Path, out: Path, meta: dict[str, Any], half: bool = True) -> Path:
+def write_weights_only(checkpoint: Path, out: Path, meta: dict[str, Any], half: bool = True) -> Path:
     """Copy the "module/model/..." and "module/policies/..." tensors of a training checkpoint to `out`
     (floating tensors as fp16 unless `half` is False), in the `train.checkpoint` layout so
     `load_checkpoint` reads it."""
@@ -103,8 +103,8 @@ def export_run_folder(run: str | Path, out: str | Path, extra_files: tuple[str, 
     import shutil
 
     from patchprune.run_config import CONFIG_FILE
-    from patchprune.vis.run import CHECKPOINT, SETTINGS, check_compatible, checkpoint_meta
     from patchprune.vis.config import VISConfig
+    from patchprune.vis.run import CHECKPOINT, SETTINGS, check_compatible, checkpoint_meta
 
     run, out = Path(run), Path(out)
     ckpt = run / CHECKPOINT
@@ -115,7 +115,7 @@ def export_run_folder(run: str | Path, out: str | Path, extra_files: tuple[str, 
     for name in (CONFIG_FILE, SETTINGS, *extra_files):
         if (run / name).is_file():
             shutil.copyfile(run / name, out / name)
-    write_fp16_weights(ckpt, out / CHECKPOINT, checkpoint_meta(ckpt), half)
+    write_weights_only(ckpt, out / CHECKPOINT, checkpoint_meta(ckpt), half)
     return out
 
 
@@ -195,7 +195,7 @@ def export_reference(run: str | Path, name: str, out: str | Path | None = None, 
             h = (checkpoint_meta(init / CHECKPOINT).get("history") or [{}])[-1]
             info["training"]["init_cpu_minutes"] = round(float(h.get("cpu_minutes", 0.0)), 2)
     info["commands"] = commands or default_commands(info)
-    weights = write_fp16_weights(ckpt, out / f"{stem}.safetensors", {"vis_config": config.to_json(), "reference": name})
+    weights = write_weights_only(ckpt, out / f"{stem}.safetensors", {"vis_config": config.to_json(), "reference": name})
     cfg_path = write_json(out / f"{stem}.json", info, indent=2)
     card = Path(card_dir) / f"{name}.md" if card_dir is not None else None
     entry = {"weights": weights.name, "config": cfg_path.name, "card": f"docs/models/{name}.md",

@@ -35,9 +35,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     from patchprune.data.io import write_json
     from patchprune.train.distributed import init_distributed
     from patchprune.vis.evaluate import evaluate_folder
-    from patchprune.vis.run import parse_method_options
-
     from patchprune.validate import check_int
+    from patchprune.vis.run import parse_method_options
 
     check_int("--timing-batch", args.timing_batch, 1)  # before the evaluation, not after it
     if args.threads:

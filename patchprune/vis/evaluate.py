@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from patchprune.data import rle as rle_utils
-from patchprune.vis.data import VideoClip, VISData, load_split
 from patchprune.validate import check_int
+from patchprune.vis.data import VideoClip, VISData, load_split
 from patchprune.vis.model import VISModel, normalise
 from patchprune.vis.predict import VideoPredictor, tracks_to_results
 
