@@ -96,3 +96,18 @@ def test_resize_frames_takes_read_only_frames_without_a_warning():
         out = resize_frames(frames, 32)
     assert out.shape == (2, 32, 32, 3) and out.dtype == expected.dtype
     assert (out == expected).all()
+
+
+def test_model_frame_size_squares_or_keeps_the_aspect():
+    from patchprune.vis.data import model_frame_size, resize_frames
+
+    assert model_frame_size(360, 640, 96) == (96, 96)  # training's square: the default
+    assert model_frame_size(360, 640, 96, keep_aspect=True) == (64, 96)  # 54 -> the nearest multiple of 32
+    assert model_frame_size(720, 1280, 512, keep_aspect=True) == (288, 512)
+    assert model_frame_size(1280, 720, 512, keep_aspect=True) == (512, 288)  # portrait keeps its orientation
+    assert model_frame_size(40, 1000, 96, keep_aspect=True) == (32, 96)  # never under one pyramid stride
+    with pytest.raises(ValueError, match="frame size"):
+        model_frame_size(0, 640, 96)
+    frames = np.zeros((2, 36, 64, 3), dtype=np.uint8)
+    assert tuple(resize_frames(frames, (32, 64)).shape) == (2, 32, 64, 3)
+    assert tuple(resize_frames(frames, 32).shape) == (2, 32, 32, 3)

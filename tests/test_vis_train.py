@@ -140,6 +140,22 @@ def test_stage2_vpp_from_dense(data_dir: Path, dense_run: Path, tmp_path: Path) 
     assert seg["pkr"] < 1.0 and all(f'src="{f}"' in page for f in ("kept.gif", "keep_ratio.png", "pkr_per_frame.png"))
     frames = json.loads((tmp_path / "seg" / "frames.json").read_text())
     assert frames[1]["keep_ratio_per_block"]["1"] < 1.0  # Map-SM prunes from the second frame
+    # --keep-aspect: a 2:1 video is fed at 64 x 32 (a 8 x 4 patch grid through Map-SM and the SMs), not squashed
+    from patchprune.data.images import read_image
+    from patchprune.data.video import write_video
+    import numpy as np
+
+    folder = data_dir / "valid" / "JPEGImages" / "valid_00000"
+    square = np.stack([read_image(p) for p in sorted(folder.iterdir())])
+    write_video(tmp_path / "wide.mp4", np.concatenate([square, square[:, :, ::-1]], axis=2), fps=5)
+    wide = segment_video(tmp_path / "wide.mp4", out, tmp_path / "wide", threshold=0, progress=False, keep_aspect=True)
+    assert wide["model_size"] == [64, 32] and seg["model_size"] == [64, 64]
+    tiles = read_image(tmp_path / "wide" / "keep" / "00001.png")
+    assert tiles.shape[0] == 4 * 4  # keep_picture's scale 4 x the grid's 4 rows
+    wide_frames = json.loads((tmp_path / "wide" / "frames.json").read_text())
+    assert wide_frames[1]["keep_ratio_per_block"]["1"] < 1.0 and wide_frames[1]["tracks"]
+    assert {len(r["segmentation"]["size"]) for f in wide_frames for r in f["tracks"]} == {2}
+    assert all(r["segmentation"]["size"] == [64, 128] for f in wide_frames for r in f["tracks"])
     # eval vis --timing-batch 3: three videos streamed side by side, every slot's frames counted
     from patchprune.vis.data import load_split, square_size
     from patchprune.vis.evaluate import streaming_fps

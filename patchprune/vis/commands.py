@@ -69,7 +69,7 @@ def _run_segment(args: argparse.Namespace) -> int:
 
     summary = segment_video(args.video, args.run, args.out, tracker=args.tracker, threshold=args.threshold,
                             max_frames=args.max_frames, fps=args.fps, progress=not args.no_progress,
-                            threads=args.threads)
+                            threads=args.threads, keep_aspect=args.keep_aspect)
     print(json.dumps(summary))
     return 0
 
@@ -157,6 +157,9 @@ def register(groups) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="score above which a track is drawn")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of the overlay video")
+    p.add_argument("--keep-aspect", action="store_true",
+                   help="feed frames at their own aspect (longer side at the model's size, the shorter rounded to "
+                        "a multiple of 32) instead of the square the model trained on")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_segment)

@@ -19,8 +19,8 @@ class VISConfig(RunConfig):
 
     backbone: "vit" builds a timm VisionTransformer from dim / depth / heads / patch; any other
     value is a timm model name (`from-timm`), created without CLS token, optionally loaded from the
-    local safetensors file `weights`. img_size: the longer side frames are resized to (each side
-    rounded to a multiple of 32, the coarsest pyramid stride). fpn_dim: channels of the pyramid
+    local safetensors file `weights`. img_size: the side of the square frames are resized to (rounded to a
+    multiple of 32, the coarsest pyramid stride); with `segment --keep-aspect`, the longer side. fpn_dim: channels of the pyramid
     levels and the pixel decoder (multiple of 32: GroupNorm 32). hidden_dim / decoder_layers /
     num_queries / heads: the masked-attention decoder. pixel_layers: deformable encoder layers of
     the pixel decoder. points: sampled points per mask in the set loss (`train_num_points`).

@@ -6,6 +6,9 @@ Layouts found (first match wins), for split `train` (alike `valid`):
     DIR/annotations/instances_train.json + DIR/train/JPEGImages/   (2019 converted copies)
 Frames are resized to the model's square input (`VISConfig.img_size` rounded to a multiple of 32)
 and masks with them; predictions are resized back to each video's own size for the results.
+Training and evaluation squash every video to that square (one batch, one size). Streaming
+inference on a user's video (`segment --keep-aspect`) can keep its aspect instead
+(`model_frame_size`): the longer side at the square's side, the shorter rounded to a multiple of 32.
 
 Batches are pure functions of (seed, step): a resumed run draws exactly the batches it would
 have drawn, and torchrun ranks split the same global batch (rank r takes items r, r + world, ...).
@@ -51,12 +54,26 @@ def square_size(img_size: int) -> int:
     return max(32, int(round(img_size / 32)) * 32)
 
 
-def resize_frames(frames: np.ndarray, side: int) -> Tensor:
-    """uint8 [T, H, W, 3] -> uint8 [T, side, side, 3] (bilinear, antialiased)."""
+def model_frame_size(height: int, width: int, img_size: int, keep_aspect: bool = False) -> tuple[int, int]:
+    """(h, w) a height x width frame is fed to the model at: the square `square_size(img_size)`, or
+    with `keep_aspect` the longer side at that size and the shorter scaled alike, rounded to a
+    multiple of 32 (the coarsest pyramid stride; at least 32)."""
+    if height < 1 or width < 1:
+        raise ValueError(f"frame size must be positive, got {width}x{height}")
+    side = square_size(img_size)
+    if not keep_aspect:
+        return side, side
+    scale = side / max(height, width)
+    return (max(32, int(round(height * scale / 32)) * 32), max(32, int(round(width * scale / 32)) * 32))
+
+
+def resize_frames(frames: np.ndarray, side: int | tuple[int, int]) -> Tensor:
+    """uint8 [T, H, W, 3] -> uint8 [T, h, w, 3] (bilinear, antialiased); side: h = w, or (h, w)."""
+    size = (side, side) if isinstance(side, int) else (int(side[0]), int(side[1]))
     # decoded frames may be read-only views; np.require copies only then (torch warns on non-writable arrays)
     x = torch.from_numpy(np.require(frames, requirements=["C", "W"])).permute(0, 3, 1, 2).float()
-    if x.shape[-2:] != (side, side):
-        x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+    if tuple(x.shape[-2:]) != size:
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 

@@ -15,19 +15,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from patchprune.data import rle as rle_utils
-from patchprune.vis.data import resize_frames, square_size
+from patchprune.vis.data import model_frame_size, resize_frames
 from patchprune.vis.model import VISModel, VISOutput, normalise
 from patchprune.vis.trackers import Detection, FrameOutput, TrackingStream, VideoTrack, is_scene_cut, make_tracker
 
 
 @dataclass
 class FrameResult:
-    """One frame's detections (mask logits at model resolution) and the backbone's keep masks."""
+    """One frame's detections (mask logits at model resolution), the backbone's keep masks and the
+    size (h, w) the frame was fed at."""
 
     detections: list[Detection]
     keep_masks: dict[int, Tensor]
     pkr: float
     cut: bool
+    size: tuple[int, int]
 
 
 def frame_output(out: VISOutput, b: int = 0) -> FrameOutput:
@@ -37,12 +39,15 @@ def frame_output(out: VISOutput, b: int = 0) -> FrameOutput:
 
 
 class VideoPredictor:
-    """Streams one video through `model` (optionally under `encoder`) with tracker `tracker`."""
+    """Streams one video through `model` (optionally under `encoder`) with tracker `tracker`.
+
+    keep_aspect: feed frames at their own aspect (`model_frame_size`) instead of the square the
+    model trained on; a new size resets the stream like a new resolution does."""
 
     def __init__(self, model: VISModel, encoder: nn.Module | None = None, tracker: str = "minvis",
-                 detect_cuts: bool = True) -> None:
+                 detect_cuts: bool = True, keep_aspect: bool = False) -> None:
         self.model, self.encoder = model, encoder
-        self.side = square_size(model.config.img_size)
+        self.keep_aspect = bool(keep_aspect)
         self.stream = TrackingStream(tracker=make_tracker(tracker, model.config.num_queries))
         self.detect_cuts = detect_cuts
         self.t = 0
@@ -56,14 +61,20 @@ class VideoPredictor:
         cut = cut or (self.detect_cuts and is_scene_cut(self.prev, f))
         self.stream.observe_frame(tuple(f.shape[:2]), cut)
         self.prev = f
-        x = normalise(resize_frames(f[None].numpy(), self.side))
+        size = self.input_size(int(f.shape[0]), int(f.shape[1]))
+        x = normalise(resize_frames(f[None].numpy(), size))
         tracker = self.stream.tracker
         tq = tracker.track_queries()
         out = self.model(x, encoder=self.encoder, stream=self.stream,
                          track_queries=None if tq is None else tq[None])
         dets = tracker.update(self.t, frame_output(out))
         self.t += 1
-        return FrameResult(dets, {k: v[0] for k, v in out.backbone.keep_masks.items()}, float(out.backbone.pkr), cut)
+        return FrameResult(dets, {k: v[0] for k, v in out.backbone.keep_masks.items()}, float(out.backbone.pkr), cut,
+                           size)
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) a height x width frame is fed to the model at."""
+        return model_frame_size(height, width, self.model.config.img_size, self.keep_aspect)
 
     def finish(self) -> list[VideoTrack]:
         return self.stream.tracker.finish(self.t)

@@ -79,8 +79,11 @@ def keep_picture(keep_masks: dict[int, Any], grid: tuple[int, int], scale: int =
 
 def segment_video(video: str | Path, run: str | Path, out: str | Path, tracker: str = "minvis", threshold: float = 0.5,
                   max_frames: int | None = None, fps: float = 10.0, progress: bool = True,
-                  threads: int | None = None) -> dict[str, Any]:
-    """Segment and track `video` with the run's model; writes the files of the module docstring."""
+                  threads: int | None = None, keep_aspect: bool = False) -> dict[str, Any]:
+    """Segment and track `video` with the run's model; writes the files of the module docstring.
+
+    keep_aspect: feed the frames at their own aspect (longer side at the model's size) instead of
+    squashing them to the square the model trained on (`vis.data.model_frame_size`)."""
     import torch
 
     from patchprune.data.io import write_json
@@ -100,11 +103,12 @@ def segment_video(video: str | Path, run: str | Path, out: str | Path, tracker: 
     names = cfg.category_names or [str(c) for c in cfg.categories]
     out = Path(out)
     (out / "keep").mkdir(parents=True, exist_ok=True)
-    pred = VideoPredictor(model, loaded.encoder, tracker)
+    pred = VideoPredictor(model, loaded.encoder, tracker, keep_aspect=keep_aspect)
     patch = model.backbone.patch_embed.patch_size[0]
-    grid = (pred.side // patch, pred.side // patch)
-    per_frame = []
     H, W = first.shape[:2]
+    fed = pred.input_size(H, W)  # one size for the whole video (iter_frames checks)
+    grid = (fed[0] // patch, fed[1] // patch)
+    per_frame = []
     page = SegmentPage(f"patchprune segment: {Path(video).name}", count_frames(video, max_frames), grid,
                        len(model.backbone.blocks))
     bar = tqdm(desc="segment", unit="frame", disable=not progress)
@@ -143,7 +147,7 @@ def segment_video(video: str | Path, run: str | Path, out: str | Path, tracker: 
     method = loaded.settings.get("method", "dense")
     target = "" if method == "dense" else f" at target {loaded.settings.get('target')}"
     pkr = float(np.mean([f["pkr"] for f in per_frame]))
-    intro = [f"{len(per_frame)} frames of {video} ({W}x{H}, resized to {pred.side}x{pred.side} for the model), "
+    intro = [f"{len(per_frame)} frames of {video} ({W}x{H}, resized to {fed[1]}x{fed[0]} for the model), "
              f"segmented and tracked by run {run} ({cfg.name} config, {method}{target}; mean PKR {pkr:.3f}).",
              f"Tracks scoring >= {threshold:.2f} are drawn; {tracker} tracker, batch-1 streaming."]
     notes = ["frames.json: per frame, every drawn track (id, category, score, RLE mask, box) and the keep "
@@ -151,4 +155,4 @@ def segment_video(video: str | Path, run: str | Path, out: str | Path, tracker: 
              "overlay.mp4: every frame with its tracks; keep/: the patches each block processed, per frame."]
     page.write(out, intro, notes, fps)
     return {"frames": len(per_frame), "tracks": len(results), "out": str(out), "page": str(out / "index.html"),
-            "pkr": pkr}
+            "pkr": pkr, "model_size": [fed[1], fed[0]]}
