@@ -156,6 +156,20 @@ def test_stage2_vpp_from_dense(data_dir: Path, dense_run: Path, tmp_path: Path) 
     assert wide_frames[1]["keep_ratio_per_block"]["1"] < 1.0 and wide_frames[1]["tracks"]
     assert {len(r["segmentation"]["size"]) for f in wide_frames for r in f["tracks"]} == {2}
     assert all(r["segmentation"]["size"] == [64, 128] for f in wide_frames for r in f["tracks"])
+    # benchmarks/vis/margin_probe.py: one margin per token each SM scored (blocks 3 / 6 / 9), a dense run refused
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("margin_probe", Path(__file__).resolve().parents[1] / "benchmarks"
+                                                  / "vis" / "margin_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    margins = probe.sm_margins(str(out), str(data_dir), videos=1)
+    kept = json.loads((tmp_path / "seg" / "frames.json").read_text())
+    assert len(margins) == 3 and all(np.isfinite(v).all() for v in margins.values())
+    # the SM at block 3 scores exactly the tokens block 2 processed (Map-SM's count is a fixed top-k: no noise)
+    assert margins["runner.policies.3"].size == round(sum(f["keep_ratio_per_block"]["2"] * 64 for f in kept))
+    with pytest.raises(ValueError, match="dense run"):
+        probe.sm_margins(str(dense_run), str(data_dir), videos=1)
     # eval vis --timing-batch 3: three videos streamed side by side, every slot's frames counted
     from patchprune.vis.data import load_split, square_size
     from patchprune.vis.evaluate import streaming_fps
