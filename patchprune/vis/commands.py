@@ -94,7 +94,8 @@ def register(groups) -> None:
                         "'map:1;sm:3,6,9' (default), 'sm:0,3,6,9' (no Map-SM), 'map:1' (no SM); the paper's Table 4")
     p.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                    help="stage 2: a keyword of the learned method's builder (repeatable), e.g. "
-                        "first_frame_loss=live for vpp; saved in train.json and used again by eval vis")
+                        "noise=false for vpp (no Gumbel noise in training or at inference: the short-schedule "
+                        "recipe, docs/vis.md) or smooth_kernel=5; saved in train.json and used again by eval vis")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=6e-4, help="peak learning rate (default: the quick recipe)")
