@@ -133,6 +133,13 @@ def test_checks_pass_and_miss() -> None:
     rows[1] = row("vpp", 0.55, 0.28, 0.55)  # 2 AP below dense
     assert checks(rows, {0: {"fgs": [0.9, 0.8, 0.7]}})[0][1] == "miss"
     assert checks(rows, {0: {"fgs": [0.9, 0.8, 0.7]}})[2][1] == "miss"
+    # VPP ahead of the baselines that ran, but DynamicViT @ 40 % did not run: partial, not pass
+    ahead = [row("dense", None, 0.300, 1.0), row("vpp", 0.40, 0.29, 0.40), row("svit", 0.40, 0.26, 0.40),
+             row("tps", 0.40, 0.20, 0.40)]
+    verdict, measured = checks(ahead, {})[1][1:]
+    assert verdict == "partial" and "not run: DynamicViT" in measured
+    ahead.append(row("dynamicvit", 0.40, 0.27, 0.40))
+    assert checks(ahead, {})[1][1] == "pass"
 
 
 def test_bad_options_are_one_line_errors(data_dir: Path, tmp_path: Path, capsys) -> None:
