@@ -164,10 +164,9 @@ def test_stage2_vpp_from_dense(data_dir: Path, dense_run: Path, tmp_path: Path) 
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
     margins = probe.sm_margins(str(out), str(data_dir), videos=1)
-    kept = json.loads((tmp_path / "seg" / "frames.json").read_text())
     assert len(margins) == 3 and all(np.isfinite(v).all() for v in margins.values())
     # the SM at block 3 scores exactly the tokens block 2 processed (Map-SM's count is a fixed top-k: no noise)
-    assert margins["runner.policies.3"].size == round(sum(f["keep_ratio_per_block"]["2"] * 64 for f in kept))
+    assert margins["runner.policies.3"].size == round(sum(f["keep_ratio_per_block"]["2"] * 64 for f in frames))
     with pytest.raises(ValueError, match="dense run"):
         probe.sm_margins(str(dense_run), str(data_dir), videos=1)
     # eval vis --timing-batch 3: three videos streamed side by side, every slot's frames counted

@@ -22,14 +22,12 @@ from patchprune.vis.trackers import Detection, FrameOutput, TrackingStream, Vide
 
 @dataclass
 class FrameResult:
-    """One frame's detections (mask logits at model resolution), the backbone's keep masks and the
-    size (h, w) the frame was fed at."""
+    """One frame's detections (mask logits at model resolution) and the backbone's keep masks."""
 
     detections: list[Detection]
     keep_masks: dict[int, Tensor]
     pkr: float
     cut: bool
-    size: tuple[int, int]
 
 
 def frame_output(out: VISOutput, b: int = 0) -> FrameOutput:
@@ -61,16 +59,14 @@ class VideoPredictor:
         cut = cut or (self.detect_cuts and is_scene_cut(self.prev, f))
         self.stream.observe_frame(tuple(f.shape[:2]), cut)
         self.prev = f
-        size = self.input_size(int(f.shape[0]), int(f.shape[1]))
-        x = normalise(resize_frames(f[None].numpy(), size))
+        x = normalise(resize_frames(f[None].numpy(), self.input_size(int(f.shape[0]), int(f.shape[1]))))
         tracker = self.stream.tracker
         tq = tracker.track_queries()
         out = self.model(x, encoder=self.encoder, stream=self.stream,
                          track_queries=None if tq is None else tq[None])
         dets = tracker.update(self.t, frame_output(out))
         self.t += 1
-        return FrameResult(dets, {k: v[0] for k, v in out.backbone.keep_masks.items()}, float(out.backbone.pkr), cut,
-                           size)
+        return FrameResult(dets, {k: v[0] for k, v in out.backbone.keep_masks.items()}, float(out.backbone.pkr), cut)
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) a height x width frame is fed to the model at."""
