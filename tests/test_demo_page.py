@@ -2,26 +2,16 @@
 written by the demo's own page code in headless Chromium; skipped where Chromium is not installed."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from script_loader import ROOT, load_script
 
 from patchprune.demo_page.html import Figure, render_page, write_page
 from patchprune.demo_page.pictures import overlay_panel, save_png
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("check_demo_page", ROOT / "scripts" / "check_demo_page.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check = _script()
+check = load_script("scripts/check_demo_page.py")
 needs_chromium = pytest.mark.skipif(check.find_chromium() is None, reason="Chromium is not installed")
 
 

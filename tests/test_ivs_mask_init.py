@@ -63,6 +63,23 @@ def test_branch_takes_the_vis_runs_shape_and_weights(vis_run: Path) -> None:
     assert len(changed) > 0.8 * len(branch)
 
 
+def test_instance_class_head_takes_the_vis_class_head_when_the_categories_agree(vis_run: Path) -> None:
+    from patchprune.ivs.config import named_config
+    from patchprune.ivs.mask_init import init_mask_branch, shape_overrides
+    from patchprune.ivs.model import IVSModel
+    from patchprune.vis.run import load_run
+
+    vis = load_run(vis_run, method="dense").model.state_dict()
+    same = IVSModel(named_config("micro", instance_classes=6, **shape_overrides(vis_run, 64, 16)))
+    init_mask_branch(same.mask_branch, vis_run, same.class_head)
+    assert torch.equal(same.class_head.weight, vis["head.class_head.weight"])
+    assert torch.equal(same.class_head.bias, vis["head.class_head.bias"])
+    other = IVSModel(named_config("micro", instance_classes=3, **shape_overrides(vis_run, 64, 16)))
+    before = other.class_head.weight.clone()
+    init_mask_branch(other.mask_branch, vis_run, other.class_head)  # 3 categories against 6: left alone
+    assert torch.equal(other.class_head.weight, before)
+
+
 def test_train_ivs_starts_from_the_vis_run_and_refuses_what_does_not_fit(vis_run: Path, refer_data: Path,
                                                                           tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"

@@ -232,13 +232,9 @@ def test_choice_probe_bounds_the_chosen_query_by_the_oracle(run_dir: Path, data_
 
 
 def _load_bench_script(name: str):
-    import importlib.util
+    from script_loader import load_script
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ivs" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"benchmarks/ivs/{name}.py")
 
 
 def test_seed_curves_averages_the_steps_every_seed_has(tmp_path: Path, monkeypatch, capsys) -> None:

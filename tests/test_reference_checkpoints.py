@@ -217,13 +217,9 @@ def test_export_run_folder_ships_a_weights_only_fp16_run_that_every_reader_accep
 
 
 def test_ship_run_folders_script(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
+    from script_loader import load_script
 
-    spec = importlib.util.spec_from_file_location(
-        "ship_run_folders", Path(__file__).resolve().parents[1] / "scripts" / "ship_run_folders.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/ship_run_folders.py")
     _tiny_run(tmp_path / "run", "dense", str(tmp_path / "no_data"))
     assert script.main([f"{tmp_path / 'run'}={tmp_path / 'out'}"]) == 0
     assert "MB)" in capsys.readouterr().out and (tmp_path / "out" / "checkpoint.safetensors").is_file()

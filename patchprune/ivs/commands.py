@@ -18,7 +18,8 @@ def _run_train(args: argparse.Namespace) -> int:
                       lr=args.lr, warmup=args.warmup, clip=args.clip, seed=args.seed,
                       checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every, threads=args.threads,
                       video_share=args.video_share, map_weight=args.map_weight, group=args.group, limit=args.limit,
-                      mask_init=args.mask_init, progress=not args.no_progress)
+                      mask_init=args.mask_init, instance_weight=args.instance_weight,
+                      progress=not args.no_progress)
     if not args.resume and (Path(args.out) / "checkpoint.safetensors").is_file():
         raise ValueError(f"{args.out} already holds a checkpoint; pass --resume to continue it or pick a new --out")
     dist_info = init_distributed("gloo")
@@ -90,6 +91,10 @@ def register(groups) -> None:
     p.add_argument("--mask-init", default=None, metavar="VIS_RUN",
                    help="start the mask branch from a dense `train vis` run (its backbone, pyramid, pixel decoder "
                         "and decoder; docs/ivs.md): an instance-segmentation start, as InstructSeg's")
+    p.add_argument("--instance-weight", type=float, default=0.0,
+                   help="weight of an auxiliary instance loss on image batches: the <seg> queries also learn every "
+                        "annotated object of the image with its category (the VIS set loss), so the choice "
+                        "learns on object proposals (0: off; docs/ivs.md)")
     p.add_argument("--limit", type=int, default=None, help="use at most this many expressions per kind")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")

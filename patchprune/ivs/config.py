@@ -38,6 +38,8 @@ class IVSConfig(RunConfig):
     model's sequence, so their states (the "tokens" referring map's features) are conditioned on it
     (our option, docs/ivs.md; the published order puts the image first only).
     vocab_size: the tokenizer's size (set from the data set's tokenizer when training starts).
+    instance_classes: categories of the auxiliary instance loss's class head on the decoder's query
+    states (`train ivs --instance-weight`, set from the data's categories; 0: no class head).
     """
 
     KIND = "IVS"
@@ -78,6 +80,7 @@ class IVSConfig(RunConfig):
     mask_stem: str = "patch"
     instruction_prefix: bool = False
     vocab_size: int = 64
+    instance_classes: int = 0
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -107,6 +110,8 @@ class IVSConfig(RunConfig):
                      "decoder_layers", "seg_queries", "target_layers", "vocab_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.instance_classes < 0:
+            raise ValueError(f"instance_classes must be >= 0, got {self.instance_classes}")
         return self
 
 

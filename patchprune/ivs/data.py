@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -26,13 +27,47 @@ KINDS = ("image", "video")
 @dataclass
 class ReferItem:
     """frames uint8 [T, S, S, 3] (shared by the items of one source); masks bool [T, S, S]; text;
-    source (image / video name); track (the referred object's id)."""
+    source (image / video name); track (the referred object's id); instances: every annotated object
+    of the source (`SceneInstances`, images only; None for videos and inputs without annotations)."""
 
     frames: Tensor
     masks: Tensor
     text: str
     source: str
     track: int
+    instances: "SceneInstances | None" = None
+
+
+@dataclass
+class SceneInstances:
+    """Every annotated object of one image at model size: masks bool [M, S, S], labels long [M] (index
+    into the data set's sorted category ids), categories: how many the data set lists. The auxiliary
+    instance loss (`train ivs --instance-weight`) trains the <seg> queries on them, as Mask2Former's
+    instance segmentation does."""
+
+    masks: Tensor
+    labels: Tensor
+    categories: int
+
+
+def scene_instances(coco, image_id: int, size: int) -> SceneInstances:
+    """The `SceneInstances` of one image of a `data.coco.CocoDataset` (crowd annotations left out)."""
+    from patchprune.data import rle as rle_utils
+
+    im = next(i for i in coco.images if int(i["id"]) == image_id)
+    H, W = int(im["height"]), int(im["width"])
+    order = sorted(coco.categories)
+    anns = [a for a in coco.by_image[image_id] if not a.get("iscrowd", 0) and "segmentation" in a]
+    if not anns:
+        return SceneInstances(torch.zeros(0, size, size, dtype=torch.bool), torch.zeros(0, dtype=torch.long), len(order))
+    masks = resize_masks(np.stack([rle_utils.decode(a["segmentation"], H, W) for a in anns]), size)
+    labels = torch.tensor([order.index(int(a["category_id"])) for a in anns], dtype=torch.long)
+    return SceneInstances(masks, labels, len(order))
+
+
+def category_count(items: list[ReferItem]) -> int:
+    """Categories the items' data set lists (0 when no item has instances)."""
+    return max((it.instances.categories for it in items if it.instances is not None), default=0)
 
 
 def _refcoco_files(root: Path) -> tuple[Path, Path, Path] | None:
@@ -88,14 +123,28 @@ def load_items(root: str | Path, kind: str, split: str, size: int, limit: int | 
         raise ValueError(f"{root}: split {split!r} of the {kind} data holds no expression")
     n = len(ds) if limit is None else min(limit, len(ds))
     cache: dict[str, Tensor] = {}
+    scenes: dict[str, SceneInstances] = {}
     items = []
     for i in range(n):
         s = ds[i]
         source = s.name.split("/")[0] if kind == "video" else s.name
         if source not in cache:
             cache[source] = resize_frames(s.frames, size)
-        items.append(ReferItem(cache[source], resize_masks(s.masks, size), s.expression, source, int(s.track_id or 0)))
+            if kind == "image":
+                scenes[source] = scene_instances(ds.coco, int(s.source_id), size)
+        items.append(ReferItem(cache[source], resize_masks(s.masks, size), s.expression, source, int(s.track_id or 0),
+                               scenes.get(source)))
     return items
+
+
+def instance_targets(items: list[ReferItem]) -> list | None:
+    """Per item, `vis.loss.FrameTargets` of every annotated object (float masks [M, S, S], labels), or
+    None when any item has no `SceneInstances` (videos): the auxiliary instance loss then skips the batch."""
+    from patchprune.vis.loss import FrameTargets
+
+    if any(it.instances is None for it in items):
+        return None
+    return [FrameTargets(it.instances.masks.float(), it.instances.labels) for it in items]
 
 
 def reference_indices(t: int, frames: int, count: int) -> list[int]:

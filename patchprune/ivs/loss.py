@@ -11,6 +11,11 @@ from a far larger map; on our maps sampling more points than pixels only repeats
 recipe's finding), so the grid itself is the point set. The pairwise and per-mask terms are HF
 Mask2Former's functions.
 
+Instance loss (`InstanceLoss`, training with `--instance-weight`; our addition, not InstructSeg's):
+the N queries also learn every annotated object of the image with the VIS model's set loss (HF
+`Mask2FormerLoss`: Hungarian matching, class + mask + dice on every layer), so that each query is a
+classified object proposal whatever the instruction says, and the choice learns on stable proposals.
+
 Referring map (configs with `refer_map`): map_weight x (BCE over every pixel + dice on samples whose
 object is present) against the same soft target; an absent object's map is pushed to 0 everywhere.
 """
@@ -87,3 +92,28 @@ class ReferLoss(nn.Module):
             total = total + self.map_weight * map_term
             logs["map"] = map_term.detach()
         return {"loss": total, **logs}
+
+
+class InstanceLoss(nn.Module):
+    """`forward(output: IVSOutput, targets: list[vis.loss.FrameTargets], seeds) -> {"loss", "ce", "mask",
+    "dice"}`: the VIS set loss (`vis.loss.SetLoss`) of the queries against every annotated object,
+    one sample at a time with its own seed (its point sampling then does not depend on the batch)."""
+
+    def __init__(self, config, classes: int) -> None:
+        super().__init__()
+        from dataclasses import replace
+
+        from patchprune.ivs.mask_branch import vis_config
+        from patchprune.vis.loss import SetLoss
+
+        if classes < 1:
+            raise ValueError(f"the instance loss needs >= 1 category, got {classes}")
+        self.set_loss = SetLoss(replace(vis_config(config), categories=list(range(1, classes + 1))).validate())
+
+    def forward(self, output, targets: list, seeds: list[int]) -> dict[str, Tensor]:
+        from patchprune.vis.head import HeadOutput
+
+        if output.class_logits is None or output.query_states is None:
+            raise ValueError("the instance loss needs a model with a class head (IVSConfig.instance_classes > 0)")
+        head = HeadOutput(output.class_logits, output.mask_logits, output.query_states, output.query_states)
+        return self.set_loss(head, targets, seeds)

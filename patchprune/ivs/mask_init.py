@@ -75,12 +75,18 @@ def mapped_state(branch: nn.Module, vis_state: dict[str, Tensor], source: str) -
     return out
 
 
-def init_mask_branch(branch: nn.Module, vis_run: str | Path) -> int:
+def init_mask_branch(branch: nn.Module, vis_run: str | Path, class_head: nn.Linear | None = None) -> int:
     """Load a dense VIS run's last checkpoint into `branch` (an `ivs.mask_branch.MaskBranch`); returns
-    the VIS run's step."""
+    the VIS run's step. `class_head` (the instance loss's, `IVSModel.class_head`) takes the VIS class
+    head's weights when their shapes agree (same category count; the VIS semantic map is not used),
+    else keeps its initialisation."""
     from patchprune.vis.run import load_run
 
     loaded = load_run(vis_run, method="dense")
-    vis_state = {k: v for k, v in loaded.model.state_dict().items() if not k.startswith(UNUSED_VIS_PARTS)}
+    full = loaded.model.state_dict()
+    vis_state = {k: v for k, v in full.items() if not k.startswith(UNUSED_VIS_PARTS)}
     branch.load_state_dict(mapped_state(branch, vis_state, str(vis_run)))
+    if class_head is not None and full["head.class_head.weight"].shape == class_head.weight.shape:
+        class_head.load_state_dict({"weight": full["head.class_head.weight"].clone(),
+                                    "bias": full["head.class_head.bias"].clone()})
     return loaded.step

@@ -65,6 +65,8 @@ class IVSOutput:
     vision: Tensor
     kept_tokens: int
     refer_map: Tensor | None = None
+    class_logits: list[Tensor] | None = None
+    query_states: Tensor | None = None
 
     def predict(self, size: tuple[int, int], empty_below: float = 0.0) -> tuple[Tensor, Tensor]:
         """(masks bool [B, H, W], scores [B]): the top-1 query by sigmoid(logit) x mean mask probability
@@ -136,6 +138,8 @@ class IVSModel(nn.Module):
         self.mask_branch = MaskBranch(cfg)
         self.target_head = TargetHead(l_dim, cfg.fpn_dim, cfg.hidden_dim, cfg.target_layers, cfg.decoder_heads)
         self.refer_map = None if cfg.refer_map == "none" else ReferMap(cfg.refer_map, l_dim, cfg.fpn_dim)
+        # the auxiliary instance loss's classifier of every query (training only; `ivs.train`)
+        self.class_head = nn.Linear(cfg.hidden_dim, cfg.instance_classes + 1) if cfg.instance_classes else None
         self.special = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
 
     # -- vision side ---------------------------------------------------------------------------------
@@ -202,7 +206,8 @@ class IVSModel(nn.Module):
             if self.refer_map is not None:
                 refer_map = self.refer_map(refer, image_states, index[:B], self.config.grid, pix.mask_features)
                 logits = [lg + self.refer_map.pooled(refer_map, m) for lg, m in zip(logits, masks)]
-        return IVSOutput(masks, logits, index[:B], vision[:B], int(kept.shape[1]), refer_map)
+            classes = None if self.class_head is None else [self.class_head(q) for q in q_states]
+        return IVSOutput(masks, logits, index[:B], vision[:B], int(kept.shape[1]), refer_map, classes, q_states[-1])
 
     def _language(self, batch: IVSBatch, text: Tensor, temporal: Tensor, image: Tensor) -> tuple[Tensor, int]:
         """(last hidden states [B, S, D], position of the first image token) of [<temporal>; perceiver;

@@ -39,6 +39,7 @@ class TrainSettings:
     map_weight: float = MAP_WEIGHT
     group: int = 1
     mask_init: str | None = None  # a dense VIS run whose parts start the mask branch (`ivs.mask_init`)
+    instance_weight: float = 0.0  # weight of the auxiliary instance loss on image batches (`ivs.loss.InstanceLoss`)
     limit: int | None = None
     progress: bool = True
     overrides: dict[str, Any] | None = None
@@ -58,6 +59,7 @@ def _validate(s: TrainSettings) -> None:
         raise ValueError(f"--lr must be > 0, got {s.lr}")
     check_number("--video-share", s.video_share, 0.0, 1.0)
     check_number("--map-weight", s.map_weight, 0.0)
+    check_number("--instance-weight", s.instance_weight, 0.0)
     check_int("--group", s.group, 1)
     check_group(s.batch, s.group)
     check_threads("--threads", s.threads)
@@ -73,8 +75,9 @@ def _seed_of(seed: int, step: int) -> int:
 
 def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     """Train as `s` says; returns a summary (run folder, steps, minutes, last loss)."""
-    from patchprune.ivs.data import available_kinds, load_items, make_batch, sample_batch, step_generator
-    from patchprune.ivs.loss import ReferLoss, target_masks
+    from patchprune.ivs.data import (available_kinds, category_count, instance_targets, load_items, make_batch,
+                                     sample_batch, step_generator)
+    from patchprune.ivs.loss import InstanceLoss, ReferLoss, target_masks
     from patchprune.ivs.model import IVSModel
     from patchprune.ivs.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
     from patchprune.train.distributed import DistInfo, broadcast_parameters
@@ -98,6 +101,11 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         tok = load_tokenizer(out)
     else:
         tok = build_tokenizer([it.text for pool in pools.values() for it in pool])
+    if s.instance_weight > 0:
+        classes = category_count(pools.get("image", []))
+        if classes == 0:
+            raise ValueError(f"--instance-weight needs image data with instance annotations; {s.data} has none")
+        overrides["instance_classes"] = classes
     config = named_config(s.config, **{**overrides, "vocab_size": tok.get_vocab_size()})
     if existing.is_file() and IVSConfig.load(out).fingerprint() != config.fingerprint():
         raise ValueError(f"{out} holds a run of another config; pick a new --out")
@@ -107,9 +115,10 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     if s.mask_init is not None:
         from patchprune.ivs.mask_init import init_mask_branch
 
-        init_mask_branch(model.mask_branch, s.mask_init)  # a resumed run's checkpoint replaces it below
+        init_mask_branch(model.mask_branch, s.mask_init, model.class_head)  # a resume replaces it below
     broadcast_parameters(model, dist_info)
     criterion = ReferLoss(map_weight=s.map_weight)
+    instance_loss = InstanceLoss(config, config.instance_classes) if s.instance_weight > 0 else None
     groups = param_groups({"model": (model.named_parameters(), 1.0)})
     optimizer = torch.optim.AdamW(groups, lr=s.lr, weight_decay=0.05)
     if dist_info.is_main:
@@ -133,10 +142,17 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         if s.batch < w:
             raise ValueError(f"a global batch of {s.batch} cannot be split over {w} processes; raise --batch")
         pool = pools[kind]
-        batch, masks, present = make_batch([pool[i] for i in idx[r::w]], keys[r::w], tok, config.ref_frames)
+        mine = [pool[i] for i in idx[r::w]]
+        batch, masks, present = make_batch(mine, keys[r::w], tok, config.ref_frames)
         o = model(batch)
         logs = criterion(o.mask_logits, o.query_logits, target_masks(masks, o.mask_logits[-1].shape[-2:]), present,
                          o.refer_map)
+        targets = instance_targets(mine) if instance_loss is not None else None
+        if targets is not None:
+            seeds = [_seed_of(s.seed, step) + 1 + i for i in range(r, s.batch, w)]  # per sample: rank-independent
+            inst = instance_loss(o, targets, seeds)
+            logs["loss"] = logs["loss"] + s.instance_weight * inst["loss"]
+            logs["inst"] = inst["loss"].detach()
         logs["video"] = torch.tensor(float(kind == "video"))
         snapshots.step(step, clock.stamp(logs))
         return logs
