@@ -206,7 +206,8 @@ class IVSModel(nn.Module):
             if self.refer_map is not None:
                 refer_map = self.refer_map(refer, image_states, index[:B], self.config.grid, pix.mask_features)
                 logits = [lg + self.refer_map.pooled(refer_map, m) for lg, m in zip(logits, masks)]
-            classes = None if self.class_head is None else [self.class_head(q) for q in q_states]
+            # the class head serves the instance loss only: inference does not pay for it
+            classes = [self.class_head(q) for q in q_states] if self.class_head is not None and self.training else None
         return IVSOutput(masks, logits, index[:B], vision[:B], int(kept.shape[1]), refer_map, classes, q_states[-1])
 
     def _language(self, batch: IVSBatch, text: Tensor, temporal: Tensor, image: Tensor) -> tuple[Tensor, int]:
