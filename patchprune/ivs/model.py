@@ -57,7 +57,9 @@ class IVSOutput:
     """mask_logits / query_logits per decoder layer (first = before any layer): [B, N, H/4, W/4] and
     [B, N]; kept_index [F, K] grid positions kept per key frame; vision [F, N, Dv] the key frames'
     tower features (coverage); kept_tokens: K per frame; refer_map [B, H/4, W/4] logits of the
-    referring map (configs with `refer_map`, else None)."""
+    referring map (configs with `refer_map`, else None); class_logits per decoder layer [B, N, C + 1]
+    of the instance loss's class head (training mode of configs with `instance_classes`, else None);
+    query_states [B, N, hidden]: the last decoder layer's query states."""
 
     mask_logits: list[Tensor]
     query_logits: list[Tensor]
