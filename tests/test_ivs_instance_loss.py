@@ -92,12 +92,13 @@ def test_training_with_the_instance_loss_records_it_on_image_steps_and_resumes(d
     assert len(checkpoint_meta(out / "checkpoint.safetensors")["history"]) == 5
 
 
-def test_a_negative_instance_weight_is_a_one_line_error(data_dir: Path, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("flag", ["--instance-weight", "--query-weight"])
+def test_a_negative_loss_weight_is_a_one_line_error(flag: str, data_dir: Path, tmp_path: Path, capsys) -> None:
     args = ["train", "ivs", "--data", str(data_dir), "--config", "micro", "--steps", "1", "--threads", "1",
-            "--no-progress", "--out", str(tmp_path / "r"), "--instance-weight", "-1"]
+            "--no-progress", "--out", str(tmp_path / "r"), flag, "-1"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert "--instance-weight" in err and len(err.splitlines()) == 1, err
+    assert flag in err and len(err.splitlines()) == 1, err
 
 
 def test_instance_weight_needs_annotated_images(tmp_path: Path, capsys) -> None:

@@ -57,3 +57,12 @@ def test_target_masks_are_area_fractions() -> None:
     m[0, :2, :1] = True
     t = target_masks(m, (4, 4))
     assert t.shape == (1, 4, 4) and float(t[0, 0, 0]) == 0.5 and float(t.sum()) == 0.5
+
+
+def test_query_weight_scales_only_the_choice_term() -> None:
+    logits, target = masks_and_target()
+    q = torch.tensor([[1.0, -2.0, 0.5]])
+    base = ReferLoss()([logits], [q], target, torch.tensor([True]))
+    heavy = ReferLoss(query_weight=QUERY_WEIGHT + 8.0)([logits], [q], target, torch.tensor([True]))
+    assert torch.allclose(heavy["loss"] - base["loss"], 8.0 * base["query"])
+    assert torch.equal(heavy["mask"], base["mask"]) and torch.equal(heavy["dice"], base["dice"])

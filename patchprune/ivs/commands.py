@@ -18,7 +18,7 @@ def _run_train(args: argparse.Namespace) -> int:
                       lr=args.lr, warmup=args.warmup, clip=args.clip, seed=args.seed,
                       checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every, threads=args.threads,
                       video_share=args.video_share, map_weight=args.map_weight, group=args.group, limit=args.limit,
-                      mask_init=args.mask_init, instance_weight=args.instance_weight,
+                      mask_init=args.mask_init, instance_weight=args.instance_weight, query_weight=args.query_weight,
                       progress=not args.no_progress)
     if not args.resume and (Path(args.out) / "checkpoint.safetensors").is_file():
         raise ValueError(f"{args.out} already holds a checkpoint; pass --resume to continue it or pick a new --out")
@@ -85,6 +85,8 @@ def register(groups) -> None:
     p.add_argument("--video-share", type=float, default=0.25, help="share of video batches when both kinds exist")
     p.add_argument("--map-weight", type=float, default=MAP_WEIGHT,
                    help="weight of the referring-map loss (configs with a referring map, e.g. tiny; docs/ivs.md)")
+    p.add_argument("--query-weight", type=float, default=2.0,
+                   help="weight of the target choice's query BCE (default 2, InstructSeg's; docs/ivs.md)")
     p.add_argument("--group", type=int, default=1,
                    help="expressions per image / video in a batch (must divide --batch): the same scene with "
                         "different instructions, so only the text tells the targets apart (docs/ivs.md)")

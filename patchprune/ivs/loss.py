@@ -51,11 +51,12 @@ class ReferLoss(nn.Module):
     """`forward(mask_logits per layer [B, N, h, w], query_logits per layer [B, N], masks [B, h, w]
     float (see `target_masks`), present [B] bool, refer_map [B, h, w] or None) -> {"loss", "mask",
     "dice", "query"[, "map"]}` (last-layer terms for logs; loss = sum over layers, mean over samples,
-    plus map_weight x the map term)."""
+    plus map_weight x the map term). query_weight: the query BCE's weight (2; `train ivs --query-weight`)."""
 
-    def __init__(self, map_weight: float = MAP_WEIGHT) -> None:
+    def __init__(self, map_weight: float = MAP_WEIGHT, query_weight: float = QUERY_WEIGHT) -> None:
         super().__init__()
         self.map_weight = map_weight
+        self.query_weight = query_weight
 
     def map_term(self, refer_map: Tensor, masks: Tensor, present: Tensor) -> Tensor:
         """BCE (all samples, every pixel) + dice (samples whose object is present) of the referring map."""
@@ -85,7 +86,7 @@ class ReferLoss(nn.Module):
                 dice_term = dice_term + dice_loss(flat_m[b, j:j + 1], flat_t[b:b + 1], 1)
             query_term = nn.functional.binary_cross_entropy_with_logits(q_l, labels, pos_weight=pos_weight)
             mask_term, dice_term = mask_term / B, dice_term / B
-            total = total + MASK_WEIGHT * mask_term + DICE_WEIGHT * dice_term + QUERY_WEIGHT * query_term
+            total = total + MASK_WEIGHT * mask_term + DICE_WEIGHT * dice_term + self.query_weight * query_term
             logs = {"mask": mask_term.detach(), "dice": dice_term.detach(), "query": query_term.detach()}
         if refer_map is not None:
             map_term = self.map_term(refer_map, masks, present)

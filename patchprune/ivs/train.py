@@ -37,6 +37,7 @@ class TrainSettings:
     threads: int | None = None
     video_share: float = 0.25
     map_weight: float = MAP_WEIGHT
+    query_weight: float = 2.0  # weight of the choice's query BCE (`ivs.loss.QUERY_WEIGHT`)
     group: int = 1
     mask_init: str | None = None  # a dense VIS run whose parts start the mask branch (`ivs.mask_init`)
     instance_weight: float = 0.0  # weight of the auxiliary instance loss on image batches (`ivs.loss.InstanceLoss`)
@@ -59,6 +60,7 @@ def _validate(s: TrainSettings) -> None:
         raise ValueError(f"--lr must be > 0, got {s.lr}")
     check_number("--video-share", s.video_share, 0.0, 1.0)
     check_number("--map-weight", s.map_weight, 0.0)
+    check_number("--query-weight", s.query_weight, 0.0)
     check_number("--instance-weight", s.instance_weight, 0.0)
     check_int("--group", s.group, 1)
     check_group(s.batch, s.group)
@@ -117,7 +119,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
 
         init_mask_branch(model.mask_branch, s.mask_init, model.class_head)  # a resume replaces it below
     broadcast_parameters(model, dist_info)
-    criterion = ReferLoss(map_weight=s.map_weight)
+    criterion = ReferLoss(map_weight=s.map_weight, query_weight=s.query_weight)
     instance_loss = InstanceLoss(config, config.instance_classes) if s.instance_weight > 0 else None
     groups = param_groups({"model": (model.named_parameters(), 1.0)})
     optimizer = torch.optim.AdamW(groups, lr=s.lr, weight_decay=0.05)
