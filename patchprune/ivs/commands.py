@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from patchprune.ivs.config import MAP_WEIGHT
+from patchprune.ivs.config import MAP_WEIGHT, QUERY_WEIGHT
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -85,7 +85,7 @@ def register(groups) -> None:
     p.add_argument("--video-share", type=float, default=0.25, help="share of video batches when both kinds exist")
     p.add_argument("--map-weight", type=float, default=MAP_WEIGHT,
                    help="weight of the referring-map loss (configs with a referring map, e.g. tiny; docs/ivs.md)")
-    p.add_argument("--query-weight", type=float, default=2.0,
+    p.add_argument("--query-weight", type=float, default=QUERY_WEIGHT,
                    help="weight of the target choice's query BCE (default 2, InstructSeg's; docs/ivs.md)")
     p.add_argument("--group", type=int, default=1,
                    help="expressions per image / video in a batch (must divide --batch): the same scene with "

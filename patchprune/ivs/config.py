@@ -16,6 +16,7 @@ LLM_KINDS = ("llama", "phi")
 REFER_MAP_KINDS = ("none", "tokens", "pixels")  # see `ivs.refer_map`
 MAP_WEIGHT = 10.0  # default weight of the referring-map loss (`ivs.loss.ReferLoss`, `train ivs --map-weight`);
 # 2 until the eighth session, where the map stayed at chance in the joint loss (docs/ivs.md)
+QUERY_WEIGHT = 2.0  # default weight of the target choice's query BCE (ivs.md's; `train ivs --query-weight`)
 
 
 @dataclass

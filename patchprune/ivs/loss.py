@@ -28,9 +28,9 @@ from transformers.models.mask2former.modeling_mask2former import (dice_loss, pai
                                                                   pair_wise_sigmoid_cross_entropy_loss,
                                                                   sigmoid_cross_entropy_loss)
 
-from patchprune.ivs.config import MAP_WEIGHT
+from patchprune.ivs.config import MAP_WEIGHT, QUERY_WEIGHT
 
-MASK_WEIGHT, DICE_WEIGHT, QUERY_WEIGHT = 5.0, 5.0, 2.0
+MASK_WEIGHT, DICE_WEIGHT = 5.0, 5.0
 
 
 def match(mask_logits: Tensor, target: Tensor) -> int:

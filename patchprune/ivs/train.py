@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from patchprune.ivs.config import MAP_WEIGHT, IVSConfig, named_config
+from patchprune.ivs.config import MAP_WEIGHT, QUERY_WEIGHT, IVSConfig, named_config
 from patchprune.ivs.run import CHECKPOINT, SETTINGS
 from patchprune.run_config import CONFIG_FILE
 
@@ -37,7 +37,7 @@ class TrainSettings:
     threads: int | None = None
     video_share: float = 0.25
     map_weight: float = MAP_WEIGHT
-    query_weight: float = 2.0  # weight of the choice's query BCE (`ivs.loss.QUERY_WEIGHT`)
+    query_weight: float = QUERY_WEIGHT  # weight of the choice's query BCE
     group: int = 1
     mask_init: str | None = None  # a dense VIS run whose parts start the mask branch (`ivs.mask_init`)
     instance_weight: float = 0.0  # weight of the auxiliary instance loss on image batches (`ivs.loss.InstanceLoss`)
