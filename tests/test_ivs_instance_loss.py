@@ -54,7 +54,7 @@ def test_instance_loss_reaches_the_class_head_and_the_queries_and_falls(data_dir
     cfg = named_config("micro", vocab_size=tok.get_vocab_size(), instance_classes=6)
     model = IVSModel(cfg)
     batch, _, _ = make_batch(items, [0, 0], tok, cfg.ref_frames)
-    loss = InstanceLoss(cfg, 6)
+    loss = InstanceLoss(cfg)
     targets = instance_targets(items)
     out = model(batch)
     assert [c.shape for c in out.class_logits] == [(2, cfg.seg_queries, 7)] * (cfg.decoder_layers + 1)

@@ -50,14 +50,14 @@ class SceneInstances:
     categories: int
 
 
-def scene_instances(coco, image_id: int, size: int) -> SceneInstances:
-    """The `SceneInstances` of one image of a `data.coco.CocoDataset` (crowd annotations left out)."""
+def scene_instances(coco, image: dict, size: int) -> SceneInstances:
+    """The `SceneInstances` of one image (its entry of `coco.images`) of a `data.coco.CocoDataset`
+    (crowd annotations left out)."""
     from patchprune.data import rle as rle_utils
 
-    im = next(i for i in coco.images if int(i["id"]) == image_id)
-    H, W = int(im["height"]), int(im["width"])
+    H, W = int(image["height"]), int(image["width"])
     order = sorted(coco.categories)
-    anns = [a for a in coco.by_image[image_id] if not a.get("iscrowd", 0) and "segmentation" in a]
+    anns = [a for a in coco.by_image[int(image["id"])] if not a.get("iscrowd", 0) and "segmentation" in a]
     if not anns:
         return SceneInstances(torch.zeros(0, size, size, dtype=torch.bool), torch.zeros(0, dtype=torch.long), len(order))
     masks = resize_masks(np.stack([rle_utils.decode(a["segmentation"], H, W) for a in anns]), size)
@@ -131,7 +131,7 @@ def load_items(root: str | Path, kind: str, split: str, size: int, limit: int | 
         if source not in cache:
             cache[source] = resize_frames(s.frames, size)
             if kind == "image":
-                scenes[source] = scene_instances(ds.coco, int(s.source_id), size)
+                scenes[source] = scene_instances(ds.coco, ds.coco.images[ds.image_index[int(s.source_id)]], size)
         items.append(ReferItem(cache[source], resize_masks(s.masks, size), s.expression, source, int(s.track_id or 0),
                                scenes.get(source)))
     return items

@@ -96,19 +96,20 @@ class ReferLoss(nn.Module):
 
 
 class InstanceLoss(nn.Module):
-    """`forward(output: IVSOutput, targets: list[vis.loss.FrameTargets], seeds) -> {"loss", "ce", "mask",
-    "dice"}`: the VIS set loss (`vis.loss.SetLoss`) of the queries against every annotated object,
+    """`InstanceLoss(config)` (an `IVSConfig` with `instance_classes`); `forward(output: IVSOutput,
+    targets: list[vis.loss.FrameTargets], seeds) -> {"loss", "ce", "mask", "dice"}`: the VIS set loss (`vis.loss.SetLoss`) of the queries against every annotated object,
     one sample at a time with its own seed (its point sampling then does not depend on the batch)."""
 
-    def __init__(self, config, classes: int) -> None:
+    def __init__(self, config) -> None:
         super().__init__()
         from dataclasses import replace
 
         from patchprune.ivs.mask_branch import vis_config
         from patchprune.vis.loss import SetLoss
 
+        classes = config.instance_classes
         if classes < 1:
-            raise ValueError(f"the instance loss needs >= 1 category, got {classes}")
+            raise ValueError(f"the instance loss needs a config with instance_classes >= 1, got {classes}")
         self.set_loss = SetLoss(replace(vis_config(config), categories=list(range(1, classes + 1))).validate())
 
     def forward(self, output, targets: list, seeds: list[int]) -> dict[str, Tensor]:

@@ -120,7 +120,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         init_mask_branch(model.mask_branch, s.mask_init, model.class_head)  # a resume replaces it below
     broadcast_parameters(model, dist_info)
     criterion = ReferLoss(map_weight=s.map_weight, query_weight=s.query_weight)
-    instance_loss = InstanceLoss(config, config.instance_classes) if s.instance_weight > 0 else None
+    instance_loss = InstanceLoss(config) if s.instance_weight > 0 else None
     groups = param_groups({"model": (model.named_parameters(), 1.0)})
     optimizer = torch.optim.AdamW(groups, lr=s.lr, weight_decay=0.05)
     if dist_info.is_main:
