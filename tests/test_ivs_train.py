@@ -258,3 +258,26 @@ def test_seed_curves_averages_the_steps_every_seed_has(tmp_path: Path, monkeypat
         curves.parse_group("no-equals-sign")
     with pytest.raises(SystemExit, match="learning_curve.py --run"):
         curves.read_curve(tmp_path)
+
+
+def test_attribute_probe_regenerates_the_scenes_and_fits_linear_probes(run_dir: Path, data_dir: Path) -> None:
+    probe = _load_bench_script("attribute_probe")
+    flags = "--min-objects 2 --max-objects 2 --min-distractors 0 --max-distractors 1 --min-radius 0.2 --max-radius 0.3"
+    assert probe.parse_flags(flags) == DIFFICULTY
+    res = probe.run_probe(run_dir, data_dir, None, None, None, probe.parse_flags(flags), seed=2, batch=2)
+    # every expression of both splits is found in the regenerated scenes (same seed and flags)
+    assert res["train_unmatched_expressions"] == 0 and res["val_unmatched_expressions"] == 0
+    assert res["val_expressions"] > 0
+    for feat in ("refer", "target", "tower_pooled", "mask_features_pooled"):
+        cells = res["probes"][feat]
+        assert cells["val_rows"] > 0
+        assert all(0.0 <= cells[a]["val_acc"] <= 1.0 and cells[a]["classes"] >= 1 for a in probe.ATTRIBUTES)
+    # other flags regenerate other scenes: refused, not silently mislabelled
+    with pytest.raises(ValueError, match="not found in the regenerated scenes"):
+        probe.run_probe(run_dir, data_dir, None, None, None, {**DIFFICULTY, "min_radius": 0.05}, seed=2, batch=2)
+    # the probe itself: a linearly separable problem is solved
+    torch.manual_seed(0)
+    x = torch.randn(90, 4)
+    y = (x @ torch.randn(4, 3)).argmax(1)  # classes separated by hyperplanes
+    lin = probe.fit_probe(x, y, 3)
+    assert float((lin(x).argmax(1) == y).float().mean()) > 0.95
