@@ -130,6 +130,7 @@ def test_checks_pass_and_miss() -> None:
     fgs = {0: {"fgs": [0.6, 0.7, 0.8, 0.85, 0.9, 0.9]}}
     got = {c: r for c, r, _ in checks(rows, fgs)}
     assert list(got.values()) == ["pass", "miss", "pass"]  # SViT beats VPP at 40 % here
+    assert "VPP behind: SViT;" in checks(rows, fgs)[1][2]  # named per baseline: TPS is behind VPP
     rows[1] = row("vpp", 0.55, 0.28, 0.55)  # 2 AP below dense
     assert checks(rows, {0: {"fgs": [0.9, 0.8, 0.7]}})[0][1] == "miss"
     assert checks(rows, {0: {"fgs": [0.9, 0.8, 0.7]}})[2][1] == "miss"
@@ -137,7 +138,7 @@ def test_checks_pass_and_miss() -> None:
     ahead = [row("dense", None, 0.300, 1.0), row("vpp", 0.40, 0.29, 0.40), row("svit", 0.40, 0.26, 0.40),
              row("tps", 0.40, 0.20, 0.40)]
     verdict, measured = checks(ahead, {})[1][1:]
-    assert verdict == "partial" and "not run: DynamicViT" in measured
+    assert verdict == "partial" and "not run: DynamicViT" in measured and "VPP behind: none" in measured
     ahead.append(row("dynamicvit", 0.40, 0.27, 0.40))
     assert checks(ahead, {})[1][1] == "pass"
 

@@ -127,8 +127,10 @@ def checks(rows: list[dict[str, Any]], fgs: dict[Any, dict[str, Any]]) -> list[t
         ok = all(v > b for b in base.values())
         missing = [LABELS[m] for m in ("svit", "dynamicvit", "tps") if m not in base]
         verdict = "miss" if not ok else ("pass" if not missing else "partial")  # a pass needs every baseline
+        behind = [LABELS[m] for m, b in base.items() if v <= b]  # the miss, baseline by baseline
         out.append((claim, verdict, f"VPP {100 * v:.1f} (PKR {pkr[('vpp', 0.40)]:.3f}); " + ", ".join(
             f"{LABELS[m]} {100 * b:.1f} (PKR {pkr[(m, 0.40)]:.3f})" for m, b in base.items())
+            + f"; VPP behind: {', '.join(behind) or 'none'}"
             + (f"; not run: {', '.join(missing)}" if missing else "")))
     claim = "FGS rises with depth (dense model; last third of the layers above the first third)"
     if not fgs:
