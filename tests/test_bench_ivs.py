@@ -328,3 +328,17 @@ def test_a_foreign_results_file_is_refused(fake, tmp_path, capsys):
     (out / "results.csv").write_text("a,b\n1,2\n")
     assert main(_argv(tmp_path)) == 2
     assert "is not a bench ivs results file" in capsys.readouterr().err
+
+
+def test_generated_data_recipe_is_the_one_docs_ivs_documents() -> None:
+    """`bench ivs` generates the data the docs' curve and 0.6 bar are measured on (docs/ivs.md)."""
+    import re
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ivs.md").read_text()
+    section = text[text.index("## Data used for the curve"):]
+    command = re.search(r"```\n(patchprune data synth-refer .*?)\n```", section, re.S).group(1).replace("\\\n", " ")
+    words = shlex.split(command)[3:]
+    flags = {k.lstrip("-").replace("-", "_"): v for k, v in zip(words[::2], words[1::2])}
+    assert flags.pop("out") and flags.pop("seed") == "0"
+    assert {k: str(v) for k, v in bench.DATA_RECIPE.items()} == flags

@@ -189,3 +189,27 @@ def test_instruction_prefix_conditions_the_image_token_states(tok, prefix: bool)
         assert not torch.allclose(tokens[0], tokens[1], atol=1e-4)
     else:  # causal order: the image precedes the text, so its states ignore it
         assert torch.allclose(tokens[0], tokens[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["kcenter", "tome"])
+def test_pruned_tokens_keep_their_dense_positions(tok, model, method: str) -> None:
+    """The language model sees the dense sequence's position ids: a kept image token its grid index,
+    the text and <seg> slots after the image their dense positions (the model trains dense)."""
+    batch = make(tok, model.config, video=False)
+    seen: list[torch.Tensor] = []
+    hook = model.lm.get_decoder().register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["position_ids"].clone()), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            dense = model(batch)
+            pruned = model(batch, method=method, ratio=0.25)
+    finally:
+        hook.remove()
+    dense_pos, pruned_pos = seen
+    N, K = model.config.grid[0] * model.config.grid[1], pruned.kept_tokens
+    assert K < N and pruned_pos.shape[1] == dense_pos.shape[1] - (N - K)
+    first = dense_pos.shape[1] - N - batch.text_ids.shape[1] - model.config.seg_queries  # first image token
+    assert torch.equal(pruned_pos[:, :first], dense_pos[:, :first])
+    assert torch.equal(pruned_pos[:, first:first + K], dense_pos[:, first:first + N].gather(1, pruned.kept_index))
+    assert torch.equal(pruned_pos[:, first + K:], dense_pos[:, first + N:])  # text and <seg> slots
+    assert torch.isfinite(dense.query_logits[-1]).all() and torch.isfinite(pruned.query_logits[-1]).all()

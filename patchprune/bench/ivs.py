@@ -42,7 +42,11 @@ FLOOR_METHOD, FLOOR_RATIO = "random", 1e-3
 RESULTS_FILE = "results.csv"
 TRAINED_MARK = "bench_trained.json"
 # The generated data set and the tiny model's training length (the ivs quick recipe, docs/ivs.md).
-DATA_RECIPE = {"images": 400, "videos": 60, "frames": 8, "size": 96}
+DATA_RECIPE = {"images": 400, "videos": 60, "frames": 8, "size": 96, "min_objects": 2, "max_objects": 3,
+               "min_distractors": 1, "max_distractors": 2, "clutter": 4, "min_radius": 0.14, "max_radius": 0.22,
+               # the VIS recipe's appearance change (docs/ivs.md, "Fourteenth session"): shape x texture is
+               # not learnt from scratch in a CPU budget, so each category gets its colour
+               "texture_scale": 2.2, "category_colour": "fixed"}
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"seeds": (0,), "limit_image": 120, "limit_video": 16, "ladder_ratios": (0.2,), "speed_rounds": 3,
               "speed_limit_image": 8, "speed_limit_video": 1, "steps": 300},

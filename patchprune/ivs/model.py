@@ -194,7 +194,7 @@ class IVSModel(nn.Module):
             pad_r = (~batch.refer_mask).repeat_interleave(R, 0)
             temporal = self.perceiver(ref_tokens, text_r, pad_r).reshape(B, -1, text.shape[-1])
         with meter("llm"):
-            states, first_image = self._language(batch, text, temporal, image_tokens)
+            states, first_image = self._language(batch, text, temporal, image_tokens, index[:B], vision.shape[1])
         N = self.config.seg_queries
         seg_states, text_states = states[:, -N:], states[:, -N - text.shape[1]:-N]
         image_states = states[:, first_image:first_image + image_tokens.shape[1]]
@@ -212,9 +212,15 @@ class IVSModel(nn.Module):
             classes = [self.class_head(q) for q in q_states] if self.class_head is not None and self.training else None
         return IVSOutput(masks, logits, index[:B], vision[:B], int(kept.shape[1]), refer_map, classes, q_states[-1])
 
-    def _language(self, batch: IVSBatch, text: Tensor, temporal: Tensor, image: Tensor) -> tuple[Tensor, int]:
+    def _language(self, batch: IVSBatch, text: Tensor, temporal: Tensor, image: Tensor, index: Tensor | None = None,
+                  tokens_per_frame: int | None = None) -> tuple[Tensor, int]:
         """(last hidden states [B, S, D], position of the first image token) of [<temporal>; perceiver;
-        (instruction, with `instruction_prefix`); <image>; image tokens; text; <seg> slots]."""
+        (instruction, with `instruction_prefix`); <image>; image tokens; text; <seg> slots].
+
+        Position ids are the dense sequence's: a kept image token keeps its grid index (`index` [B, K],
+        grid order) and everything after the image tokens keeps its dense position, as if all
+        `tokens_per_frame` tokens were there (None: the image tokens are all there are). The model trains dense, and its rotary positions made
+        pruned accuracy jump with K when the text moved closer (docs/ivs.md, "Fourteenth session")."""
         B, D = text.shape[0], text.shape[-1]
         marks = self.embed_words(torch.tensor([self.special[TEMPORAL], self.special[IMAGE]], device=text.device))
         seg = self.seg_slots.unsqueeze(0).expand(B, -1, -1)
@@ -229,6 +235,11 @@ class IVSModel(nn.Module):
                           real(seg.shape[1])], 1)
         first_image = 2 + temporal.shape[1] + sum(t.shape[1] for t in prefix)
         position_ids = (mask.long().cumsum(1) - 1).clamp_min(0)
+        K = image.shape[1]
+        if index is not None and tokens_per_frame is not None and K < tokens_per_frame:  # pruned: the dense positions (dense sequences are unchanged by this)
+            start = position_ids[:, first_image:first_image + 1]
+            position_ids = torch.cat([position_ids[:, :first_image], start + index.to(position_ids.dtype),
+                                      position_ids[:, first_image + K:] + (tokens_per_frame - K)], 1)
         all_real = bool(mask.all())
         out = self.lm.get_decoder()(inputs_embeds=embeds, attention_mask=None if all_real else mask.long(),
                                     position_ids=position_ids, use_cache=False)
