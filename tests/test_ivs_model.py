@@ -213,3 +213,19 @@ def test_pruned_tokens_keep_their_dense_positions(tok, model, method: str) -> No
     assert torch.equal(pruned_pos[:, first:first + K], dense_pos[:, first:first + N].gather(1, pruned.kept_index))
     assert torch.equal(pruned_pos[:, first + K:], dense_pos[:, first + N:])  # text and <seg> slots
     assert torch.isfinite(dense.query_logits[-1]).all() and torch.isfinite(pruned.query_logits[-1]).all()
+
+
+@pytest.mark.parametrize("video", [False, True])
+def test_pruned_output_of_a_sample_does_not_depend_on_its_batch_padding(tok, model, video: bool) -> None:
+    """Dense positions jump over pruned tokens; without an attention mask transformers would read the
+    jumps as packed sequences and cut attention there. A batch that needs no padding (no mask) must
+    give each sample what a padded batch gives it."""
+    padded = make(tok, model.config, video)  # two instructions of different lengths: padded, masked
+    same = IVSBatch(padded.key, padded.refs, padded.text_ids[[0, 0]], padded.text_mask[[0, 0]],
+                    padded.refer_mask[[0, 0]])  # the longer instruction twice: nothing padded
+    assert bool(same.text_mask.all()) and not bool(padded.text_mask.all())
+    with torch.no_grad():
+        a = model(same, method="kcenter", ratio=0.5)
+        b = model(padded, method="kcenter", ratio=0.5)
+    assert torch.allclose(a.query_logits[-1][0], b.query_logits[-1][0], atol=1e-4)
+    assert torch.allclose(a.mask_logits[-1][0], b.mask_logits[-1][0], atol=1e-4)

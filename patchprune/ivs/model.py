@@ -240,7 +240,10 @@ class IVSModel(nn.Module):
             start = position_ids[:, first_image:first_image + 1]
             position_ids = torch.cat([position_ids[:, :first_image], start + index.to(position_ids.dtype),
                                       position_ids[:, first_image + K:] + (tokens_per_frame - K)], 1)
-        all_real = bool(mask.all())
+        remapped = index is not None and tokens_per_frame is not None and K < tokens_per_frame
+        # An explicit mask whenever positions jump: without one, transformers reads position ids that do
+        # not step by 1 as packed sequences and blocks attention between them.
+        all_real = bool(mask.all()) and not remapped
         out = self.lm.get_decoder()(inputs_embeds=embeds, attention_mask=None if all_real else mask.long(),
                                     position_ids=position_ids, use_cache=False)
         return out.last_hidden_state, first_image
