@@ -27,25 +27,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 from pathlib import Path
 
 import numpy as np
 import torch
 
 ATTRIBUTES = ("colour", "texture", "shape")
+ALL_NAMED = (True, True, True)  # rows of object features: "named" applies to expressions only
 DEFAULT_FLAGS = ("--min-objects 2 --max-objects 3 --min-distractors 1 --max-distractors 2 --clutter 4 "
                  "--min-radius 0.14 --max-radius 0.22")
 
 
 def parse_flags(flags: str) -> dict:
-    """`data synth-refer` difficulty flags -> Difficulty keyword arguments."""
-    words = shlex.split(flags)
-    out = {}
-    for k, v in zip(words[::2], words[1::2]):
-        key = k.lstrip("-").replace("-", "_")
-        out[key] = float(v) if "." in v else int(v) if v.lstrip("-").isdigit() else v
-    return out
+    """`data synth-refer` difficulty flags -> Difficulty keyword arguments (the commands' own parser)."""
+    from patchprune.data.commands import difficulty_from_flags
+
+    return difficulty_from_flags(flags)
 
 
 def scene_facts(name: str, size: int, seed: int, difficulty: dict) -> dict:
@@ -92,8 +89,8 @@ def collect(model, tok, config, items, facts: dict, batch: int = 8) -> dict[str,
                     attrs = f["texts"].get(it.text)
                     if attrs is not None:
                         named = tuple(w in f" {it.text} " for w in (f" {a} " for a in attrs))
-                        rows["refer"].append((got["refer"][j].clone(), attrs, named, it.text))
-                        rows["target"].append((got["target"][j].clone(), attrs, named, it.text))
+                        rows["refer"].append((got["refer"][j].clone(), attrs, named))
+                        rows["target"].append((got["target"][j].clone(), attrs, named))
                     masks = torch.stack([m for _, m in f["objects"]])  # [M, S, S]
                     if it.source not in seen:  # each object once: features pooled under its true mask
                         seen.add(it.source)
@@ -105,14 +102,14 @@ def collect(model, tok, config, items, facts: dict, batch: int = 8) -> dict[str,
                             pooled = (w.flatten(1) @ fmap.flatten(1).T) / w.flatten(1).sum(1, keepdim=True).clamp_min(1e-6)
                             for m in range(len(masks)):
                                 if w[m].sum() > 0:
-                                    rows[name].append((pooled[m].clone(), f["objects"][m][0], (True, True, True), it.text))
+                                    rows[name].append((pooled[m].clone(), f["objects"][m][0], ALL_NAMED))
                     inter = (up[j][:, None] & masks[None]).flatten(2).sum(-1).float()
                     union = (up[j][:, None] | masks[None]).flatten(2).sum(-1).float().clamp_min(1)
                     best, which = (inter / union).max(1)
                     for q in range(up.shape[1]):
                         if best[q] > 0.5:
                             rows["query"].append((out.query_states[j, q].clone(), f["objects"][int(which[q])][0],
-                                                  (True, True, True), it.text))
+                                                  ALL_NAMED))
     finally:
         for h in hooks:
             h.remove()

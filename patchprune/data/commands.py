@@ -40,6 +40,17 @@ def _difficulty(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in _DIFFICULTY_FLAGS if getattr(args, k) is not None}
 
 
+def difficulty_from_flags(flags: str) -> dict:
+    """The Difficulty keywords of a `data synth-vis` / `synth-refer` flag string (e.g. "--min-objects 2
+    --category-colour fixed"), typed and checked as the commands do (SystemExit on a bad flag); lets a
+    script regenerate the scenes of a set written with those flags."""
+    import shlex
+
+    p = argparse.ArgumentParser(prog="difficulty flags")
+    _add_difficulty(p)
+    return _difficulty(p.parse_args(shlex.split(flags)))
+
+
 def _check_generator_options(args: argparse.Namespace, counts: tuple[str, ...]) -> None:
     """Validate a generator's options before anything is generated or written (ValueError naming
     the option): the output folder, counts >= 1, sizes, JPEG quality, scene difficulty."""

@@ -219,8 +219,9 @@ class IVSModel(nn.Module):
 
         Position ids are the dense sequence's: a kept image token keeps its grid index (`index` [B, K],
         grid order) and everything after the image tokens keeps its dense position, as if all
-        `tokens_per_frame` tokens were there (None: the image tokens are all there are). The model trains dense, and its rotary positions made
-        pruned accuracy jump with K when the text moved closer (docs/ivs.md, "Fourteenth session")."""
+        `tokens_per_frame` tokens were there (None: the image tokens are all there are). The model trains
+        dense, and its rotary positions made pruned accuracy jump with K when the text moved closer
+        (docs/ivs.md, "Fourteenth session")."""
         B, D = text.shape[0], text.shape[-1]
         marks = self.embed_words(torch.tensor([self.special[TEMPORAL], self.special[IMAGE]], device=text.device))
         seg = self.seg_slots.unsqueeze(0).expand(B, -1, -1)
@@ -236,11 +237,11 @@ class IVSModel(nn.Module):
         first_image = 2 + temporal.shape[1] + sum(t.shape[1] for t in prefix)
         position_ids = (mask.long().cumsum(1) - 1).clamp_min(0)
         K = image.shape[1]
-        if index is not None and tokens_per_frame is not None and K < tokens_per_frame:  # pruned: the dense positions (dense sequences are unchanged by this)
+        remapped = index is not None and tokens_per_frame is not None and K < tokens_per_frame
+        if remapped:  # pruned: the dense positions (dense sequences are unchanged by this)
             start = position_ids[:, first_image:first_image + 1]
             position_ids = torch.cat([position_ids[:, :first_image], start + index.to(position_ids.dtype),
                                       position_ids[:, first_image + K:] + (tokens_per_frame - K)], 1)
-        remapped = index is not None and tokens_per_frame is not None and K < tokens_per_frame
         # An explicit mask whenever positions jump: without one, transformers reads position ids that do
         # not step by 1 as packed sequences and blocks attention between them.
         all_real = bool(mask.all()) and not remapped
