@@ -201,8 +201,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    print(json.dumps(run_probe(a.run, a.data, a.checkpoint, a.train_limit, a.val_limit, parse_flags(a.synth_flags),
-                               a.seed)))
+    try:
+        print(json.dumps(run_probe(a.run, a.data, a.checkpoint, a.train_limit, a.val_limit,
+                                   parse_flags(a.synth_flags), a.seed)))
+    except (ValueError, FileNotFoundError) as e:  # one line for a user, as the CLI does
+        raise SystemExit(f"attribute_probe: {e}") from None
 
 
 if __name__ == "__main__":
