@@ -166,6 +166,29 @@ def test_rerun_skips_finished_cells_and_trained_runs(fake, tmp_path):
     assert len(_rows(path)) == first
 
 
+def test_a_rerun_with_another_limit_measures_the_accuracy_cells_again(fake, tmp_path):
+    """results.csv rows remember run, data, limit (and a speed cell's threads): a record measured on
+    120 expressions is not reused for a table asked on 50, while the speed cells stay."""
+    assert main(_argv(tmp_path)) == 0
+    fake.calls.clear()
+    assert main(_argv(tmp_path, "--limit-image", "50")) == 0
+    assert fake.calls and {(c["kind"], c["limit"]) for c in fake.calls} == {("image", 50)}
+    rows = [r for r in _rows(tmp_path / "out" / "results.csv") if r["kind"] == "image" and "speed" not in r["variant"]]
+    assert {r["limit"] for r in rows} == {"50"}
+    fake.calls.clear()
+    assert main(_argv(tmp_path, "--limit-image", "50", "--speed-threads", "2")) == 0
+    assert {c["threads"] for c in fake.calls} == {2} and all(c["limit"] in (8, 1) for c in fake.calls)
+
+
+def test_speed_rounds_run_on_their_own_thread_count(fake, tmp_path):
+    assert main(_argv(tmp_path, "--threads", "2", "--methods", "evtp", "--ratios", "0.1")) == 0
+    speed = [c for c in fake.calls if c["limit"] in (8, 1)]
+    accuracy = [c for c in fake.calls if c not in speed]
+    assert speed and {c["threads"] for c in speed} == {1} and {c["threads"] for c in accuracy} == {2}
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "first replicate, 1 torch thread(s)" in readme and "--speed-threads 1" in readme
+
+
 def test_an_interrupted_run_keeps_its_finished_cells(fake, tmp_path):
     fake.fail_after = 9
     assert main(_argv(tmp_path)) == 130  # KeyboardInterrupt

@@ -111,6 +111,7 @@ class BenchConfig:
     data_image: Path | None = None
     data_video: Path | None = None
     threads: int | None = None
+    speed_threads: int = 1  # torch threads of the speed rounds (one core: two threads on two cores are noisy)
     progress: bool = True
     latency_note: str = ""
     mask_init: tuple[Path, ...] = ()  # one dense VIS run per seed: `train ivs --mask-init` for the bench's runs
@@ -137,6 +138,8 @@ class BenchConfig:
         parts += ["--speed-rounds", str(self.speed_rounds), "--out", str(self.out), "--work", str(self.work)]
         if self.threads:
             parts += ["--threads", str(self.threads)]
+        if self.speed_rounds:
+            parts += ["--speed-threads", str(self.speed_threads)]
         if self.latency_note:
             parts += ["--latency-note", self.latency_note]
         return " ".join(shlex.quote(p) for p in parts)
@@ -209,7 +212,7 @@ def unflatten(row: dict[str, str]) -> dict[str, Any]:
     """A CSV row back to a record (numbers parsed, dotted columns nested)."""
     rec: dict[str, Any] = {}
     for k, v in row.items():
-        value = v if k in ("kind", "method", "variant", "run") else _parse(v)
+        value = v if k in ("kind", "method", "variant", "run", "data") else _parse(v)
         if "." in k:
             head, tail = k.split(".", 1)
             if value is not None:
@@ -238,6 +241,13 @@ class ResultStore:
 
     def __contains__(self, key: str) -> bool:
         return key in self.records
+
+    def is_current(self, key: str, origin: dict[str, Any]) -> bool:
+        """Whether the cell's stored record was measured with this `origin` (run, data, limit, threads
+        of a speed cell: `cell_origin`); a record from another configuration is stale, so a rerun with
+        another --limit-* or run does not reuse it."""
+        rec = self.records.get(key)
+        return rec is not None and all(_same(rec.get(k), v) for k, v in origin.items())
 
     def add(self, record: dict[str, Any]) -> None:
         key = cell_key(record["kind"], record["seed"], record["method"], record["ratio"], record["variant"])
@@ -283,14 +293,31 @@ def call_evaluate(evaluate: Callable[..., dict], options: dict[str, Any], **kwar
 METRICS = {"image": ("giou", "ciou"), "video": ("j", "f", "jf")}
 
 
-def evaluate_cell(cell: Cell, rep: Replicate, cfg: BenchConfig, evaluate: Callable[..., dict]) -> dict[str, Any]:
-    """Run one cell and return its record (key fields, metrics, GMACs, latency, seconds)."""
-    run = rep.run_image if cell.kind == "image" else rep.run_video
-    limit = cfg.speed_limit(cell.kind) if cell.variant.startswith("speed") else cfg.limit(cell.kind)
+def cell_origin(cell: Cell, rep: Replicate, cfg: BenchConfig) -> dict[str, Any]:
+    """What a cell's result depends on beyond its key: run, data, sample limit, and for a speed cell
+    the torch threads it is timed with."""
+    speed = cell.variant.startswith("speed")
+    origin: dict[str, Any] = {"run": str(rep.run_image if cell.kind == "image" else rep.run_video),
+                              "data": str(cfg.data(cell.kind)),
+                              "limit": cfg.speed_limit(cell.kind) if speed else cfg.limit(cell.kind)}
+    if speed:
+        origin["threads"] = cfg.speed_threads
+    return origin
+
+
+def _same(stored: Any, wanted: Any) -> bool:
+    return stored == wanted or (stored in (None, "") and wanted is None)
+
+
+def evaluate_cell(cell: Cell, rep: Replicate, cfg: BenchConfig, evaluate: Callable[..., dict],
+                  threads: int | None = None) -> dict[str, Any]:
+    """Run one cell and return its record (key fields, its origin, metrics, GMACs, latency, seconds).
+    threads: torch threads of an accuracy cell (speed cells use cfg.speed_threads)."""
+    origin = cell_origin(cell, rep, cfg)
     t0 = time.perf_counter()
-    res = call_evaluate(evaluate, cell.options(), run=run, data=cfg.data(cell.kind), method=cell.method,
-                        ratio=cell.ratio, kind=cell.kind, limit=limit, swap_instruction=cell.variant == "swap",
-                        threads=cfg.threads, progress=False, seed=cell.seed)
+    res = call_evaluate(evaluate, cell.options(), run=origin["run"], data=origin["data"], method=cell.method,
+                        ratio=cell.ratio, kind=cell.kind, limit=origin["limit"], swap_instruction=cell.variant == "swap",
+                        threads=origin.get("threads", threads), progress=False, seed=cell.seed)
     seconds = time.perf_counter() - t0
     if res.get("kind", cell.kind) != cell.kind:
         raise ValueError(f"{run} evaluated {res.get('kind')} samples for a {cell.kind} cell; check --data-{cell.kind}")
@@ -303,7 +330,7 @@ def evaluate_cell(cell: Cell, rep: Replicate, cfg: BenchConfig, evaluate: Callab
     rec["gmacs"] = {k: _number(v) for k, v in (res.get("gmacs") or {}).items()}
     rec["latency_ms"] = {k: _number(v) for k, v in (res.get("latency_ms") or {}).items()}
     rec["seconds"] = seconds
-    rec["run"] = str(run)
+    rec.update(origin)
     return rec
 
 
@@ -378,20 +405,23 @@ def run_bench(cfg: BenchConfig, evaluate: Callable[..., dict] | None = None, tra
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    threads = torch.get_num_threads()  # the accuracy cells' (speed cells set their own and this restores it)
     cfg.out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(cfg.out / RESULTS_FILE)
     t_start = time.perf_counter()
     reps = {r.seed: r for r in prepare_replicates(cfg, train, log)}
     evaluate = evaluate or _evaluate_fn()
     cells = [c for c in plan_cells(cfg) if _has_run(reps[c.seed], c.kind)]
-    todo = [c for c in cells if c.key not in store]
-    log(f"bench ivs: {len(cells)} cells, {len(cells) - len(todo)} already in {store.path}, {len(todo)} to run")
+    todo = [c for c in cells if not store.is_current(c.key, cell_origin(c, reps[c.seed], cfg))]
+    stale = sum(c.key in store for c in todo)
+    log(f"bench ivs: {len(cells)} cells, {len(cells) - len(todo)} already in {store.path}, {len(todo)} to run"
+        + (f" ({stale} stored from another run / data / limit / speed threads, measured again)" if stale else ""))
     skipped: list[str] = []
     bar = tqdm(todo, desc="bench ivs", unit="cell", disable=not cfg.progress, dynamic_ncols=True)
     for cell in bar:
         bar.set_postfix_str(f"{cell.kind} s{cell.seed} {cell.method}@{cell.ratio:g} {cell.variant}".strip())
         try:
-            store.add(evaluate_cell(cell, reps[cell.seed], cfg, evaluate))
+            store.add(evaluate_cell(cell, reps[cell.seed], cfg, evaluate, threads))
         except ValueError as err:  # e.g. no sample with another object's expression to swap in
             if cell.variant != "swap":
                 raise
@@ -472,6 +502,7 @@ def config_from_args(args: Any) -> BenchConfig:
     speed_rounds = preset["speed_rounds"] if args.speed_rounds is None else check_int("--speed-rounds",
                                                                                       args.speed_rounds, 0)
     threads = None if args.threads is None else check_int("--threads", args.threads, 1)
+    speed_threads = check_int("--speed-threads", args.speed_threads, 1)
     ladder = tuple(r for r in ratios if r in preset["ladder_ratios"]) or ratios[-1:]
     return BenchConfig(
         out=check_output_folder("--out", args.out), work=check_output_folder("--work", args.work), quick=args.quick,
@@ -481,7 +512,8 @@ def config_from_args(args: Any) -> BenchConfig:
         runs_image=runs_image, runs_video=runs_video,
         data_image=Path(args.data_image) if args.data_image else None,
         data_video=Path(args.data_video) if args.data_video else None,
-        threads=threads, progress=not args.no_progress, latency_note=args.latency_note or "", mask_init=mask_init)
+        threads=threads, speed_threads=speed_threads, progress=not args.no_progress,
+        latency_note=args.latency_note or "", mask_init=mask_init)
 
 
 def _run(args: Any) -> int:
@@ -517,6 +549,9 @@ def register(groups: CommandGroups) -> None:
     p.add_argument("--out", default="benchmarks/ivs", help="report folder (results.csv, tables, plots)")
     p.add_argument("--work", default="runs/bench_ivs", help="folder for the generated data and trained runs")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--speed-threads", type=int, default=1,
+                   help="torch threads of the speed rounds (default 1: timing on one core; more threads than "
+                        "idle cores give noisy rounds)")
     p.add_argument("--latency-note", default=None, help="a label printed next to every latency figure")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)

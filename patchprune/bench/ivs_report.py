@@ -551,7 +551,8 @@ def _readme(meta, kinds, acc, cost, ladder, agg, corr, checks, note, files, out:
                   accuracy_markdown(acc["video"], "video")]
     parts += ["", f"## Table 3: cost per component, FLOP ratio and measured speed-up (EVTP){lat_label}", "",
               f"Latency: medians of {cfg['speed_rounds']} interleaved rounds (dense and every ratio in each round, "
-              f"{cfg['speed_limit_image']} images / {cfg['speed_limit_video']} videos per call, first replicate); "
+              f"{cfg['speed_limit_image']} images / {cfg['speed_limit_video']} videos per call, first replicate, "
+              f"{cfg.get('speed_threads') or 'all'} torch thread(s)); "
               "speed-up = median over rounds of dense time / pruned time of the same round."]
     for k in kinds:
         parts += ["", f"### {k}", "", cost_speed_markdown(cost[k])]
