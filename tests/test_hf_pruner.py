@@ -223,3 +223,115 @@ def test_a_kept_cls_token_is_never_pruned():
         assert torch.equal(inp.features[i][0], full[i][0])  # the CLS, first
         assert torch.equal(inp.features[i][1:], full[i][1:][inp.index[i]])
     assert torch.equal(dense, same)
+
+
+# ---- positions="dense": kept tokens keep their unpruned positions ------------------------------------
+
+
+@pytest.mark.parametrize("name", ["siglip-llama", "video-llava"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_dense_positions_at_ratio_one_give_exactly_the_unwrapped_model(models, name, side):
+    model = models[name]
+    ids, mask = llava_prompt([1, 2], N, model.config.image_token_id, [5, 9], padding_side=side)
+    px = _images(3)
+    pruner = VisualTokenPruner(model, "evtp", 1.0, positions="dense")
+    with torch.no_grad():
+        ref = model(input_ids=ids, attention_mask=mask, pixel_values=px).logits
+        assert torch.equal(pruner(ids, px, mask).logits, ref)
+        if side == "left":
+            gen = model.generate(input_ids=ids, attention_mask=mask, pixel_values=px, max_new_tokens=3, do_sample=False)
+            assert torch.equal(pruner.generate(ids, px, mask, max_new_tokens=3, do_sample=False), gen)
+
+
+def test_dense_positions_are_the_kept_tokens_unpruned_positions(models):
+    model = models["siglip-llama"]
+    tok = model.config.image_token_id
+    ids, mask = llava_prompt([2], N, tok, [6])  # 3 text, image, separator, image, separator, 3 text
+    px = _images(2, seed=3)
+    with torch.no_grad():
+        inp = VisualTokenPruner(model, "kcenter", 0.25, positions="dense").prepare(ids, px, mask)
+        compact = VisualTokenPruner(model, "kcenter", 0.25).prepare(ids, px, mask)
+    k = budget(N, 0.25)
+    first = int((ids[0] == tok).nonzero()[0])  # where image 0's placeholders start
+    expected = list(range(first))  # the text before the first image
+    expected += (first + inp.index[0]).tolist() + [first + N]  # image 0's kept slots, its separator
+    expected += (first + N + 1 + inp.index[1]).tolist() + [first + 2 * N + 1]
+    expected += list(range(first + 2 * N + 2, ids.shape[1]))  # the text after: not shifted
+    assert inp.position_ids[0].tolist() == expected
+    assert torch.equal(inp.input_ids, compact.input_ids) and compact.position_ids is None
+    assert inp.input_ids.shape[1] == ids.shape[1] - 2 * (N - k)
+    with torch.no_grad():  # the positions change what the model computes
+        assert not torch.allclose(model(**inp.model_kwargs()).logits, model(**compact.model_kwargs()).logits)
+
+
+@pytest.mark.parametrize("name,side", [("siglip-llama", "right"), ("video-llava", "right")])
+def test_dense_positions_batch_matches_each_sample_alone(models, name, side):
+    model = models[name]
+    ids, mask = llava_prompt([1, 2, 1], N, model.config.image_token_id, [4, 7, 11], padding_side=side, seed=3)
+    px = _images(4, seed=1)
+    ratios = [0.25, 0.5, 0.1]
+    pruner = VisualTokenPruner(model, "evtp", 0.2, padding_side=side, positions="dense")
+    with torch.no_grad():
+        out = pruner(ids, px, mask, ratio=ratios).logits
+        inp = pruner.prepare(ids, px, mask, ratio=ratios)
+        for b, (lo, n_img) in enumerate([(0, 1), (1, 2), (3, 1)]):
+            alone = pruner(ids[b][mask[b].bool()][None], px[lo:lo + n_img], ratio=ratios[b]).logits[0]
+            real = inp.attention_mask[b].bool()
+            assert torch.allclose(out[b][real], alone, atol=1e-5)
+
+
+def test_dense_positions_generate_matches_each_sample_alone(models):
+    model = models["siglip-llama"]
+    ids, mask = llava_prompt([1, 2], N, model.config.image_token_id, [4, 9], padding_side="left", seed=7)
+    px = _images(3, seed=4)
+    pruner = VisualTokenPruner(model, "evtp", 0.25, padding_side="left", positions="dense")
+    with torch.no_grad():
+        inp = pruner.prepare(ids, px, mask, generate=True)
+        gen = pruner.generate(ids, px, mask, max_new_tokens=3, do_sample=False)
+        # generate's first new token is the forward's argmax at the last prompt position, same positions
+        first = model(**inp.model_kwargs()).logits[:, -1].argmax(-1)
+        samples = [(ids[b][mask[b].bool()][None], px[sl]) for b, sl in ((0, slice(0, 1)), (1, slice(1, 3)))]
+        alone = [pruner.generate(i, x, max_new_tokens=3, do_sample=False) for i, x in samples]
+        prompts = [pruner.prepare(i, x, generate=True).input_ids.shape[1] for i, x in samples]
+    width = inp.input_ids.shape[1]
+    assert torch.equal(gen[:, width], first)
+    for b in range(2):  # same new tokens as the sample alone (generation may stop early at EOS)
+        new = alone[b][0, prompts[b]:]
+        assert new.numel() >= 1 and torch.equal(gen[b, width:width + new.numel()], new)
+    real = inp.attention_mask.bool()
+    assert (inp.position_ids[~real] == 0).all() and (inp.position_ids[real] >= 0).all()
+
+
+def test_video_placeholders_keep_their_frame_offsets(models):
+    model = models["video-llava"]
+    frames = 8
+    ids = torch.cat([torch.tensor([[3, 4]]), torch.full((1, frames * (N + 1)), model.config.video_token_id),
+                     torch.tensor([[5, 6, 7]])], 1)
+    videos = torch.randn(1, frames, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        inp = VisualTokenPruner(model, "kcenter", 0.25, positions="dense").prepare(ids, pixel_values_videos=videos)
+    k = budget(N, 0.25)
+    assert inp.video_keep_counts.tolist() == [k] * frames
+    expected = [0, 1]
+    for f in range(frames):  # each frame: its CLS, then its kept patches, at the frame's unpruned slots
+        start = 2 + f * (N + 1)
+        expected += [start] + (start + 1 + _video_index(model, videos, f, k)).tolist()
+    expected += [2 + frames * (N + 1) + i for i in range(3)]  # the text after the video: not shifted
+    assert inp.position_ids[0].tolist() == expected
+
+
+def _video_index(model, videos, f, k):
+    """kcenter's picks on frame f alone (the CLS excluded), as the pruner makes them per frame."""
+    pruner = VisualTokenPruner(model, "kcenter", 0.25)
+    with torch.no_grad():
+        feats = pruner.encode_videos(videos)
+        return select(feats.vision[f:f + 1, feats.prefix:], k, "kcenter", (4, 4)).index[0]
+
+
+def test_dense_positions_errors(models):
+    model = models["siglip-llama"]
+    with pytest.raises(ValueError, match="positions must be one of"):
+        VisualTokenPruner(model, "evtp", 0.5, positions="gapped")
+    ids, mask = llava_prompt([1], N, model.config.image_token_id, [4])
+    with pytest.raises(ValueError, match="position_ids are built for the pruned prompt"):
+        VisualTokenPruner(model, "evtp", 0.5)(ids, _images(1), mask, position_ids=torch.arange(ids.shape[1])[None])

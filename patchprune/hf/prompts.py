@@ -4,6 +4,12 @@ The model scatters image features into its placeholder tokens in row-major order
 placeholders with running number g in [i N, (i + 1) N). Keeping the first K_i of them (they are all
 the same token) and dropping padding, then re-padding on the caller's side, gives the compacted
 prompt (positions have no gaps). Vectorised over the batch: no Python loop over tokens.
+
+Dense positions (`kept_slots`): each kept placeholder takes the position its kept token had in the
+unpruned prompt (the slot it came from), and every other token keeps its own: the language model
+sees the relative distances it was trained on, with gaps where tokens were dropped. The rebuilt
+prompt then carries `position_ids`; pass them with the attention mask (transformers reads position
+steps other than 1 without a mask and without a cache as packed sequences).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from torch import Tensor
 class Prompt:
     input_ids: Tensor  # [B, S'] with K_i placeholders per image
     attention_mask: Tensor  # [B, S'] 1 on real tokens
+    position_ids: Tensor | None = None  # [B, S'] dense positions (only when asked for; padding 0)
 
 
 def check_prompt(input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -60,9 +67,23 @@ def images_per_sample(input_ids: Tensor, mask: Tensor, image_token_id: int, toke
     return per_sample
 
 
+def default_positions(mask: Tensor, generate: bool) -> Tensor:
+    """[B, S] positions the model gives an unpruned prompt: its forward numbers every slot
+    (arange, padding included); generate numbers real tokens (cumsum of the mask - 1, padding 0)."""
+    if generate:
+        return (torch.cumsum(mask.long(), 1) - 1).clamp_min(0).masked_fill(~mask, 0)
+    return torch.arange(mask.shape[1], device=mask.device).expand(mask.shape)
+
+
 def rebuild_prompt(input_ids: Tensor, mask: Tensor, image_token_id: int, tokens_per_image: int,
-                   keep_counts: Tensor, pad_token_id: int, padding_side: str) -> Prompt:
-    """Keep the first keep_counts[i] placeholders of image i, drop padding, re-pad on `padding_side`."""
+                   keep_counts: Tensor, pad_token_id: int, padding_side: str, kept_slots: Tensor | None = None,
+                   positions: Tensor | None = None) -> Prompt:
+    """Keep the first keep_counts[i] placeholders of image i, drop padding, re-pad on `padding_side`.
+
+    kept_slots: the slot (0 .. tokens_per_image - 1) of every kept token, image after image
+    (sum(keep_counts) values, in the order the features fill the placeholders): the result then
+    carries dense position ids, starting from `positions` [B, S] (the prompt's own; default: every
+    token numbered by its slot, `default_positions(mask, False)`)."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     is_img = (input_ids == image_token_id) & mask
@@ -85,4 +106,18 @@ def rebuild_prompt(input_ids: Tensor, mask: Tensor, image_token_id: int, tokens_
     ids[rows[keep], pos[keep]] = input_ids[keep]
     new_mask = torch.zeros((B, width), dtype=torch.long, device=input_ids.device)
     new_mask[rows[keep], pos[keep]] = 1
-    return Prompt(input_ids=ids, attention_mask=new_mask)
+    position_ids = None
+    if kept_slots is not None or positions is not None:
+        dense = default_positions(mask, False) if positions is None else positions
+        if kept_slots is not None and keep_counts.numel():
+            if kept_slots.numel() != int(keep_counts.sum()):
+                raise ValueError(f"kept_slots holds {kept_slots.numel()} slots but keep_counts sums to "
+                                 f"{int(keep_counts.sum())}")
+            starts = torch.cumsum(keep_counts, 0) - keep_counts  # first kept slot of each image
+            at = (starts.to(input_ids.device)[image.clamp_max(keep_counts.numel() - 1)] + slot)
+            at = at.clamp_max(kept_slots.numel() - 1)
+            moved = kept_slots.to(input_ids.device)[at] - slot  # where the kept token sat, minus where it lands
+            dense = dense + torch.where(is_img & (slot < limit), moved, torch.zeros_like(moved))
+        position_ids = torch.zeros((B, width), dtype=torch.long, device=input_ids.device)
+        position_ids[rows[keep], pos[keep]] = dense[keep]
+    return Prompt(input_ids=ids, attention_mask=new_mask, position_ids=position_ids)

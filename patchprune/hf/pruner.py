@@ -5,6 +5,11 @@ Wraps the user's model (never patches or modifies it): image features come from 
 (frame), the prompt is rebuilt with K_i placeholders per image, and the model's own `forward` /
 `generate` receives the pruned features through `mm_encoder_outputs`. At ratio 1.0 nothing is
 selected and the model sees exactly its usual inputs.
+
+Positions: "compact" (default, what LLaVA-family pruning does) numbers the pruned prompt without
+gaps; "dense" gives every kept token the position it had in the unpruned prompt (text after an image
+is not shifted by the dropped tokens), as `patchprune.ivs` does: pruning then never shows the
+language model relative distances it was not trained on (docs/ivs.md measured the difference).
 """
 from __future__ import annotations
 
@@ -18,11 +23,13 @@ from torch import Tensor, nn
 
 from patchprune.hf.families import Family, resolve_family
 from patchprune.hf.features import ImageFeatures, encode_images, encode_videos, scoring_attention
-from patchprune.hf.prompts import Prompt, check_prompt, images_per_sample, infer_padding_side, rebuild_prompt
+from patchprune.hf.prompts import (Prompt, check_prompt, default_positions, images_per_sample, infer_padding_side,
+                                   rebuild_prompt)
 from patchprune.hf.selection import select_visual_tokens
 from patchprune.select.base import budget, method_spec
 
 FEATURE_SPACES = ("vision", "projected")
+POSITIONS = ("compact", "dense")
 
 
 @dataclass
@@ -37,6 +44,7 @@ class PrunedInputs:
     list_output: bool = True  # the family reads pooler_output as a per-image list (else one [1, total, D])
     video_features: list[Tensor] | None = None  # per video [frames * (P + K), D] (frames' CLS + kept tokens)
     video_keep_counts: Tensor | None = None  # [videos * frames] K per frame (patches, CLS not counted)
+    position_ids: Tensor | None = None  # [B, S'] with positions="dense" (else the model numbers the prompt)
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the model's forward / generate."""
@@ -51,7 +59,10 @@ class PrunedInputs:
             encoded["image"] = output(self.features)
         if self.video_features:
             encoded["video"] = output(self.video_features)
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "mm_encoder_outputs": encoded}
+        kwargs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "mm_encoder_outputs": encoded}
+        if self.position_ids is not None:
+            kwargs["position_ids"] = self.position_ids
+        return kwargs
 
 
 def check_ratio(ratio: Any, name: str = "ratio") -> None:
@@ -68,6 +79,18 @@ def check_model_kwargs(kwargs: dict) -> None:
     """ValueError for model arguments the pruned call cannot honour."""
     if "labels" in kwargs:
         raise ValueError("labels are not supported: the pruned prompt has a different length")
+    if "position_ids" in kwargs:
+        raise ValueError("position_ids are built for the pruned prompt; choose them with "
+                         "VisualTokenPruner(positions='compact' | 'dense')")
+
+
+def kept_slots(index: list[Tensor], frames: int, tokens_per_frame: int, prefix: int) -> Tensor:
+    """The placeholder slot of every kept token, frame after frame (index [K_f] kept grid positions
+    per frame, `frames` frames per placeholder run): frame f of a run starts at slot
+    f * tokens_per_frame with its `prefix` always-kept leading tokens, then its kept positions."""
+    out = [torch.cat([torch.arange(prefix, device=idx.device), idx.long() + prefix]) + (g % frames) * tokens_per_frame
+           for g, idx in enumerate(index)]  # one entry per frame, not per token
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
 class VisualTokenPruner:
@@ -78,12 +101,13 @@ class VisualTokenPruner:
     pads (None: inferred from the attention mask); features: "vision" (score on the vision-tower
     features, EVTP's setting) or "projected" (on the projector output); attention_layer: the vision
     layer whose attention scores tokens (default: the layer that produces the selected features);
-    options: the method's own options.
+    positions: "compact" (no gaps) or "dense" (kept tokens keep their unpruned positions; see the
+    module docstring); options: the method's own options.
     """
 
     def __init__(self, model: nn.Module, method: str = "evtp", ratio: float = 0.2, *,
                  padding_side: str | None = None, features: str = "vision", attention_layer: int | None = None,
-                 **options: Any) -> None:
+                 positions: str = "compact", **options: Any) -> None:
         self.family: Family = resolve_family(model)
         self.model = model
         self.spec = method_spec(method)
@@ -93,6 +117,9 @@ class VisualTokenPruner:
             raise ValueError(f"padding_side must be 'left', 'right' or None (infer), got {padding_side!r}")
         if features not in FEATURE_SPACES:
             raise ValueError(f"features must be one of {FEATURE_SPACES}, got {features!r}")
+        if positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+        self.positions = positions
         self.method, self.ratio, self.options = method, ratio, options
         self.padding_side, self.features, self.attention_layer = padding_side, features, attention_layer
 
@@ -153,27 +180,33 @@ class VisualTokenPruner:
 
     def prepare(self, input_ids: Tensor, pixel_values: Tensor | None = None, attention_mask: Tensor | None = None,
                 ratio: float | Sequence[float] | None = None, features: ImageFeatures | None = None, *,
-                pixel_values_videos: Tensor | None = None) -> PrunedInputs:
+                pixel_values_videos: Tensor | None = None, generate: bool = False) -> PrunedInputs:
         """Encode, select and rebuild the prompt. `features` reuses an earlier `encode(pixel_values)`;
-        `pixel_values_videos` [videos, frames, 3, H, W] for families with a video tower (Video-LLaVA)."""
+        `pixel_values_videos` [videos, frames, 3, H, W] for families with a video tower (Video-LLaVA);
+        generate: the inputs are for `generate` (dense positions then number real tokens only, as
+        generate does; forward numbers every slot)."""
         mask = check_prompt(input_ids, attention_mask)
         side = self.padding_side or infer_padding_side(mask)
+        pos = default_positions(mask, generate) if self.positions == "dense" else None
         if pixel_values is None and features is None and pixel_values_videos is None:
             raise ValueError("pass pixel_values [images, 3, H, W] (video frames as images) or, for Video-LLaVA, "
                              "pixel_values_videos [videos, frames, 3, H, W]")
         ids, kept, ks, index = input_ids, [], torch.zeros(0, dtype=torch.long), []
         if pixel_values is not None or features is not None:
             feats = self.encode(pixel_values) if features is None else self.with_attention(features)
-            kept, ks, index, ids, mask = self._prune(ids, mask, feats, self.family.image_token_id(self.model), 1,
-                                                     ratio, side, "image", "pixel_values")
+            kept, ks, index, ids, mask, pos = self._prune(ids, mask, pos, feats, self.family.image_token_id(self.model),
+                                                          1, ratio, side, "image", "pixel_values")
         videos, video_ks = None, None
         if pixel_values_videos is not None:
             feats = self.encode_videos(pixel_values_videos)
-            videos, video_ks, _, ids, mask = self._prune(ids, mask, feats, self.family.video_token_id(self.model),
-                                                         pixel_values_videos.shape[1], ratio, side, "video",
-                                                         "pixel_values_videos")
+            videos, video_ks, _, ids, mask, pos = self._prune(ids, mask, pos, feats,
+                                                              self.family.video_token_id(self.model),
+                                                              pixel_values_videos.shape[1], ratio, side, "video",
+                                                              "pixel_values_videos")
+        if pos is not None and not generate:  # padding slots numbered by column, as the model's forward does
+            pos = torch.where(mask, pos, default_positions(mask, False))
         dtype = attention_mask.dtype if attention_mask is not None else torch.long
-        return PrunedInputs(ids, mask.to(dtype), kept, ks, index, self.family.list_output, videos, video_ks)
+        return PrunedInputs(ids, mask.to(dtype), kept, ks, index, self.family.list_output, videos, video_ks, pos)
 
     def encode_videos(self, pixel_values_videos: Tensor) -> ImageFeatures:
         """Per-frame features of [videos, frames, 3, H, W] (families with a video tower only)."""
@@ -186,9 +219,10 @@ class VisualTokenPruner:
         feats = encode_videos(self.model, self.family, pixel_values_videos, keep_hidden=self.spec.needs_attention)
         return self.with_attention(feats)
 
-    def _prune(self, ids: Tensor, mask: Tensor, feats: ImageFeatures, token_id: int, frames: int, ratio: Any,
-               side: str, what: str, source: str):
-        """Select per frame and shrink the placeholder runs of one modality (images: frames = 1)."""
+    def _prune(self, ids: Tensor, mask: Tensor, pos: Tensor | None, feats: ImageFeatures, token_id: int,
+               frames: int, ratio: Any, side: str, what: str, source: str):
+        """Select per frame and shrink the placeholder runs of one modality (images: frames = 1);
+        pos: the prompt's dense positions (None: compact)."""
         T, P = feats.tokens_per_image, feats.prefix
         units = feats.projected.shape[0] // frames
         per_sample = images_per_sample(ids, mask, token_id, frames * T, units, what, source)
@@ -197,8 +231,10 @@ class VisualTokenPruner:
         if frames > 1:
             kept = [torch.cat(kept[u * frames:(u + 1) * frames]) for u in range(units)]
         placeholders = (ks + P).view(units, frames).sum(1)
-        prompt = rebuild_prompt(ids, mask, token_id, frames * T, placeholders, self.pad_token_id(), side)
-        return kept, ks, index, prompt.input_ids, prompt.attention_mask.bool()
+        slots = None if pos is None else kept_slots(index, frames, T, P)
+        prompt = rebuild_prompt(ids, mask, token_id, frames * T, placeholders, self.pad_token_id(), side,
+                                kept_slots=slots, positions=pos)
+        return kept, ks, index, prompt.input_ids, prompt.attention_mask.bool(), prompt.position_ids
 
     def rebuild(self, input_ids: Tensor, mask: Tensor, keep_counts: Tensor, tokens_per_image: int) -> Prompt:
         """The prompt with keep_counts[i] placeholders for image i, padded as the caller pads."""
@@ -228,5 +264,6 @@ class VisualTokenPruner:
                  **kwargs: Any) -> Tensor:
         """The model's generate on the pruned inputs; returns the pruned prompt followed by new tokens."""
         check_model_kwargs(kwargs)
-        inputs = self.prepare(input_ids, pixel_values, attention_mask, ratio, pixel_values_videos=pixel_values_videos)
+        inputs = self.prepare(input_ids, pixel_values, attention_mask, ratio, pixel_values_videos=pixel_values_videos,
+                              generate=True)
         return self.model.generate(**inputs.model_kwargs(), **kwargs)
