@@ -281,3 +281,27 @@ def test_attribute_probe_regenerates_the_scenes_and_fits_linear_probes(run_dir: 
     y = (x @ torch.randn(4, 3)).argmax(1)  # classes separated by hyperplanes
     lin = probe.fit_probe(x, y, 3)
     assert float((lin(x).argmax(1) == y).float().mean()) > 0.95
+
+
+def test_target_coverage_counts_kept_tokens_on_the_referred_object(run_dir: Path, data_dir: Path) -> None:
+    from patchprune.ivs.evaluate import evaluate
+
+    cov = _load_bench_script("target_coverage")
+    # a patch is a target patch when >= half covered; a mask smaller than that marks its most covered patch
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[0, :4, :4] = True  # exactly patch 0 of a 2 x 2 grid
+    masks[1, 5, 6] = True  # one pixel of patch 3
+    assert cov.target_patches(masks, (2, 2)).tolist() == [[True, False, False, False], [False, False, False, True]]
+    res = cov.coverage(run_dir, data_dir, "image", limit=4, methods=("random", "evtp"), ratios=(0.25, 1.0),
+                       batch=2, iou=True)
+    assert set(res) == {"random@0.25", "random@1", "evtp@0.25", "evtp@1"}
+    full = res["evtp@1"]  # every token kept: every present target is hit, kept share = area
+    assert full["hit"] == 1.0 and full["on_target"] == pytest.approx(full["area"]) and full["enrichment"] == 1.0
+    assert full["giou_miss"] is None and full["giou_hit"] == full["giou"]
+    dense = evaluate(run_dir, data_dir, kind="image", limit=4, progress=False, timing=0)
+    assert full["giou"] == pytest.approx(dense["giou"], abs=1e-4)  # the same model, the same predictions
+    for row in res.values():
+        assert row["frames"] > 0 and 0.0 <= row["hit"] <= 1.0 and 0.0 <= row["on_target"] <= 1.0
+        assert row["area"] == full["area"]
+    pruned = evaluate(run_dir, data_dir, method="evtp", ratio=0.25, kind="image", limit=4, progress=False, timing=0)
+    assert res["evtp@0.25"]["giou"] == pytest.approx(pruned["giou"], abs=1e-4)

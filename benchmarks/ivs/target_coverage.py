@@ -1,0 +1,149 @@
+"""Do the kept visual tokens land on the referred object? Per selection method and keep ratio.
+
+The mask branch is never pruned, but the LLM only sees the kept tokens: if none of them lies on
+the referred object, the <seg> queries must pick it from text and the other objects alone. For
+every val key frame (images; for videos every frame of every expression) this runs the trained
+run's vision tower and the selection the evaluation runs (`IVSModel.select`), and reports:
+
+- `hit`: share of frames whose target is present where at least one kept token is a target patch
+  (a patch is a target patch when at least half of its pixels are in the target mask; for an
+  object smaller than that, the patch holding most of it);
+- `on_target`: mean share of the kept tokens that are target patches;
+- `area`: mean share of all patches that are target patches (what a uniform pick keeps on
+  average), and `enrichment` = on_target / area;
+- with `--iou` (images): the model's gIoU with that selection over all frames, over the frames
+  whose target got a kept token (`giou_hit`) and over those whose target got none (`giou_miss`):
+  whether missing the target is what costs accuracy.
+
+    python benchmarks/ivs/target_coverage.py --run RUN --data DATA [--kind image] [--limit 160]
+        [--methods random,kcenter,...] [--ratios 0.05,0.1,0.2] [--iou] [--json OUT.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+METHODS = ("random", "kcenter", "divprune", "tome", "visionzip", "vispruner", "evtp")
+RATIOS = (0.05, 0.1, 0.2)
+
+
+def target_patches(masks: Tensor, grid: tuple[int, int]) -> Tensor:
+    """masks bool [B, S, S] -> bool [B, N] target patches (>= half covered; else the most covered
+    patch of a non-empty mask)."""
+    B = masks.shape[0]
+    share = torch.nn.functional.adaptive_avg_pool2d(masks.float()[:, None], grid).flatten(1)  # [B, N]
+    on = share >= 0.5
+    small = ~on.any(1) & (share.amax(1) > 0)
+    if small.any():
+        on[small, share[small].argmax(1)] = True
+    return on.view(B, -1)
+
+
+def frames_of(items, kind: str) -> list[tuple[int, int]]:
+    """(item, key frame) pairs: every image; every frame of every video expression."""
+    if kind == "image":
+        return [(i, 0) for i in range(len(items))]
+    return [(i, t) for i, it in enumerate(items) for t in range(it.frames.shape[0])]
+
+
+def coverage(run: Path, data: Path, kind: str = "image", limit: int | None = 160,
+             methods: tuple[str, ...] = METHODS, ratios: tuple[float, ...] = RATIOS, batch: int = 16,
+             iou: bool = False, seed: int = 0) -> dict[str, dict[str, float]]:
+    """{"method@ratio": {hit, on_target, area, enrichment, frames[, giou, giou_hit, giou_miss]}} over
+    the val split (iou: run the whole model as `eval ivs` does, seed for the random method)."""
+    from patchprune.ivs.data import load_items, make_batch
+    from patchprune.ivs.run import load_run
+
+    model, tok, config, _ = load_run(run, None)
+    if iou and kind != "image":
+        raise ValueError("--iou is for images (video J&F needs every frame of a clip; use `eval ivs`)")
+    items = load_items(data, kind, "val", config.img_size, limit)
+    pairs = frames_of(items, kind)
+    sums: dict[str, dict[str, float]] = {}
+    need_attention = any(m in ("visionzip", "vispruner", "attention") for m in methods)
+    with torch.no_grad():
+        for s in range(0, len(pairs), batch):
+            chunk = pairs[s:s + batch]
+            b, masks, present = make_batch([items[i] for i, _ in chunk], [t for _, t in chunk], tok, config.ref_frames)
+            vision, attn = model.encode(b.key, need_attention)
+            target = target_patches(masks, config.grid)[present]
+            area = target.float().mean(1)
+            for m in methods:
+                for r in ratios:
+                    opts = {"seed": seed} if m == "random" else {}
+                    acc = sums.setdefault(f"{m}@{r:g}", {"hit": 0.0, "on_target": 0.0, "area": 0.0, "frames": 0,
+                                                          "iou": 0.0, "iou_hit": 0.0, "iou_miss": 0.0})
+                    if iou:
+                        out = model(b, m, r, **opts)
+                        index = out.kept_index[:len(chunk)]
+                        pred, _ = out.predict(masks.shape[-2:])
+                        per = _iou(pred, masks)[present]
+                    else:
+                        _, index = model.select(vision, attn, m, r, **opts)
+                    kept_on = target.gather(1, index[present])  # [b, K] kept token is a target patch
+                    hit = kept_on.any(1)
+                    if iou:
+                        acc["iou"] += float(per.sum())
+                        acc["iou_hit"] += float(per[hit].sum())
+                        acc["iou_miss"] += float(per[~hit].sum())
+                    acc["hit"] += float(hit.sum())
+                    acc["on_target"] += float(kept_on.float().mean(1).sum())
+                    acc["area"] += float(area.sum())
+                    acc["frames"] += int(present.sum())
+    out = {}
+    for key, acc in sums.items():
+        n = max(acc["frames"], 1)
+        row = {k: round(acc[k] / n, 4) for k in ("hit", "on_target", "area")}
+        row["enrichment"] = round(row["on_target"] / row["area"], 3) if row["area"] else float("nan")
+        if iou:
+            hits = acc["hit"]
+            row["giou"] = round(acc["iou"] / n, 4)
+            row["giou_hit"] = round(acc["iou_hit"] / hits, 4) if hits else None
+            row["giou_miss"] = round(acc["iou_miss"] / (n - hits), 4) if n - hits else None
+        out[key] = {**row, "frames": acc["frames"]}
+    return out
+
+
+def _iou(pred: Tensor, gt: Tensor) -> Tensor:
+    """Per-sample IoU of bool masks [B, H, W] (1 when both are empty, as gIoU counts it)."""
+    inter = (pred & gt).flatten(1).sum(1).float()
+    union = (pred | gt).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--kind", choices=("image", "video"), default="image")
+    ap.add_argument("--limit", type=int, default=None, help="val expressions (default: all)")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--ratios", default=",".join(f"{r:g}" for r in RATIOS))
+    ap.add_argument("--iou", action="store_true", help="also the model's gIoU, split by hit / miss (images)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random method")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", type=Path, default=None, help="also write the result here")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    try:
+        res = coverage(a.run, a.data, a.kind, a.limit, tuple(a.methods.split(",")),
+                       tuple(float(r) for r in a.ratios.split(",")), iou=a.iou, seed=a.seed)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"target_coverage: {err}") from None
+    extra = ("giou", "giou_hit", "giou_miss") if a.iou else ()
+    print(f"{'method@ratio':<16} {'hit':>6} {'on_target':>9} {'area':>6} {'enrich':>7} {'frames':>6}"
+          + "".join(f" {k:>9}" for k in extra))
+    for key, row in res.items():
+        print(f"{key:<16} {row['hit']:>6.3f} {row['on_target']:>9.3f} {row['area']:>6.3f} {row['enrichment']:>7.2f} "
+              f"{row['frames']:>6}" + "".join(" " + ("      n/a" if row[k] is None else f"{row[k]:>9.3f}") for k in extra))
+    if a.json:
+        a.json.write_text(json.dumps({"run": str(a.run), "data": str(a.data), "kind": a.kind, "limit": a.limit,
+                                      "cells": res}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
