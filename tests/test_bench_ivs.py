@@ -365,3 +365,19 @@ def test_generated_data_recipe_is_the_one_docs_ivs_documents() -> None:
     flags = {k.lstrip("-").replace("-", "_"): v for k, v in zip(words[::2], words[1::2])}
     assert flags.pop("out") and flags.pop("seed") == "0"
     assert {k: str(v) for k, v in bench.DATA_RECIPE.items()} == flags
+
+
+def test_a_run_that_evaluates_the_other_kind_is_a_one_line_error(fake, monkeypatch, tmp_path, capsys):
+    plain = fake.evaluate
+
+    def evaluate(*args, **kwargs):
+        return {**plain(*args, **kwargs), "kind": "video"}  # as if --data-image held only videos
+
+    monkeypatch.setattr(bench, "_evaluate_fn", lambda: evaluate)
+    run, data = tmp_path / "myrun", tmp_path / "mydata"
+    run.mkdir()
+    data.mkdir()
+    assert main(_argv(tmp_path, "--run-image", str(run), "--data-image", str(data), "--methods", "evtp",
+                      "--ratios", "0.1")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{run} evaluated video samples for a image cell" in err[0]

@@ -320,7 +320,7 @@ def evaluate_cell(cell: Cell, rep: Replicate, cfg: BenchConfig, evaluate: Callab
                         threads=origin.get("threads", threads), progress=False, seed=cell.seed)
     seconds = time.perf_counter() - t0
     if res.get("kind", cell.kind) != cell.kind:
-        raise ValueError(f"{run} evaluated {res.get('kind')} samples for a {cell.kind} cell; check --data-{cell.kind}")
+        raise ValueError(f"{origin['run']} evaluated {res.get('kind')} samples for a {cell.kind} cell; check --data-{cell.kind}")
     rec: dict[str, Any] = {"kind": cell.kind, "seed": cell.seed, "method": cell.method, "ratio": cell.ratio,
                            "variant": cell.variant}
     for m in METRICS[cell.kind]:
