@@ -305,3 +305,13 @@ def test_target_coverage_counts_kept_tokens_on_the_referred_object(run_dir: Path
         assert row["area"] == full["area"]
     pruned = evaluate(run_dir, data_dir, method="evtp", ratio=0.25, kind="image", limit=4, progress=False, timing=0)
     assert res["evtp@0.25"]["giou"] == pytest.approx(pruned["giou"], abs=1e-4)
+
+
+def test_target_coverage_plots_the_mean_of_several_results(tmp_path: Path) -> None:
+    cov = _load_bench_script("target_coverage")
+    runs = [{"kind": "image", "cells": {"evtp@0.1": {"hit": h, "on_target": 0.1, "area": 0.05, "enrichment": 2.0,
+                                                     "frames": 9, "giou_miss": None}}} for h in (0.5, 0.7)]
+    mean = cov.mean_cells(runs)
+    assert mean["evtp@0.1"]["hit"] == pytest.approx(0.6) and mean["evtp@0.1"]["giou_miss"] is None
+    cov.plot(runs, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -17,6 +17,7 @@ run's vision tower and the selection the evaluation runs (`IVSModel.select`), an
 
     python benchmarks/ivs/target_coverage.py --run RUN --data DATA [--kind image] [--limit 160]
         [--methods random,kcenter,...] [--ratios 0.05,0.1,0.2] [--iou] [--json OUT.json]
+    python benchmarks/ivs/target_coverage.py --plot OUT.png A.json B.json ...   (mean over the files)
 """
 from __future__ import annotations
 
@@ -115,10 +116,54 @@ def _iou(pred: Tensor, gt: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
+def mean_cells(results: list[dict]) -> dict[str, dict[str, float]]:
+    """Per cell, the mean of every field over several `--json` results (e.g. one per seed)."""
+    out: dict[str, dict[str, float]] = {}
+    for key in results[0]["cells"]:
+        rows = [r["cells"][key] for r in results if key in r["cells"]]
+        fields = [f for f in rows[0] if f != "frames"]
+        values = {f: [v[f] for v in rows if v.get(f) is not None] for f in fields}
+        out[key] = {f: (sum(vs) / len(vs) if vs else None) for f, vs in values.items()}  # None: no run has it
+    return out
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """Hit rate and enrichment per method (bars per ratio), mean over `results`, one panel row per kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = sorted({r["kind"] for r in results})
+    fig, axes = plt.subplots(len(kinds), 2, figsize=(11, 3.4 * len(kinds)), squeeze=False)
+    for row, kind in zip(axes, kinds):
+        group = [r for r in results if r["kind"] == kind]
+        cells = mean_cells(group)
+        methods = list(dict.fromkeys(k.split("@")[0] for k in cells))
+        ratios = list(dict.fromkeys(k.split("@")[1] for k in cells))
+        width = 0.8 / len(ratios)
+        for ax, field, label in ((row[0], "hit", "share of frames with a kept token on the target"),
+                                 (row[1], "enrichment", "kept share on target / target area")):
+            for j, r in enumerate(ratios):
+                xs = [i + (j - (len(ratios) - 1) / 2) * width for i in range(len(methods))]
+                ax.bar(xs, [cells[f"{m}@{r}"][field] for m in methods], width, label=f"{float(r) * 100:g} %")
+            ax.set_xticks(range(len(methods)), methods, rotation=20)
+            ax.set_title(f"{kind} ({len(group)} run(s)): {label}", fontsize=9)
+            ax.grid(axis="y", alpha=0.3)
+        row[0].set_ylim(0, 1.05)
+        row[0].legend(fontsize=8, title="tokens kept", title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, required=True)
-    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--plot", type=Path, default=None, metavar="OUT.png",
+                    help="plot the --json results given as positional arguments instead of measuring")
+    ap.add_argument("results", nargs="*", type=Path, help="with --plot: result files written by --json")
+    ap.add_argument("--run", type=Path)
+    ap.add_argument("--data", type=Path)
     ap.add_argument("--kind", choices=("image", "video"), default="image")
     ap.add_argument("--limit", type=int, default=None, help="val expressions (default: all)")
     ap.add_argument("--methods", default=",".join(METHODS))
@@ -128,6 +173,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None, help="also write the result here")
     a = ap.parse_args()
+    if a.plot is not None:
+        if not a.results:
+            raise SystemExit("target_coverage: --plot needs result files written by --json")
+        plot([json.loads(f.read_text()) for f in a.results], a.plot)
+        print(f"wrote {a.plot}")
+        return
+    if a.run is None or a.data is None:
+        raise SystemExit("target_coverage: --run and --data are required (or --plot with result files)")
     torch.set_num_threads(a.threads)
     try:
         res = coverage(a.run, a.data, a.kind, a.limit, tuple(a.methods.split(",")),
