@@ -381,3 +381,37 @@ def test_a_run_that_evaluates_the_other_kind_is_a_one_line_error(fake, monkeypat
                       "--ratios", "0.1")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{run} evaluated video samples for a image cell" in err[0]
+
+
+def test_parts_run_side_by_side_merge_into_one_report(fake, tmp_path, capsys):
+    """One invocation per set (no speed rounds), then the whole configuration with --merge-from: only
+    the speed cells are measured, and the report holds both sets."""
+    run, data = tmp_path / "myrun", tmp_path / "mydata"
+    run.mkdir()
+    data.mkdir()
+    common = ["bench", "ivs", "--no-progress", "--seeds", "0", "--methods", "evtp", "--ratios", "0.1",
+              "--work", str(tmp_path / "work")]
+    image = ["--run-image", str(run), "--data-image", str(data)]
+    video = ["--run-video", str(run), "--data-video", str(data)]
+    assert main(common + image + ["--speed-rounds", "0", "--out", str(tmp_path / "a")]) == 0
+    assert main(common + video + ["--speed-rounds", "0", "--out", str(tmp_path / "b")]) == 0
+    parts = len(fake.calls)
+    fake.calls.clear()
+    argv = common + image + video + ["--speed-rounds", "1", "--out", str(tmp_path / "all"),
+                                     "--merge-from", f"{tmp_path / 'a'},{tmp_path / 'b'}"]
+    assert main(argv) == 0
+    assert fake.calls and all(c["limit"] in (8, 1) for c in fake.calls)  # speed cells only
+    rows = _rows(tmp_path / "all" / "results.csv")
+    assert len(rows) == parts + len(fake.calls) and {r["kind"] for r in rows} == {"image", "video"}
+    readme = (tmp_path / "all" / "README.md").read_text()
+    assert "## Table 1" in readme and "## Table 2" in readme
+    # a part measured on other data is not merged blindly: its cells are measured again
+    other = tmp_path / "otherdata"
+    other.mkdir()
+    fake.calls.clear()
+    assert main(common + ["--run-image", str(run), "--data-image", str(other), "--speed-rounds", "0", "--out",
+                          str(tmp_path / "c"), "--merge-from", str(tmp_path / "a")]) == 0
+    assert fake.calls and {c["data"] for c in fake.calls} == {str(other)}
+    assert main(common + image + ["--out", str(tmp_path / "d"), "--merge-from", str(tmp_path / "nope")]) == 2
+    assert main(common + image + ["--out", str(tmp_path / "d"), "--merge-from", str(data)]) == 2
+    assert "holds no results.csv" in capsys.readouterr().err

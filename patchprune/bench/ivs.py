@@ -115,6 +115,7 @@ class BenchConfig:
     progress: bool = True
     latency_note: str = ""
     mask_init: tuple[Path, ...] = ()  # one dense VIS run per seed: `train ivs --mask-init` for the bench's runs
+    merge_from: tuple[Path, ...] = ()  # other bench ivs --out folders whose cells join this one's results.csv
 
     @property
     def command(self) -> str:
@@ -156,7 +157,7 @@ class BenchConfig:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d = {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if k.startswith("runs_") or k == "mask_init"
+        d = {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if k.startswith("runs_") or k in ("mask_init", "merge_from")
                  else v)
              for k, v in d.items()}
         return {**d, "command": self.command}
@@ -408,6 +409,9 @@ def run_bench(cfg: BenchConfig, evaluate: Callable[..., dict] | None = None, tra
     threads = torch.get_num_threads()  # the accuracy cells' (speed cells set their own and this restores it)
     cfg.out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(cfg.out / RESULTS_FILE)
+    merged = merge_cells(store, cfg.merge_from)
+    if merged:
+        log(f"bench ivs: {merged} cell(s) taken from {', '.join(map(str, cfg.merge_from))}")
     t_start = time.perf_counter()
     reps = {r.seed: r for r in prepare_replicates(cfg, train, log)}
     evaluate = evaluate or _evaluate_fn()
@@ -437,6 +441,22 @@ def run_bench(cfg: BenchConfig, evaluate: Callable[..., dict] | None = None, tra
     wanted = {c.key for c in cells}
     records = [r for k, r in store.records.items() if k in wanted]
     return write_report(records, meta, cfg.out)
+
+
+def merge_cells(store: ResultStore, folders: tuple[Path, ...]) -> int:
+    """Copy into `store` the cells of other bench outputs (their results.csv) that it lacks; the
+    planner then keeps those whose origin matches this configuration and measures the rest again.
+    Returns how many cells were copied."""
+    copied = 0
+    for folder in folders:
+        other = ResultStore(Path(folder) / RESULTS_FILE)
+        for key, rec in other.records.items():
+            if key not in store:
+                store.records[key] = rec
+                copied += 1
+    if copied:
+        store.save()
+    return copied
 
 
 def _has_run(rep: Replicate, kind: str) -> bool:
@@ -490,6 +510,11 @@ def config_from_args(args: Any) -> BenchConfig:
                              f"the run was trained on)")
     kinds = tuple(k for k, runs in (("image", runs_image), ("video", runs_video)) if runs) or KINDS
     mask_init = _existing_dirs(args.mask_init, "mask-init", written_by="train vis")
+    merge_from = _existing_dirs(args.merge_from, "merge-from", written_by="bench ivs")
+    missing = [str(f) for f in merge_from if not (f / RESULTS_FILE).is_file()]
+    if missing:
+        raise ValueError(f"--merge-from {missing[0]} holds no {RESULTS_FILE}; give --out folders of earlier "
+                         f"`patchprune bench ivs` runs")
     if mask_init and (runs_image or runs_video):
         raise ValueError("--mask-init sets the recipe of the runs the bench trains; it does not go with "
                          "--run-image / --run-video (train those with `train ivs --mask-init`)")
@@ -513,7 +538,7 @@ def config_from_args(args: Any) -> BenchConfig:
         data_image=Path(args.data_image) if args.data_image else None,
         data_video=Path(args.data_video) if args.data_video else None,
         threads=threads, speed_threads=speed_threads, progress=not args.no_progress,
-        latency_note=args.latency_note or "", mask_init=mask_init)
+        latency_note=args.latency_note or "", mask_init=mask_init, merge_from=merge_from)
 
 
 def _run(args: Any) -> int:
@@ -549,6 +574,9 @@ def register(groups: CommandGroups) -> None:
     p.add_argument("--out", default="benchmarks/ivs", help="report folder (results.csv, tables, plots)")
     p.add_argument("--work", default="runs/bench_ivs", help="folder for the generated data and trained runs")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--merge-from", default=None, metavar="OUT[,OUT...]",
+                   help="first take the cells of these earlier --out folders (e.g. parts run side by side); "
+                        "cells measured on another run, data or limit are measured again")
     p.add_argument("--speed-threads", type=int, default=1,
                    help="torch threads of the speed rounds (default 1: timing on one core; more threads than "
                         "idle cores give noisy rounds)")
