@@ -396,6 +396,8 @@ def test_parts_run_side_by_side_merge_into_one_report(fake, tmp_path, capsys):
     assert main(common + image + ["--speed-rounds", "0", "--out", str(tmp_path / "a")]) == 0
     assert main(common + video + ["--speed-rounds", "0", "--out", str(tmp_path / "b")]) == 0
     parts = len(fake.calls)
+    # the target folder already holds an older table on fewer expressions: its rows are stale
+    assert main(common + image + ["--speed-rounds", "0", "--limit-image", "5", "--out", str(tmp_path / "all")]) == 0
     fake.calls.clear()
     argv = common + image + video + ["--speed-rounds", "1", "--out", str(tmp_path / "all"),
                                      "--merge-from", f"{tmp_path / 'a'},{tmp_path / 'b'}"]
@@ -403,6 +405,7 @@ def test_parts_run_side_by_side_merge_into_one_report(fake, tmp_path, capsys):
     assert fake.calls and all(c["limit"] in (8, 1) for c in fake.calls)  # speed cells only
     rows = _rows(tmp_path / "all" / "results.csv")
     assert len(rows) == parts + len(fake.calls) and {r["kind"] for r in rows} == {"image", "video"}
+    assert "5" not in {r["limit"] for r in rows}  # the stale rows were replaced by the parts' ones
     readme = (tmp_path / "all" / "README.md").read_text()
     assert "## Table 1" in readme and "## Table 2" in readme
     # a part measured on other data is not merged blindly: its cells are measured again

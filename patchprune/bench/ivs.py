@@ -409,13 +409,13 @@ def run_bench(cfg: BenchConfig, evaluate: Callable[..., dict] | None = None, tra
     threads = torch.get_num_threads()  # the accuracy cells' (speed cells set their own and this restores it)
     cfg.out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(cfg.out / RESULTS_FILE)
-    merged = merge_cells(store, cfg.merge_from)
-    if merged:
-        log(f"bench ivs: {merged} cell(s) taken from {', '.join(map(str, cfg.merge_from))}")
     t_start = time.perf_counter()
     reps = {r.seed: r for r in prepare_replicates(cfg, train, log)}
     evaluate = evaluate or _evaluate_fn()
     cells = [c for c in plan_cells(cfg) if _has_run(reps[c.seed], c.kind)]
+    merged = merge_cells(store, cfg.merge_from, {c.key: cell_origin(c, reps[c.seed], cfg) for c in cells})
+    if merged:
+        log(f"bench ivs: {merged} cell(s) taken from {', '.join(map(str, cfg.merge_from))}")
     todo = [c for c in cells if not store.is_current(c.key, cell_origin(c, reps[c.seed], cfg))]
     stale = sum(c.key in store for c in todo)
     log(f"bench ivs: {len(cells)} cells, {len(cells) - len(todo)} already in {store.path}, {len(todo)} to run"
@@ -443,20 +443,22 @@ def run_bench(cfg: BenchConfig, evaluate: Callable[..., dict] | None = None, tra
     return write_report(records, meta, cfg.out)
 
 
-def merge_cells(store: ResultStore, folders: tuple[Path, ...]) -> int:
-    """Copy into `store` the cells of other bench outputs (their results.csv) that it lacks; the
-    planner then keeps those whose origin matches this configuration and measures the rest again.
-    Returns how many cells were copied."""
-    copied = 0
-    for folder in folders:
-        other = ResultStore(Path(folder) / RESULTS_FILE)
-        for key, rec in other.records.items():
-            if key not in store:
-                store.records[key] = rec
-                copied += 1
-    if copied:
+def merge_cells(store: ResultStore, folders: tuple[Path, ...], wanted: dict[str, dict[str, Any]]) -> int:
+    """Fill `store` from other bench outputs (their results.csv): every wanted cell (key -> its
+    origin, `cell_origin`) that `store` lacks or holds from another origin is taken from the first
+    folder holding it with that origin. Returns how many cells were taken."""
+    others = [ResultStore(Path(folder) / RESULTS_FILE) for folder in folders]
+    taken = 0
+    for key, origin in wanted.items():
+        if store.is_current(key, origin):
+            continue
+        source = next((o for o in others if o.is_current(key, origin)), None)
+        if source is not None:
+            store.records[key] = source.records[key]
+            taken += 1
+    if taken:
         store.save()
-    return copied
+    return taken
 
 
 def _has_run(rep: Replicate, kind: str) -> bool:
