@@ -292,8 +292,11 @@ def test_target_coverage_counts_kept_tokens_on_the_referred_object(run_dir: Path
     masks[0, :4, :4] = True  # exactly patch 0 of a 2 x 2 grid
     masks[1, 5, 6] = True  # one pixel of patch 3
     assert cov.target_patches(masks, (2, 2)).tolist() == [[True, False, False, False], [False, False, False, True]]
-    res = cov.coverage(run_dir, data_dir, "image", limit=4, methods=("random", "evtp"), ratios=(0.25, 1.0),
+    out = cov.coverage(run_dir, data_dir, "image", limit=4, methods=("random", "evtp"), ratios=(0.25, 1.0),
                        batch=2, iou=True)
+    res, lam = out["cells"], out["evtp_lambda"]
+    assert 0 < lam["sigma2"] <= 2 and lam["lambda"] == pytest.approx(1 / (lam["sigma2"] + 1e-6), rel=0.2)
+    assert lam["spatial_over_feature_spread"] > 0
     assert set(res) == {"random@0.25", "random@1", "evtp@0.25", "evtp@1"}
     full = res["evtp@1"]  # every token kept: every present target is hit, kept share = area
     assert full["hit"] == 1.0 and full["on_target"] == pytest.approx(full["area"]) and full["enrichment"] == 1.0

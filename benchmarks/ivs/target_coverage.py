@@ -11,6 +11,10 @@ run's vision tower and the selection the evaluation runs (`IVSModel.select`), an
 - `on_target`: mean share of the kept tokens that are target patches;
 - `area`: mean share of all patches that are target patches (what a uniform pick keeps on
   average), and `enrichment` = on_target / area;
+- `evtp_lambda`: EVTP's adaptive spatial weight on these frames (`select.evtp.adaptive_lambda` of
+  the total variance sigma^2 of the L2-normalised tower features) and the spread of its spatial part
+  against the feature part (lambda^2 x the grid coordinates' total variance / sigma^2; above 1 the
+  coordinates dominate the joint distances);
 - with `--iou` (images): the model's gIoU with that selection over all frames, over the frames
   whose target got a kept token (`giou_hit`) and over those whose target got none (`giou_miss`):
   whether missing the target is what costs accuracy.
@@ -53,9 +57,10 @@ def frames_of(items, kind: str) -> list[tuple[int, int]]:
 
 def coverage(run: Path, data: Path, kind: str = "image", limit: int | None = 160,
              methods: tuple[str, ...] = METHODS, ratios: tuple[float, ...] = RATIOS, batch: int = 16,
-             iou: bool = False, seed: int = 0) -> dict[str, dict[str, float]]:
-    """{"method@ratio": {hit, on_target, area, enrichment, frames[, giou, giou_hit, giou_miss]}} over
-    the val split (iou: run the whole model as `eval ivs` does, seed for the random method)."""
+             iou: bool = False, seed: int = 0) -> dict[str, dict]:
+    """{"cells": {"method@ratio": {hit, on_target, area, enrichment, frames[, giou, giou_hit,
+    giou_miss]}}, "evtp_lambda": {sigma2, lambda, spatial_over_feature_spread}} over the val split
+    (iou: run the whole model as `eval ivs` does; seed: of the random method)."""
     from patchprune.ivs.data import load_items, make_batch
     from patchprune.ivs.run import load_run
 
@@ -65,12 +70,14 @@ def coverage(run: Path, data: Path, kind: str = "image", limit: int | None = 160
     items = load_items(data, kind, "val", config.img_size, limit)
     pairs = frames_of(items, kind)
     sums: dict[str, dict[str, float]] = {}
+    lam_rows: list[Tensor] = []
     need_attention = any(m in ("visionzip", "vispruner", "attention") for m in methods)
     with torch.no_grad():
         for s in range(0, len(pairs), batch):
             chunk = pairs[s:s + batch]
             b, masks, present = make_batch([items[i] for i, _ in chunk], [t for _, t in chunk], tok, config.ref_frames)
             vision, attn = model.encode(b.key, need_attention)
+            lam_rows.append(spatial_weight(vision, config.grid))
             target = target_patches(masks, config.grid)[present]
             area = target.float().mean(1)
             for m in methods:
@@ -106,7 +113,23 @@ def coverage(run: Path, data: Path, kind: str = "image", limit: int | None = 160
             row["giou_hit"] = round(acc["iou_hit"] / hits, 4) if hits else None
             row["giou_miss"] = round(acc["iou_miss"] / (n - hits), 4) if n - hits else None
         out[key] = {**row, "frames": acc["frames"]}
-    return out
+    lam = torch.cat(lam_rows).mean(0)  # over frames
+    return {"cells": out, "evtp_lambda": {name: round(float(v), 4) for name, v in
+                                          zip(("sigma2", "lambda", "spatial_over_feature_spread"), lam)}}
+
+
+def spatial_weight(vision: Tensor, grid: tuple[int, int]) -> Tensor:
+    """[F, 3] per frame: sigma^2 (total variance of the L2-normalised features), EVTP's lambda, and
+    lambda^2 var(p) / sigma^2 (spread of the weighted coordinates over that of the features)."""
+    from patchprune.select.base import grid_coordinates
+    from patchprune.select.evtp import adaptive_lambda
+
+    x = torch.nn.functional.normalize(vision.float(), dim=-1)
+    var = (x - x.mean(1, keepdim=True)).square().sum(-1).mean(1)
+    lam = adaptive_lambda(var, x.shape[-1])
+    p = grid_coordinates(torch.arange(vision.shape[1])[None], grid)[0]
+    p_var = (p - p.mean(0)).square().sum(-1).mean()
+    return torch.stack([var, lam, lam.square() * p_var / var], 1)
 
 
 def _iou(pred: Tensor, gt: Tensor) -> Tensor:
@@ -190,12 +213,14 @@ def main() -> None:
     extra = ("giou", "giou_hit", "giou_miss") if a.iou else ()
     print(f"{'method@ratio':<16} {'hit':>6} {'on_target':>9} {'area':>6} {'enrich':>7} {'frames':>6}"
           + "".join(f" {k:>9}" for k in extra))
-    for key, row in res.items():
+    lam = res["evtp_lambda"]
+    for key, row in res["cells"].items():
         print(f"{key:<16} {row['hit']:>6.3f} {row['on_target']:>9.3f} {row['area']:>6.3f} {row['enrichment']:>7.2f} "
               f"{row['frames']:>6}" + "".join(" " + ("      n/a" if row[k] is None else f"{row[k]:>9.3f}") for k in extra))
+    print("EVTP's adaptive weight on these frames: " + ", ".join(f"{k} {v:.3f}" for k, v in lam.items()))
     if a.json:
         a.json.write_text(json.dumps({"run": str(a.run), "data": str(a.data), "kind": a.kind, "limit": a.limit,
-                                      "cells": res}, indent=1))
+                                      **res}, indent=1))
 
 
 if __name__ == "__main__":
