@@ -91,6 +91,8 @@ def test_auto_strategy_takes_the_matrix_at_in_vit_keep_ratios():
     assert not farthest.use_matrix(146, (4, 729), cpu)  # EVTP's 20 % before an MLLM: pool rounds
     assert not farthest.use_matrix(900, (512, 1024), cpu)  # the matrix would not fit MATRIX_BYTES
     assert not farthest.use_matrix(614, (1, 1024), torch.device("cuda"))  # off the CPU: plain steps
+    assert farthest.use_matrix(14, (8, 144), cpu)  # a small grid (ivs frames at 10 %): the matrix is cheaper
+    assert not farthest.use_matrix(7, (8, 144), cpu)  # ... but not for a handful of picks
     with pytest.raises(ValueError, match="strategy"):
         farthest.use_matrix(1, (1, 2), cpu, "fast")
 

@@ -17,7 +17,8 @@ returns the *same picks* with most of the work in matrix-matrix products:
 - Picked tokens leave the live list once they are a tenth of it (`_compact`), so the GEMMs skip
   them: at the keep ratios of in-ViT pruning (60-80 % of 1024 tokens) that is a third of the work.
 - Off the CPU (CUDA) every pick is a plain step: no host round trip, no sync inside the loop.
-- Matrix mode (CPU, k >= MATRIX_SHARE * N, the keep ratios of in-ViT pruning): one N x N distance
+- Matrix mode (CPU, k >= MATRIX_SHARE * N, the keep ratios of in-ViT pruning, or k >=
+  MATRIX_SMALL_SHARE * N on grids of at most MATRIX_SMALL_N tokens): one N x N distance
   GEMM, then the textbook chain on its rows in NumPy (a row minimum and an argmax per pick, ~2 us).
   It does more arithmetic than the pool rounds (N^2 instead of ~N k distances) but in one large
   GEMM that scales with the threads, where the rounds' skinny GEMMs and host steps do not: at
@@ -46,6 +47,11 @@ DEFAULT_POOL = 128  # pool size P (speed only; 128 measured faster than 64 at 72
 COMPACT_SHARE = 0.1  # picked tokens are dropped from the live list once they are this share of it
 MATRIX_SHARE = 0.5  # CPU: k >= this share of N -> matrix mode (one N x N GEMM + a NumPy chain)
 MATRIX_BYTES = 256 << 20  # ... while the B x N x N fp32 matrix fits in this many bytes
+# Small grids (N <= MATRIX_SMALL_N, e.g. the 144 tokens of `ivs` frames): matrix mode from k >= this
+# share of N on. There a pool round and a plain step cost a few dispatched ops each (tens of us per
+# pick), more than the whole N x N GEMM: 8 x 144 tokens, K = 14: 4.5 -> 2.5 ms (EVTP, 1 thread).
+MATRIX_SMALL_N = 256
+MATRIX_SMALL_SHARE = 0.08
 STRATEGIES = ("auto", "pool", "matrix")
 
 
@@ -56,7 +62,8 @@ def use_matrix(k: int, shape: tuple[int, int], device: torch.device, strategy: s
     if strategy != "auto":
         return strategy == "matrix"
     B, N = shape
-    return device.type == "cpu" and k >= MATRIX_SHARE * N and B * N * N * 4 <= MATRIX_BYTES
+    share = MATRIX_SMALL_SHARE if N <= MATRIX_SMALL_N else MATRIX_SHARE
+    return device.type == "cpu" and k >= share * N and B * N * N * 4 <= MATRIX_BYTES
 
 
 def pairwise_sq(z: Tensor, sq: Tensor) -> Tensor:
