@@ -133,7 +133,8 @@ def test_quick_run_trains_evaluates_every_cell_and_writes_the_report(fake, tmp_p
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme = (out / "README.md").read_text()
     for section in ("## Claims", "## Table 1", "## Table 2", "## Table 3", "## Table 4", "## Fig. 3",
-                    "## Controls (dense)", "1 token / frame", "seeds: 0,1", "machine:"):
+                    "## Controls (dense)", "1 token / frame", "seeds: 0,1", "machine:",
+                    "expressions: image first 120, video first 16; speed rounds 2 on 1 torch thread(s)"):
         assert section in readme
     summary = json.loads((out / "summary.json").read_text())
     status = {c["claim"]: c["status"] for c in summary["claims"]}

@@ -52,6 +52,11 @@ def aggregate(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
     return out
 
 
+def _limit(limit: int | None) -> str:
+    """A sample limit as the README prints it: "all" or "first N"."""
+    return "all" if limit is None else f"first {limit}"
+
+
 def _component_rank(name: str) -> tuple[int, str]:
     if name == "total":
         return (len(COMPONENT_ORDER) + 1, name)
@@ -447,8 +452,9 @@ def _meta_lines(meta: dict[str, Any]) -> list[str]:
                      f"{meta['wall_seconds_this_invocation'] / 60:.1f} min wall in the last invocation")
     return [f"date: {meta['date_utc']}{time_line}; command: {cfg['command']}",
             f"seeds: {','.join(str(s) for s in cfg['seeds'])}; quick: {cfg['quick']}; methods: {','.join(cfg['methods'])}; "
-            f"ratios: {','.join(f'{r:g}' for r in cfg['ratios'])}; limits: image {cfg['limit_image']}, "
-            f"video {cfg['limit_video']}; speed rounds {cfg['speed_rounds']}",
+            f"ratios: {','.join(f'{r:g}' for r in cfg['ratios'])}; expressions: image {_limit(cfg['limit_image'])}, "
+            f"video {_limit(cfg['limit_video'])}; speed rounds {cfg['speed_rounds']} on "
+            f"{cfg.get('speed_threads') or 'all'} torch thread(s)",
             f"machine: {mach['platform']}, {mach['processor']}, {mach['cpus']} CPUs, {mach['torch_threads']} torch "
             f"thread(s), torch {mach['torch']}"]
 
