@@ -308,6 +308,14 @@ def test_target_coverage_counts_kept_tokens_on_the_referred_object(run_dir: Path
         assert row["area"] == full["area"]
     pruned = evaluate(run_dir, data_dir, method="evtp", ratio=0.25, kind="image", limit=4, progress=False, timing=0)
     assert res["evtp@0.25"]["giou"] == pytest.approx(pruned["giou"], abs=1e-4)
+    rung = cov.coverage(run_dir, data_dir, "image", limit=4, methods=("evtp/kcenter",), ratios=(0.25,), batch=2)
+    plain = cov.coverage(run_dir, data_dir, "image", limit=4, methods=("kcenter",), ratios=(0.25,), batch=2)
+    assert set(rung["cells"]) == {"evtp/kcenter@0.25"} and rung["cells"]["evtp/kcenter@0.25"]["frames"] == 4
+    assert cov.method_options("evtp/spatial", 0) == ("evtp", {"ablation": "spatial"})
+    assert cov.method_options("random", 3) == ("random", {"seed": 3})
+    with pytest.raises(ValueError, match="only evtp has ablation rungs"):
+        cov.method_options("kcenter/spatial", 0)
+    assert plain["cells"]["kcenter@0.25"]["area"] == rung["cells"]["evtp/kcenter@0.25"]["area"]
 
 
 def test_target_coverage_plots_the_mean_of_several_results(tmp_path: Path) -> None:

@@ -22,6 +22,9 @@ run's vision tower and the selection the evaluation runs (`IVSModel.select`), an
     python benchmarks/ivs/target_coverage.py --run RUN --data DATA [--kind image] [--limit 160]
         [--methods random,kcenter,...] [--ratios 0.05,0.1,0.2] [--iou] [--json OUT.json]
     python benchmarks/ivs/target_coverage.py --plot OUT.png A.json B.json ...   (mean over the files)
+
+A method may name an EVTP ablation rung, `evtp/kcenter`, `evtp/spatial`, `evtp/adaptive` (the
+selector option `ablation=`, as `bench ivs` Table 4 runs them).
 """
 from __future__ import annotations
 
@@ -71,7 +74,7 @@ def coverage(run: Path, data: Path, kind: str = "image", limit: int | None = 160
     pairs = frames_of(items, kind)
     sums: dict[str, dict[str, float]] = {}
     lam_rows: list[Tensor] = []
-    need_attention = any(m in ("visionzip", "vispruner", "attention") for m in methods)
+    need_attention = any(m.partition("/")[0] in ("visionzip", "vispruner", "attention") for m in methods)
     with torch.no_grad():
         for s in range(0, len(pairs), batch):
             chunk = pairs[s:s + batch]
@@ -82,16 +85,16 @@ def coverage(run: Path, data: Path, kind: str = "image", limit: int | None = 160
             area = target.float().mean(1)
             for m in methods:
                 for r in ratios:
-                    opts = {"seed": seed} if m == "random" else {}
+                    name, opts = method_options(m, seed)
                     acc = sums.setdefault(f"{m}@{r:g}", {"hit": 0.0, "on_target": 0.0, "area": 0.0, "frames": 0,
                                                           "iou": 0.0, "iou_hit": 0.0, "iou_miss": 0.0})
                     if iou:
-                        out = model(b, m, r, **opts)
+                        out = model(b, name, r, **opts)
                         index = out.kept_index[:len(chunk)]
                         pred, _ = out.predict(masks.shape[-2:])
                         per = _iou(pred, masks)[present]
                     else:
-                        _, index = model.select(vision, attn, m, r, **opts)
+                        _, index = model.select(vision, attn, name, r, **opts)
                     kept_on = target.gather(1, index[present])  # [b, K] kept token is a target patch
                     hit = kept_on.any(1)
                     if iou:
@@ -116,6 +119,17 @@ def coverage(run: Path, data: Path, kind: str = "image", limit: int | None = 160
     lam = torch.cat(lam_rows).mean(0)  # over frames
     return {"cells": out, "evtp_lambda": {name: round(float(v), 4) for name, v in
                                           zip(("sigma2", "lambda", "spatial_over_feature_spread"), lam)}}
+
+
+def method_options(method: str, seed: int) -> tuple[str, dict]:
+    """(selection method, its options) of a method entry: "random" gets the seed, "evtp/<rung>"
+    the EVTP ablation rung."""
+    name, _, rung = method.partition("/")
+    if rung:
+        if name != "evtp":
+            raise ValueError(f"{method!r}: only evtp has ablation rungs (evtp/kcenter, evtp/spatial, evtp/adaptive)")
+        return name, {"ablation": rung}
+    return name, ({"seed": seed} if name == "random" else {})
 
 
 def spatial_weight(vision: Tensor, grid: tuple[int, int]) -> Tensor:
