@@ -92,7 +92,7 @@ def coverage(run: Path, data: Path, kind: str = "image", limit: int | None = 160
                         out = model(b, name, r, **opts)
                         index = out.kept_index[:len(chunk)]
                         pred, _ = out.predict(masks.shape[-2:])
-                        per = _iou(pred, masks)[present]
+                        per = sample_ious(pred, masks)[present]
                     else:
                         _, index = model.select(vision, attn, name, r, **opts)
                     kept_on = target.gather(1, index[present])  # [b, K] kept token is a target patch
@@ -146,11 +146,12 @@ def spatial_weight(vision: Tensor, grid: tuple[int, int]) -> Tensor:
     return torch.stack([var, lam, lam.square() * p_var / var], 1)
 
 
-def _iou(pred: Tensor, gt: Tensor) -> Tensor:
-    """Per-sample IoU of bool masks [B, H, W] (1 when both are empty, as gIoU counts it)."""
-    inter = (pred & gt).flatten(1).sum(1).float()
-    union = (pred | gt).flatten(1).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+def sample_ious(pred: Tensor, gt: Tensor) -> Tensor:
+    """Per-sample IoU of bool masks [B, H, W], as `eval ivs` counts it for gIoU (`metrics.refer`)."""
+    from patchprune.metrics.refer import ReferMeter
+
+    meter = ReferMeter()
+    return torch.tensor([meter.update(p.numpy(), g.numpy()) for p, g in zip(pred, gt)])
 
 
 def mean_cells(results: list[dict]) -> dict[str, dict[str, float]]:

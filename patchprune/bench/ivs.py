@@ -413,10 +413,11 @@ def run_bench(cfg: BenchConfig, evaluate: Callable[..., dict] | None = None, tra
     reps = {r.seed: r for r in prepare_replicates(cfg, train, log)}
     evaluate = evaluate or _evaluate_fn()
     cells = [c for c in plan_cells(cfg) if _has_run(reps[c.seed], c.kind)]
-    merged = merge_cells(store, cfg.merge_from, {c.key: cell_origin(c, reps[c.seed], cfg) for c in cells})
+    origins = {c.key: cell_origin(c, reps[c.seed], cfg) for c in cells}
+    merged = merge_cells(store, cfg.merge_from, origins)
     if merged:
         log(f"bench ivs: {merged} cell(s) taken from {', '.join(map(str, cfg.merge_from))}")
-    todo = [c for c in cells if not store.is_current(c.key, cell_origin(c, reps[c.seed], cfg))]
+    todo = [c for c in cells if not store.is_current(c.key, origins[c.key])]
     stale = sum(c.key in store for c in todo)
     log(f"bench ivs: {len(cells)} cells, {len(cells) - len(todo)} already in {store.path}, {len(todo)} to run"
         + (f" ({stale} stored from another run / data / limit / speed threads, measured again)" if stale else ""))
