@@ -221,8 +221,10 @@ def main() -> None:
         raise SystemExit("target_coverage: --run and --data are required (or --plot with result files)")
     torch.set_num_threads(a.threads)
     try:
-        res = coverage(a.run, a.data, a.kind, a.limit, tuple(a.methods.split(",")),
-                       tuple(float(r) for r in a.ratios.split(",")), iou=a.iou, seed=a.seed)
+        from patchprune.validate import comma_list
+
+        res = coverage(a.run, a.data, a.kind, a.limit, tuple(comma_list("--methods", a.methods, str, unique=True)),
+                       tuple(comma_list("--ratios", a.ratios, float, unique=True)), iou=a.iou, seed=a.seed)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"target_coverage: {err}") from None
     extra = ("giou", "giou_hit", "giou_miss") if a.iou else ()
