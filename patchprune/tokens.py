@@ -113,6 +113,26 @@ def gather_tokens(x: Tensor, slots: Tensor) -> Tensor:
     return x[torch.arange(B, device=slots.device)[:, None], slots]
 
 
+def add_rows(x: Tensor, slots: Tensor, rows: Tensor) -> Tensor:
+    """x [B, n, C] plus rows [B, k, C] added at slots [B, k] (repeated slots accumulate, in order):
+    a new tensor, the row counterpart of `gather_tokens` (index_add on the flattened batch, about
+    twice as fast on CPU as scatter_add with an index expanded over C; differentiable)."""
+    B, n, C = x.shape
+    flat = (slots + torch.arange(B, device=slots.device)[:, None] * n).reshape(-1)
+    return x.reshape(B * n, C).index_add(0, flat, rows.reshape(-1, C)).view(B, n, C)
+
+
+def row_max(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(values, indices) of the maximum along the last dim, the first index on ties (torch.max's
+    contract). On CPU the indices come from NumPy: torch's max / argmax with indices along a
+    contiguous last dim is about ten times slower there ([512, 512] at 2 threads: 320 us against
+    40 us), and the bipartite and nearest-target matchings call it on every merge."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.shape[-1] == 0:
+        return x.max(-1)
+    idx = torch.from_numpy(x.detach().numpy().argmax(-1))
+    return x.gather(-1, idx.unsqueeze(-1)).squeeze(-1), idx
+
+
 def keep_at_least_one(keep: Tensor, scores: Tensor | None = None, eligible: Tensor | None = None) -> Tensor:
     """Bool keep [B, n] where no sample is empty: the library's one rescue (an empty sample would give
     an all-masked attention row, i.e. NaN). An empty sample keeps its best-scoring eligible slot

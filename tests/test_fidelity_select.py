@@ -11,6 +11,8 @@ from timm.models.vision_transformer import VisionTransformer
 
 from patchprune.select import select
 from patchprune.select.policies import tome_schedule
+from patchprune.select.base import take_rows
+from patchprune.select.tome import MergeState, merge_patches, merge_round
 from patchprune.vit import embed, sparse_vit
 
 
@@ -303,3 +305,44 @@ def test_kcenter_method_with_the_rungs_settings_equals_the_ladders_kcenter_rung(
     assert torch.equal(rung.order, method.order)
     default = select(x, 10, "kcenter", grid=(8, 8))  # raw features, farthest-from-mean start: documented difference
     assert not torch.equal(default.order, rung.order)
+
+
+def _merge_round_patch_groups(x, size, metric, r, P, order):
+    """merge_round on the whole list [prefix; patches] with the prefix groups dropped: what the
+    in-ViT policy returned before `merge_patches` (the reference it must equal exactly)."""
+    prefix = torch.zeros(x.shape[0], P, x.shape[2], dtype=x.dtype)
+    full_size = torch.cat([torch.ones(x.shape[0], P, dtype=size.dtype), size], dim=1)
+    st = merge_round(MergeState.start(torch.cat([prefix, x], 1), full_size, metric), r, order, protected=P, last=True)
+    keep = st.anchor >= P
+    slots = [row.nonzero().flatten() for row in keep]
+    slots = torch.stack(slots)
+    group = torch.cumsum(keep.long(), dim=1) - 1
+    return (take_rows(st.feats, slots), st.size.gather(1, slots), st.anchor.gather(1, slots) - P,
+            group.gather(1, st.assign[:, P:]))
+
+
+@pytest.mark.parametrize("P", [0, 1, 2, 3])
+@pytest.mark.parametrize("n,r", [(16, 5), (17, 8), (9, 4), (12, 0), (6, 3)])
+@pytest.mark.parametrize("order", ["authors", "raster"])
+def test_merge_patches_equals_merge_round_without_the_prefix(P, n, r, order):
+    g = torch.Generator().manual_seed(P * 100 + n + r)
+    x = torch.randn(2, n, 5, generator=g)
+    size = torch.randint(1, 4, (2, n), generator=g).float()
+    metric = torch.randn(2, P + n, 3, generator=g)
+    metric[:, 1] = metric[:, 4 % (P + n)]  # tied scores are broken alike
+    pm = merge_patches(x, size, metric, r, protected=P, order=order)
+    tokens, sizes, anchor, assign = _merge_round_patch_groups(x, size, metric, r, P, order)
+    assert pm.tokens.shape == (2, n - r, 5)
+    assert torch.equal(pm.anchor, anchor) and torch.equal(pm.assign, assign)
+    assert torch.equal(pm.size, sizes) and torch.equal(pm.tokens, tokens)  # the same arithmetic, bit for bit
+    assert torch.equal(pm.size.sum(1), size.sum(1))  # no patch lost or counted twice
+
+
+def test_merge_patches_checks_its_arguments():
+    x, size = torch.randn(1, 8, 4), torch.ones(1, 8)
+    with pytest.raises(ValueError, match="metric"):
+        merge_patches(x, size, torch.randn(1, 8, 3), 2, protected=1)
+    with pytest.raises(ValueError, match="at most"):
+        merge_patches(x, size, torch.randn(1, 9, 3), 5, protected=1)
+    with pytest.raises(ValueError, match="order"):
+        merge_patches(x, size, torch.randn(1, 9, 3), 2, protected=1, order="sideways")

@@ -8,7 +8,7 @@ import torch
 import patchprune as pp
 from patchprune.metrics import flops, vit_macs
 from patchprune.metrics.pkr import keep_ratio_per_block, pkr
-from patchprune.tokens import TokenState, mask_to_slots, pad_sequences, scatter_tokens, unpad_sequences
+from patchprune.tokens import TokenState, add_rows, mask_to_slots, pad_sequences, row_max, scatter_tokens, unpad_sequences
 
 
 def test_mask_to_slots_orders_and_pads():
@@ -106,3 +106,26 @@ def test_metric_functions_are_exported_by_name():
 
     for name in ("flops", "pkr", "ioi", "fgs", "coverage_radius", "ytvis_eval"):
         assert callable(getattr(metrics, name)), name
+
+
+def test_row_max_matches_torch_max_with_first_index_on_ties():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 4, (3, 5, 7), generator=g).float()  # many ties
+    x[0, 1] = float("-inf")  # an all -inf row: index 0, as torch.max
+    for t in (x, x.double(), x.transpose(1, 2), x.half()):
+        values, index = row_max(t)
+        ref_v, ref_i = t.max(-1)
+        assert torch.equal(values, ref_v) and torch.equal(index, ref_i)
+    w = torch.randn(2, 4, requires_grad=True)
+    row_max(w)[0].sum().backward()  # the values carry the gradient to the maximum, as torch.max's
+    assert torch.equal(w.grad, torch.nn.functional.one_hot(w.argmax(-1), 4).float())
+
+
+def test_add_rows_accumulates_repeated_slots_like_scatter_add():
+    g = torch.Generator().manual_seed(1)
+    x, rows = torch.randn(2, 6, 3, generator=g), torch.randn(2, 5, 3, generator=g)
+    before = x.clone()
+    slots = torch.tensor([[0, 2, 2, 5, 0], [1, 1, 1, 4, 3]])
+    out = add_rows(x, slots, rows)
+    assert torch.equal(out, x.scatter_add(1, slots[..., None].expand(-1, -1, 3), rows))
+    assert not torch.equal(out, x) and torch.equal(x, before)  # a new tensor; x is untouched

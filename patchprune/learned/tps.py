@@ -20,7 +20,7 @@ from patchprune.learned.dynamicvit import DYNAMICVIT_POSITIONS, DynamicViTStage,
 from patchprune.learned.registry import LearnedPruner, register_method
 from patchprune.policies.base import Decision, PolicyContext, register_policy
 from patchprune.policies.common import eligible_tokens
-from patchprune.tokens import gather_tokens, mask_to_slots
+from patchprune.tokens import add_rows, gather_tokens, mask_to_slots, row_max
 
 
 def squeeze(x: Tensor, keep: Tensor, pruned: Tensor) -> Tensor:
@@ -59,13 +59,13 @@ def squeeze_kept(x: Tensor, hosts: Tensor, pruned: Tensor) -> Tensor:
     cos = xp @ xh.transpose(1, 2)  # [B, p, k]
     if h_valid is not None:
         cos = cos.masked_fill(~h_valid[:, None, :], float("-inf"))
-    sim, host = cos.max(dim=-1)  # [B, p]: each pruned token's host slot and cos to it
+    sim, host = row_max(cos)  # [B, p]: each pruned token's host slot and cos to it
     w = torch.exp(sim)
     if p_valid is not None:
         w = w * p_valid.to(w.dtype)
     C = x.shape[-1]
     num = math.e * gather_tokens(x, h_slots)
-    num = num.scatter_add(1, host.unsqueeze(-1).expand(-1, -1, C), w.unsqueeze(-1) * gather_tokens(x, p_slots))
+    num = add_rows(num, host, w.unsqueeze(-1) * gather_tokens(x, p_slots))
     den = torch.full(h_slots.shape, math.e, dtype=x.dtype, device=x.device).scatter_add(1, host, w)
     fused = num / den.unsqueeze(-1)
     if h_valid is not None:  # a padding slot writes slot 0's value where slot 0 writes it

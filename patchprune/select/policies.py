@@ -22,10 +22,8 @@ from torch import Tensor
 from patchprune.policies.base import (Decision, Merge, Policy, PolicyContext, check_ratio, keep_count,
                                       register_policy)
 from patchprune.policies.common import as_decision_mask, eligible_tokens
-from patchprune.select.base import (MethodSpec, SelectInput, available_methods, check_attention, fp32_copy, method_spec, take_rows,
-                                    run_method)
-from patchprune.select.tome import MERGE_ORDERS, MergeState, merge_round
-from patchprune.tokens import mask_to_slots
+from patchprune.select.base import MethodSpec, SelectInput, available_methods, check_attention, method_spec, run_method
+from patchprune.select.tome import MERGE_ORDERS, merge_patches
 
 
 class SelectPolicy(Policy):
@@ -133,23 +131,16 @@ class ToMeBlockPolicy(Policy):
         r = min(r, n // 2)  # (P + n - P) // 2: ToMe's cap with P protected tokens
         if r == 0:
             return Decision(keep=eligible)
-        with torch.inference_mode():
-            x = fp32_copy(torch.cat([ctx.prefix[:, ctx.prefix.shape[1] - P:], ctx.tokens], dim=1))
+        with torch.no_grad():
+            x = ctx.tokens.float()
             size = ctx.size.float() if ctx.size is not None else x.new_ones(B, n)
-            size = torch.cat([x.new_ones(B, P), size], dim=1)
             if self.metric == "keys":
                 metric = ctx.keys.mean(1).float()[:, ctx.keys.shape[2] - P - n:]
             else:
-                metric = None
-            st = merge_round(MergeState.start(x, size, metric), r, self.order, protected=P, last=True)
-            patch = st.anchor >= P  # the protected prefix groups are dropped: the runner keeps the prefix
-            slots, _ = mask_to_slots(patch)
-            group = torch.cumsum(patch.long(), dim=1) - 1  # patch-group number of every group slot
-            assign = group.gather(1, st.assign[:, P:])
-            anchor = st.anchor.gather(1, slots) - P
-            tokens, merged_size = take_rows(st.feats, slots), st.size.gather(1, slots)
-        return Merge(tokens=tokens.clone().to(ctx.tokens.dtype), index=ctx.index.gather(1, anchor.clone()),
-                     size=merged_size.clone(), assign=assign.clone())
+                metric = torch.cat([ctx.prefix[:, ctx.prefix.shape[1] - P:].float(), x], dim=1)
+            pm = merge_patches(x, size, metric, r, protected=P, order=self.order)
+        return Merge(tokens=pm.tokens.to(ctx.tokens.dtype), index=ctx.index.gather(1, pm.anchor), size=pm.size,
+                     assign=pm.assign)
 
 
 def tome_schedule(depth: int, r: int, start: int = 0, **options: Any) -> dict[int, Policy]:

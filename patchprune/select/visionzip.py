@@ -21,7 +21,7 @@ from torch import Tensor
 from patchprune.select.attention import attention_scores, rank
 from patchprune.select.base import SelectInput, SelectResult, l2_normalize, register_method, take_rows
 from patchprune.select.tome import check_unpadded
-from patchprune.tokens import mask_to_slots
+from patchprune.tokens import add_rows, mask_to_slots, row_max
 
 
 def contextual_count(k: int, contextual: int | None, split: tuple[int, int] = (54, 10)) -> int:
@@ -66,9 +66,8 @@ def visionzip(x: Tensor, k: int, inp: SelectInput, *, score: str = "auto", conte
         is_target[pos] = True
         targets, others = rest[:, pos], rest[:, ~is_target]  # [B, c], [B, R - c]
         m = l2_normalize((x if metric is None else metric.float()))
-        join = torch.bmm(take_rows(m, others), take_rows(m, targets).transpose(1, 2)).argmax(-1)  # [B, R-c]
-        sums = torch.zeros(B, c, Cf, device=x.device).scatter_add_(
-            1, join[..., None].expand(-1, -1, Cf), take_rows(x, others))
+        join = row_max(torch.bmm(take_rows(m, others), take_rows(m, targets).transpose(1, 2)))[1]  # [B, R-c]
+        sums = add_rows(x.new_zeros(B, c, Cf), join, take_rows(x, others))
         counts = torch.zeros(B, c, device=x.device).scatter_add_(1, join, torch.ones_like(join, dtype=x.dtype))
         ctx_feats = take_rows(x, targets) + sums / counts.clamp_min(1)[..., None]
         anchors = torch.cat([dom, targets], 1)

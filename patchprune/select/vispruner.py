@@ -77,19 +77,20 @@ def _rounds_one_frame(ns: np.ndarray, nc: np.ndarray, sim: Tensor, keep: int, st
     """`deduplicate`'s rounds (authors' order) for one frame: ns, nc [R, T] near similarities (descending)
     and columns. An a's best similarity to B is its first near column in B (the lists are sorted)."""
     R = ns.shape[0]
+    nc = nc.astype(np.int32)  # half the bytes per gathered near column
     cur = np.arange(R)
     in_b = np.zeros(R, dtype=bool)
+    rows = np.arange((R + 1) // 2)
     host_sim = None
     while cur.shape[0] > keep:
         r = min(step, cur.shape[0] - keep)
         a, b = cur[0::2], cur[1::2]
         in_b[:] = False
         in_b[b] = True
-        hit = in_b.take(nc.take(a, axis=0))  # [nA, T]: which near columns are in B
+        hit = in_b[nc[a]]  # [nA, T]: which near columns are in B
         first = hit.argmax(1)
-        rows = np.arange(a.shape[0])
-        best = ns.take(a, axis=0)[rows, first]
-        miss = ~hit[rows, first]
+        best = ns[a, first]
+        miss = ~hit[rows[: a.shape[0]], first]
         if miss.any():  # no B column among an a's nearest: read its whole row
             if host_sim is None:
                 host_sim = sim[0].detach().cpu().numpy()
