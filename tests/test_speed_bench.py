@@ -85,6 +85,17 @@ def test_cli_json(capsys):
     assert code == 0
     res = json.loads(capsys.readouterr().out)
     assert [r["method"] for r in res["rows"]] == ["random", "kcenter"] and res["threads"] == 1
+    assert res["allocator"] in ("steady", "system")  # steady wherever glibc's mallopt exists
+    assert all(r["dense_faults"] is None or r["dense_faults"] >= 0 for r in res["rows"])
+
+
+def test_cli_single_policy_reports_the_allocator_it_timed_with(capsys):
+    code = cli_main(["bench", "speed", "--model", "vit_tiny_patch16_224", "--img-size", "64", "--repeats", "1",
+                     "--warmup", "0", "--threads", "1", "--device", "cpu", "--allocator", "system", "--json"])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
+    # "system" in a fresh process; "steady" when an earlier test applied it (process-wide, not undone)
+    assert res["allocator"] in ("system", "steady") and set(res["page_faults_per_call"]) == {"dense", "pruned"}
 
 
 @pytest.mark.parametrize("args,words", [

@@ -45,6 +45,9 @@ def _add_speed(groups: CommandGroups) -> None:
     p.add_argument("--cpu-time", action="store_true",
                    help="with --methods: time CPU time of one thread (needs --threads 1): a development estimate "
                         "on a busy machine, not a latency")
+    p.add_argument("--allocator", choices=("steady", "system"), default="steady",
+                   help="host allocator while timing: steady (default: glibc keeps freed memory, so no call pays "
+                        "page faults for the previous one's) or system (as the process has it)")
     p.add_argument("--quick", action="store_true", help="with --methods: 3 repeats instead of 5 (about 10 minutes for --methods all --batches 1,8 on 2 cores)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 3; 1 with --methods)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 15; 5 with --methods)")

@@ -86,8 +86,10 @@ def unpadded_pruned_macs(runner: SparseViT, out: SparseViTOutput, counted_macs: 
 def run_speed_bench(model: str = "vit_small_patch16_224", img_size: int = 512, keep: str = "1:0.6,3:0.8,6:0.8,9:0.8",
                     batch: int = 1, policy: str = "random", warmup: int = 3, repeats: int = 10,
                     device: str | None = None, threads: int | None = None, seed: int = 0,
-                    images: torch.Tensor | None = None, progress: bool = False) -> dict[str, Any]:
-    """Time dense (timm forward_features) and pruned (sparse_vit) side by side; return the figures."""
+                    images: torch.Tensor | None = None, progress: bool = False,
+                    allocator: str = "steady") -> dict[str, Any]:
+    """Time dense (timm forward_features) and pruned (sparse_vit) side by side; return the figures.
+    allocator: "steady" (default) or "system" (`patchprune.bench.timing.steady_allocator`)."""
     check_speed_options(img_size=img_size, batch=batch, warmup=warmup, repeats=repeats, threads=threads)
     dev = check_device("device", device)
     if threads:
@@ -104,7 +106,7 @@ def run_speed_bench(model: str = "vit_small_patch16_224", img_size: int = 512, k
     pruned_flops, out = flops_with_output(runner, x)
     ideal_pruned_macs = unpadded_pruned_macs(runner, out, pruned_flops.macs)
     times = time_side_by_side({"dense": lambda: vit.forward_features(x), "pruned": lambda: runner(x)},
-                              dev, warmup=warmup, repeats=repeats, progress=progress)
+                              dev, warmup=warmup, repeats=repeats, progress=progress, allocator=allocator)
     speedup = times["dense"] / times["pruned"]
     flops_ratio = dense_flops.macs / ideal_pruned_macs
     return {
@@ -127,6 +129,8 @@ def run_speed_bench(model: str = "vit_small_patch16_224", img_size: int = 512, k
         "threads": torch.get_num_threads(),
         "dtype": str(x.dtype).replace("torch.", ""),
         "repeats": repeats,
+        "allocator": times.allocator,
+        "page_faults_per_call": times.faults,
     }
 
 
@@ -192,11 +196,12 @@ def run_methods_bench(methods: list[str] | str = "all", batches: tuple[int, ...]
                       dtypes: tuple[str, ...] = ("fp32",), model: str = "vit_small_patch16_224", img_size: int = 512,
                       keep: str = "1:0.6,3:0.8,6:0.8,9:0.8", warmup: int = 1, repeats: int = 5,
                       device: str | None = None, threads: int | None = None, seed: int = 0,
-                      progress: bool = False, clock: str = "wall") -> dict[str, Any]:
+                      progress: bool = False, clock: str = "wall", allocator: str = "steady") -> dict[str, Any]:
     """One table of every method in `methods` at every batch x dtype: dense (timm forward_features)
     timed once per (batch, dtype), interleaved with every method's pruned forward in one
     side-by-side run; FLOP ratio = dense MACs / MACs of the kept tokens (pruning modules included).
-    clock "cpu": CPU time of the timing thread (needs threads=1 on a CPU; a development estimate)."""
+    clock "cpu": CPU time of the timing thread (needs threads=1 on a CPU; a development estimate).
+    allocator: "steady" (default) or "system" (`patchprune.bench.timing.steady_allocator`)."""
     names = resolve_methods(methods) if isinstance(methods, str) else list(methods)
     catalogue = method_catalogue()
     check_speed_options(img_size=img_size, warmup=warmup, repeats=repeats, threads=threads)
@@ -208,6 +213,7 @@ def run_methods_bench(methods: list[str] | str = "all", batches: tuple[int, ...]
     if threads:
         torch.set_num_threads(threads)
     rows: list[dict[str, Any]] = []
+    used_allocator = allocator  # "system" when "steady" cannot be applied here (no glibc)
     for dtype_name in dtypes:
         dtype = DTYPES[dtype_name]
         torch.manual_seed(seed)
@@ -234,7 +240,9 @@ def run_methods_bench(methods: list[str] | str = "all", batches: tuple[int, ...]
             for counts in dict.fromkeys(schedules.values()):
                 fn = fns[ceiling_key(counts)] = lambda c=counts: sliced_blocks(vit, x, list(c))
                 ceiling_macs[counts] = flops_with_output(fn, ())[0].macs
-            times = time_side_by_side(fns, dev, warmup=warmup, repeats=repeats, progress=progress, clock=clock)
+            times = time_side_by_side(fns, dev, warmup=warmup, repeats=repeats, progress=progress, clock=clock,
+                                      allocator=allocator)
+            used_allocator = times.allocator
             for name in names:
                 row: dict[str, Any] = {"method": name, "kind": catalogue[name], "batch": batch, "dtype": dtype_name}
                 if name in errors:
@@ -248,13 +256,15 @@ def run_methods_bench(methods: list[str] | str = "all", batches: tuple[int, ...]
                              "flops_ratio_executed": round(dense_flops.macs / executed, 4),
                              "efficiency": round(speedup / ratio, 4), "pkr": round(out.pkr, 4),
                              "tokens_per_block": [round(t, 1) for t in out.tokens_per_block],
+                             "dense_faults": times.faults["dense"], "pruned_faults": times.faults[name],
                              **ceiling_row(times, dense_flops.macs, schedules[name], ceiling_macs[schedules[name]],
                                            times[name])})
     return {"model": model, "img_size": img_size, "keep": keep, "tome_block_r": TOME_BLOCK_R,
             "learned_target": LEARNED_TARGET, "batches": list(batches), "dtypes": list(dtypes),
             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "threads": torch.get_num_threads(), "warmup": warmup, "repeats": repeats, "seed": seed,
-            "clock": clock, "rows": rows, "checks": efficiency_checks(rows)}
+            "clock": clock, "allocator": used_allocator, "rows": rows,
+            "checks": efficiency_checks(rows)}
 
 
 def ceiling_row(times: dict[str, float], dense_macs: float, counts: tuple[int, ...], macs: float,
@@ -281,7 +291,8 @@ def format_methods_table(result: dict[str, Any]) -> str:
     head = (f'{result["model"]} at {result["img_size"]} px, keep {result["keep"]} (training-free), learned at '
             f'target {result["learned_target"]} (untrained), tome-block r = {result["tome_block_r"]}; '
             f'{result["device"]}, {result["threads"]} threads, median of {result["repeats"]} interleaved repeats'
-            + (", CPU time of one thread (development estimate)" if result.get("clock") == "cpu" else ""))
+            + (", CPU time of one thread (development estimate)" if result.get("clock") == "cpu" else "")
+            + f', {result.get("allocator", "system")} host allocator')
     lines = [head, "", "| method | batch | dtype | dense ms | pruned ms | speed-up | FLOP ratio | efficiency | PKR | "
              "ceiling ms | ceiling efficiency | of ceiling |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -306,7 +317,8 @@ def format_table(result: dict[str, Any]) -> str:
             ("dense", f'{result["dense_ms"]:.1f} ms  ({result["dense_gmacs"]:.2f} GMACs)'),
             ("pruned", f'{result["pruned_ms"]:.1f} ms  ({result["pruned_gmacs"]:.2f} GMACs, PKR {result["pkr"]:.3f})'),
             ("speed-up", f'{result["speedup"]:.2f}x  (FLOP ratio {result["flops_ratio"]:.2f}x, efficiency {result["efficiency"]:.2f})'),
-            ("device", f'{result["device"]}, {result["threads"]} threads, {result["dtype"]}')]
+            ("device", f'{result["device"]}, {result["threads"]} threads, {result["dtype"]}, '
+                       f'{result.get("allocator", "system")} host allocator')]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -342,7 +354,7 @@ def _run(args) -> int:
     repeats = 15 if args.repeats is None else args.repeats
     result = run_speed_bench(model=args.model, img_size=args.img_size, keep=args.keep, batch=args.batch,
                              policy=args.policy, warmup=warmup, repeats=repeats, device=args.device,
-                             threads=args.threads, seed=args.seed, progress=not args.json)
+                             threads=args.threads, seed=args.seed, progress=not args.json, allocator=args.allocator)
     print(json.dumps(result) if args.json else format_table(result))
     return 0
 
@@ -364,6 +376,7 @@ def _run_methods(args) -> int:
         raise ValueError("--cpu-time times one CPU thread: add --threads 1 (and --device cpu)")
     result = run_methods_bench(methods, tuple(batches), tuple(dtypes), model=args.model, img_size=args.img_size,
                                keep=args.keep, warmup=warmup, repeats=repeats, device=args.device,
-                               threads=args.threads, seed=args.seed, progress=not args.json, clock=clock)
+                               threads=args.threads, seed=args.seed, progress=not args.json, clock=clock,
+                               allocator=args.allocator)
     print(json.dumps(result) if args.json else format_methods_table(result))
     return 0
