@@ -94,9 +94,11 @@ def streaming_fps(model: VISModel, encoder: nn.Module | None, clip: VideoClip, f
     batch B > 1 streams B videos side by side (the clip's frames, each slot starting `b` frames later,
     so the slots differ and a learned pruner keeps a different count in each), B frames a step: the
     saturated throughput next to batch-1 latency. FPS counts every frame of every slot."""
+    from patchprune.bench.timing import steady_allocator
     from patchprune.video import VideoStream
 
     check_int("batch", batch, 1)
+    steady_allocator()  # as every timed figure of the project: no frame pays the previous one's page faults
     enc = encoder if encoder is not None else model.dense
     n = clip.num_frames
     xs = [normalise(clip.frames[[(t + b) % n for b in range(batch)]]) for t in range(frames + warmup)]
