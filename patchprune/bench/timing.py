@@ -22,27 +22,29 @@ def synchronize(device: torch.device) -> None:
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 ALLOCATORS = ("steady", "system")
-# glibc mallopt parameters: no trimming of the heap's top and a fixed mmap threshold at its 64-bit
-# maximum (which also stops the adaptive one); blocks above it (batched activations of 50+ MB) are
-# still mapped fresh per call, in dense and pruned runs alike
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+# glibc mallopt parameters: no trimming of the heap's top, a fixed mmap threshold (which stops the
+# adaptive one) and no mmap at all, so blocks above the threshold (batch 8's 50 MB activations) come
+# from the heap too and are reused once it has settled (a few calls: aligned large blocks leave a
+# few copies behind first)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _MMAP_THRESHOLD_MAX, _TRIM_NEVER = 32 * 1024 * 1024, 2**31 - 1
 _steady = {"applied": None}
 
 
 def steady_allocator() -> bool:
-    """Keep freed host memory in the process (glibc: blocks up to 32 MB from a heap never trimmed), so a
+    """Keep freed host memory in the process (glibc: every block from a heap never trimmed), so a
     timed call does not pay page faults for memory the allocator gave back to the kernel after the
     previous one. Why: with glibc's adaptive thresholds a dense 512 px ViT-S/16 forward took 24,000-
     36,000 minor page faults on the reference 2-core VM (~110 ms of system time, ~9 % of the forward)
     while a pruned one took 3,000-4,000, and in other processes none: speed-ups measured that way mix
-    the compute with the allocator's state. Process-wide and not undone (the process keeps its peak
-    heap); True when applied (glibc), False where there is no mallopt (other C libraries)."""
+    the compute with the allocator's state (batch 8: 259,000 faults a dense call). Process-wide and
+    not undone (the process keeps its peak heap); True when applied (glibc), False where there is no
+    mallopt (other C libraries)."""
     if _steady["applied"] is None:
         try:
             mallopt = ctypes.CDLL(None).mallopt
             _steady["applied"] = all(bool(mallopt(param, value)) for param, value in (
-                (_M_TRIM_THRESHOLD, _TRIM_NEVER), (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)))
+                (_M_TRIM_THRESHOLD, _TRIM_NEVER), (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX), (_M_MMAP_MAX, 0)))
         except (OSError, AttributeError):
             _steady["applied"] = False
     return _steady["applied"]
