@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from patchprune.bench.timing import minor_faults, steady_allocator, time_side_by_side
+from patchprune.bench.timing import minor_faults, quartiles, round_ratios, steady_allocator, time_side_by_side
 
 # A ViT-S/16 forward's activations at 512 px (qkv, attention output, projection, MLP hidden, GELU):
 # blocks of 1.5-6.3 MB allocated and freed in a block's order, written like real outputs.
@@ -67,3 +67,32 @@ def test_steady_allocator_leaves_no_page_faults_to_the_timed_calls():
     system = run_fresh("system")
     assert system["allocator"] == "system"
     assert system["faults"] > 0.9 * 8 * 1025 * 1536 * 4 / 4096
+
+
+def test_round_ratios_pair_the_calls_of_each_round_and_quartiles_bracket_the_median():
+    clock = {"t": 0.0}
+    costs = {"dense": [10.0, 30.0, 10.0, 12.0], "fast": [5.0, 15.0, 5.0, 4.0]}  # round 2: a slow stretch
+    calls = {"dense": 0, "fast": 0}
+
+    def fake_clock():
+        return clock["t"]
+
+    def make(name):
+        def fn():
+            clock["t"] += costs[name][calls[name]] / 1e3
+            calls[name] += 1
+        return fn
+
+    import patchprune.bench.timing as timing
+
+    saved = timing.CLOCKS["wall"]
+    timing.CLOCKS["wall"] = fake_clock
+    try:
+        t = time_side_by_side({"dense": make("dense"), "fast": make("fast")}, torch.device("cpu"), warmup=0, repeats=4)
+    finally:
+        timing.CLOCKS["wall"] = saved
+    ratios = round_ratios(t, "dense", "fast")
+    assert ratios == pytest.approx([2.0, 2.0, 2.0, 3.0])  # the slow round keeps its ratio
+    q1, q2, q3 = quartiles(ratios)
+    assert q1 <= q2 <= q3 and q2 == pytest.approx(2.0) and q3 == pytest.approx(2.25)
+    assert quartiles([1.5]) == (1.5, 1.5, 1.5)

@@ -87,6 +87,8 @@ def test_cli_json(capsys):
     assert [r["method"] for r in res["rows"]] == ["random", "kcenter"] and res["threads"] == 1
     assert res["allocator"] in ("steady", "system")  # steady wherever glibc's mallopt exists
     assert all(r["dense_faults"] is None or r["dense_faults"] >= 0 for r in res["rows"])
+    for r in res["rows"]:  # one timed round: its round efficiency is the efficiency
+        assert r["efficiency_rounds"] == pytest.approx([r["efficiency"]] * 3, abs=1e-3)
 
 
 def test_cli_single_policy_reports_the_allocator_it_timed_with(capsys):
@@ -96,6 +98,7 @@ def test_cli_single_policy_reports_the_allocator_it_timed_with(capsys):
     res = json.loads(capsys.readouterr().out)
     # "system" in a fresh process; "steady" when an earlier test applied it (process-wide, not undone)
     assert res["allocator"] in ("system", "steady") and set(res["page_faults_per_call"]) == {"dense", "pruned"}
+    assert res["efficiency_rounds"] == pytest.approx([res["efficiency"]] * 3, abs=1e-3)  # one round
 
 
 @pytest.mark.parametrize("args,words", [

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from patchprune.bench.timing import time_side_by_side
+from patchprune.bench.timing import quartiles, round_ratios, time_side_by_side
 from patchprune.metrics.flops import flops_with_output, vit_block_macs
 from patchprune.validate import check_device, check_int, check_threads, check_timm_model, comma_list
 from patchprune.vit import SparseViT, SparseViTOutput, sparse_vit
@@ -121,6 +121,7 @@ def run_speed_bench(model: str = "vit_small_patch16_224", img_size: int = 512, k
         "flops_ratio": round(flops_ratio, 4),
         "flops_ratio_executed": round(dense_flops.macs / pruned_flops.macs, 4),
         "efficiency": round(speedup / flops_ratio, 4),
+        "efficiency_rounds": [round(q / flops_ratio, 4) for q in quartiles(round_ratios(times, "dense", "pruned"))],
         "pkr": round(out.pkr, 4),
         "dense_gmacs": round(dense_flops.gmacs, 3),
         "pruned_gmacs": round(ideal_pruned_macs / 1e9, 3),
@@ -254,7 +255,10 @@ def run_methods_bench(methods: list[str] | str = "all", batches: tuple[int, ...]
                 rows.append({**row, "dense_ms": round(times["dense"], 3), "pruned_ms": round(times[name], 3),
                              "speedup": round(speedup, 4), "flops_ratio": round(ratio, 4),
                              "flops_ratio_executed": round(dense_flops.macs / executed, 4),
-                             "efficiency": round(speedup / ratio, 4), "pkr": round(out.pkr, 4),
+                             "efficiency": round(speedup / ratio, 4),
+                             "efficiency_rounds": [round(q / ratio, 4) for q in
+                                                   quartiles(round_ratios(times, "dense", name))],
+                             "pkr": round(out.pkr, 4),
                              "tokens_per_block": [round(t, 1) for t in out.tokens_per_block],
                              "dense_faults": times.faults["dense"], "pruned_faults": times.faults[name],
                              **ceiling_row(times, dense_flops.macs, schedules[name], ceiling_macs[schedules[name]],
@@ -293,19 +297,22 @@ def format_methods_table(result: dict[str, Any]) -> str:
             f'{result["device"]}, {result["threads"]} threads, median of {result["repeats"]} interleaved repeats'
             + (", CPU time of one thread (development estimate)" if result.get("clock") == "cpu" else "")
             + f', {result.get("allocator", "system")} host allocator')
-    lines = [head, "", "| method | batch | dtype | dense ms | pruned ms | speed-up | FLOP ratio | efficiency | PKR | "
-             "ceiling ms | ceiling efficiency | of ceiling |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [head, "", "| method | batch | dtype | dense ms | pruned ms | speed-up | FLOP ratio | efficiency | "
+             "per round q1 / q3 | PKR | ceiling ms | ceiling efficiency | of ceiling |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
         if "error" in r:
-            lines.append(f'| {r["method"]} | {r["batch"]} | {r["dtype"]} | not run: {r["error"]} | | | | | | | | |')
+            lines.append(f'| {r["method"]} | {r["batch"]} | {r["dtype"]} | not run: {r["error"]} | | | | | | | | | |')
             continue
         lines.append(f'| {r["method"]} | {r["batch"]} | {r["dtype"]} | {r["dense_ms"]:.1f} | {r["pruned_ms"]:.1f} | '
-                     f'{r["speedup"]:.2f}x | {r["flops_ratio"]:.2f}x | {r["efficiency"]:.2f} | {r["pkr"]:.3f} | '
+                     f'{r["speedup"]:.2f}x | {r["flops_ratio"]:.2f}x | {r["efficiency"]:.2f} | '
+                     f'{r["efficiency_rounds"][0]:.2f} / {r["efficiency_rounds"][2]:.2f} | {r["pkr"]:.3f} | '
                      f'{r["ceiling_ms"]:.1f} | {r["ceiling_efficiency"]:.2f} | {r["of_ceiling"]:.2f} |')
     missed = [k for k, ok in result["checks"].items() if not ok]
     lines += ["", "ceiling: timm's blocks fed the same per-block token counts by slicing, nothing else (the "
-              "hardware's share of the FLOP ratio); of ceiling = ceiling ms / pruned ms (the method's own cost)",
+              "hardware's share of the FLOP ratio); of ceiling = ceiling ms / pruned ms (the method's own cost); "
+              "per round q1 / q3: quartiles of the efficiency of each round (dense and the method timed back to "
+              "back), the spread a rerun can show",
               "", f'efficiency bars (>= 0.95 at batch 1, >= 0.9 batched): {len(result["checks"]) - len(missed)} of '
               f'{len(result["checks"])} met' + (f'; missed: {", ".join(missed)}' if missed else "")]
     return "\n".join(lines)

@@ -57,10 +57,12 @@ def minor_faults() -> int | None:
 
 class Timings(dict):
     """Median milliseconds per callable, with `faults` (mean minor page faults per timed call; None
-    where not counted) and `allocator` ("steady" when applied, else "system")."""
+    where not counted), `allocator` ("steady" when applied, else "system") and `samples` (the ms of
+    every timed round, in round order)."""
 
     faults: dict[str, float | None]
     allocator: str
+    samples: dict[str, list[float]]
 
 
 def time_side_by_side(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int = 3,
@@ -106,4 +108,19 @@ def time_side_by_side(fns: dict[str, Callable[[], object]], device: torch.device
     out = Timings({name: statistics.median(v) for name, v in samples.items()})
     out.faults = {name: (None if resource is None else faults[name] / repeats) for name in fns}
     out.allocator = "steady" if steady or _steady["applied"] else "system"  # process-wide once applied
+    out.samples = samples
     return out
+
+
+def round_ratios(timings: Timings, reference: str, name: str) -> list[float]:
+    """reference ms / name ms of every timed round: both were timed back to back in the same round,
+    so a slow stretch of the machine that spans the round cancels out of the ratio."""
+    return [r / t for r, t in zip(timings.samples[reference], timings.samples[name])]
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """(first quartile, median, third quartile); all three equal for one value."""
+    if len(values) < 2:
+        return (values[0],) * 3
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
