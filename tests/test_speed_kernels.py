@@ -92,7 +92,7 @@ def test_mid_block_policies_equal_their_separate_scoring_pass(vit, images, monke
 def test_deduplicate_shortcut_equals_the_plain_rounds(order, near):
     g = torch.Generator().manual_seed(7)
     for B, R, keep, rounding in [(2, 120, 30, False), (3, 97, 40, False), (2, 150, 20, True), (1, 111, 35, False),
-                                 (1, 150, 20, True)]:  # B = 1 takes the one-frame rounds
+                                 (1, 150, 20, True)]:  # "authors": frame by frame; "raster": batched rounds
         x = torch.randn(B, R, 16, generator=g) + 0.5 * torch.randn(B, 1, 16, generator=g)
         if rounding:  # duplicates and ties
             x = x.round()

@@ -43,8 +43,11 @@ def deduplicate(sim: Tensor, keep: int, step: int = 8, order: str = "authors", n
         return torch.arange(R, device=sim.device).expand(B, R)
     near_sim, near_col = sim.topk(min(near, R), dim=2)  # [B, R, T] each row's most similar columns
     ns, nc = near_sim.detach().cpu().numpy(), near_col.cpu().numpy()
-    if B == 1 and order == "authors":  # one frame, the default order: 1-d arrays, half the NumPy work
-        return torch.from_numpy(_rounds_one_frame(ns[0], nc[0], sim, keep, step))[None].to(sim.device)
+    if order == "authors":  # the default order: each frame's rounds on 1-d arrays, frame by frame
+        # (8 x 717 tokens: 54 ms against 76 ms for the batched fancy indexing below; the frames are
+        # independent, so this loop is over frames, never over tokens)
+        kept = [_rounds_one_frame(ns[i], nc[i], sim[i:i + 1], keep, step) for i in range(B)]
+        return torch.from_numpy(np.stack(kept)).to(sim.device)
     cur = np.broadcast_to(np.arange(R), (B, R))
     ar = np.arange(B)[:, None]
     host_sim = None
@@ -75,7 +78,8 @@ def deduplicate(sim: Tensor, keep: int, step: int = 8, order: str = "authors", n
 
 def _rounds_one_frame(ns: np.ndarray, nc: np.ndarray, sim: Tensor, keep: int, step: int) -> np.ndarray:
     """`deduplicate`'s rounds (authors' order) for one frame: ns, nc [R, T] near similarities (descending)
-    and columns. An a's best similarity to B is its first near column in B (the lists are sorted)."""
+    and columns, sim [1, R, R] the frame's similarities. An a's best similarity to B is its first near
+    column in B (the lists are sorted)."""
     R = ns.shape[0]
     nc = nc.astype(np.int32)  # half the bytes per gathered near column
     cur = np.arange(R)
