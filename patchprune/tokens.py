@@ -108,8 +108,7 @@ def gather_tokens(x: Tensor, slots: Tensor) -> Tensor:
     """
     B, n, C = x.shape
     if x.is_contiguous():
-        flat = (slots + torch.arange(B, device=slots.device)[:, None] * n).reshape(-1)
-        return x.view(B * n, C).index_select(0, flat).view(B, slots.shape[1], C)
+        return x.view(B * n, C).index_select(0, _flat_slots(slots, n)).view(B, slots.shape[1], C)
     return x[torch.arange(B, device=slots.device)[:, None], slots]
 
 
@@ -118,8 +117,12 @@ def add_rows(x: Tensor, slots: Tensor, rows: Tensor) -> Tensor:
     a new tensor, the row counterpart of `gather_tokens` (index_add on the flattened batch, about
     twice as fast on CPU as scatter_add with an index expanded over C; differentiable)."""
     B, n, C = x.shape
-    flat = (slots + torch.arange(B, device=slots.device)[:, None] * n).reshape(-1)
-    return x.reshape(B * n, C).index_add(0, flat, rows.reshape(-1, C)).view(B, n, C)
+    return x.reshape(B * n, C).index_add(0, _flat_slots(slots, n), rows.reshape(-1, C)).view(B, n, C)
+
+
+def _flat_slots(slots: Tensor, n: int) -> Tensor:
+    """slots [B, k] of rows of [B, n, C] as row numbers of its [B * n, C] view, batch-major."""
+    return (slots + torch.arange(slots.shape[0], device=slots.device)[:, None] * n).reshape(-1)
 
 
 def row_max(x: Tensor) -> tuple[Tensor, Tensor]:

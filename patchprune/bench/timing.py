@@ -81,7 +81,8 @@ def time_side_by_side(fns: dict[str, Callable[[], object]], device: torch.device
         raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
     if allocator not in ALLOCATORS:
         raise ValueError(f"allocator must be one of {', '.join(ALLOCATORS)}, got {allocator!r}")
-    steady = allocator == "steady" and steady_allocator()
+    if allocator == "steady":
+        steady_allocator()
     now = CLOCKS[clock]
     samples: dict[str, list[float]] = {name: [] for name in fns}
     faults: dict[str, int] = {name: 0 for name in fns}
@@ -107,7 +108,7 @@ def time_side_by_side(fns: dict[str, Callable[[], object]], device: torch.device
                     faults[name] += minor_faults() - f0
     out = Timings({name: statistics.median(v) for name, v in samples.items()})
     out.faults = {name: (None if resource is None else faults[name] / repeats) for name in fns}
-    out.allocator = "steady" if steady or _steady["applied"] else "system"  # process-wide once applied
+    out.allocator = "steady" if _steady["applied"] else "system"  # process-wide once applied
     out.samples = samples
     return out
 
