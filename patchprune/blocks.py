@@ -5,6 +5,9 @@ The sparse ViT runner calls the user's own block modules, never a copy or a patc
 - `attention_part` / `mlp_part`: the block's two residual branches, called separately so a policy
   can act between a block's attention and its MLP (EViT and ToMe prune / merge there, as published).
   `attention_part` can take a replacement for the softmax step (DynamicViT's policy softmax).
+- `split_block` / `packed_attention`: a whole block over a padded batch without its padding (the
+  real tokens packed into one sequence: projections and MLP once over all, attention per sample),
+  the gather runner's execution of samples that keep different counts on a CPU.
 - `key_padding_mask`: the hard boolean key mask of masking execution (VPP, SViT): pruned keys are
   hidden from every query, pruned queries included, and no gradient reaches the mask through it.
 - `policy_softmax` / `policy_attention`: DynamicViT's training attention,
@@ -30,6 +33,19 @@ def check_block_parts(block: nn.Module, why: str) -> None:
     if missing:
         raise ValueError(f"{why} needs a timm Block with {', '.join(BLOCK_PARTS)}; "
                          f"{type(block).__name__} has no {', '.join(missing)}")
+    if not is_prenorm_block(block):
+        raise ValueError(f"{why} needs timm's pre-norm Block (x + attn(norm1(x)), then x + mlp(norm2(x))); "
+                         f"{type(block).__name__} runs its forward differently, so its branches cannot be "
+                         "called one by one")
+
+
+def is_prenorm_block(block: nn.Module) -> bool:
+    """True when `block` runs timm's pre-norm `Block.forward` (that class or a subclass keeping its
+    forward): the order `attention_part` then `mlp_part` reproduce. A post-norm `ResPostBlock` has the
+    same submodule names and a different forward, so names alone do not tell."""
+    from timm.models.vision_transformer import Block
+
+    return isinstance(block, Block) and type(block).forward is Block.forward
 
 
 def attention_part(block: nn.Module, x: Tensor, attn_mask: Tensor | None = None,
@@ -63,6 +79,42 @@ def attention_part_scored(block: nn.Module, x: Tensor, attn_mask: Tensor | None 
     y = x + block.drop_path1(block.ls1(a.proj_drop(a.proj(out))))
     weights = None if rows is None else attention_weights(q[:, :, :rows], k, a.scale, attn_mask)
     return y, weights, (k if keys else None)
+
+
+def split_block(block: nn.Module, x: Tensor, lengths: list[int], rows: Tensor) -> Tensor:
+    """block(x) for a padded batch x [B, n, C] whose sample b holds its real tokens in its first
+    lengths[b] slots (`rows`: their indices in x flattened to [B * n, C]), without running the padding.
+
+    The real tokens are packed into one sequence [1, T, C]: the MLP branch and (for a plain timm
+    `Attention`, `reuses_qkv`) the qkv / proj GEMMs run once over all of them, attention itself per
+    sample (`packed_attention`); other attention modules run per sample on their own tokens.
+    Padding slots keep their input. A loop over samples, not tokens; needs `is_prenorm_block`.
+    """
+    flat = x.reshape(-1, x.shape[-1])
+    packed = flat.index_select(0, rows).unsqueeze(0)
+    if reuses_qkv(block):
+        branch = packed_attention(block.attn, block.norm1(packed), lengths)
+        y = packed + block.drop_path1(block.ls1(branch))
+    else:
+        y = torch.cat([attention_part(block, part) for part in packed.split(lengths, dim=1)], dim=1)
+    y = mlp_part(block, y)
+    return flat.index_copy(0, rows, y[0]).reshape(x.shape)
+
+
+def packed_attention(a: nn.Module, h: Tensor, lengths: list[int]) -> Tensor:
+    """A timm `Attention` over h [1, T, C] holding sequences of `lengths` back to back: one qkv and
+    one proj projection over all T tokens, SDPA per sequence (none sees another's keys); timm's own
+    steps with its submodules (q_norm / k_norm, norm, gate), as in `attention_part_scored`."""
+    T = h.shape[1]
+    gate = a.gate(h).sigmoid() if getattr(a, "gate", None) is not None else None
+    q, k, v = a.qkv(h).reshape(T, 3, a.num_heads, a.head_dim).permute(1, 2, 0, 3).unbind(0)  # [heads, T, d]
+    q, k = a.q_norm(q), a.k_norm(k)
+    outs = [F.scaled_dot_product_attention(qs[None], ks[None], vs[None])[0].transpose(0, 1)
+            for qs, ks, vs in zip(q.split(lengths, 1), k.split(lengths, 1), v.split(lengths, 1))]
+    out = a.norm(torch.cat(outs, dim=0).reshape(1, T, a.num_heads * a.head_dim))
+    if gate is not None:
+        out = out * gate
+    return a.proj_drop(a.proj(out))
 
 
 def attention_weights(q: Tensor, k: Tensor, scale: float, attn_mask: Tensor | None = None) -> Tensor:
@@ -144,5 +196,5 @@ def policy_attention(policy: Tensor, eps: float = POLICY_SOFTMAX_EPS) -> Attend:
     return attend
 
 
-__all__ = ["attention_part", "attention_part_scored", "attention_weights", "reuses_qkv", "mlp_part", "key_padding_mask", "policy_vector", "policy_softmax",
+__all__ = ["attention_part", "attention_part_scored", "split_block", "packed_attention", "is_prenorm_block", "attention_weights", "reuses_qkv", "mlp_part", "key_padding_mask", "policy_vector", "policy_softmax",
            "policy_attention", "check_block_parts", "BLOCK_PARTS", "POLICY_SOFTMAX_EPS"]

@@ -10,7 +10,9 @@ never patched) under a schedule of policies. Two execution modes:
   `Policy.training_gate`; see `patchprune.blocks`).
 - gather (inference): only the kept tokens run; they are gathered, processed, and written back into
   a full-grid buffer where pruned positions keep their last feature. Samples that keep different
-  counts are padded to the batch maximum and hidden by a key-padding mask (SDPA stays in use).
+  counts are padded to the batch maximum; on a CPU each block then runs without the padding
+  (`ragged="split"`: per-sample attention, one packed MLP), elsewhere the padding runs hidden by a
+  key-padding mask (`ragged="pad"`; SDPA stays in use either way).
 
 Prefix tokens (CLS, registers) always run and are never seen as candidates for pruning.
 A policy with `acts_after_attention` acts between its block's attention and MLP (EViT, ToMe's
@@ -28,8 +30,8 @@ from patchprune.policies.base import Decision, Merge, Policy, PolicyContext, che
 from patchprune.tokens import TokenState, check_grid, gather_tokens, keep_at_least_one, mask_to_slots
 from patchprune.validate import check_finite
 from patchprune.blocks import (POLICY_SOFTMAX_EPS, attention_part, attention_part_scored, attention_weights,
-                               check_block_parts, reuses_qkv, key_padding_mask, mlp_part,
-                               policy_attention, policy_vector)
+                               check_block_parts, is_prenorm_block, reuses_qkv, key_padding_mask, mlp_part,
+                               policy_attention, policy_vector, split_block)
 
 ScheduleEntry = Policy | tuple | str
 Schedule = Mapping[int, ScheduleEntry] | str
@@ -58,7 +60,7 @@ class SparseViTOutput:
 
 def sparse_vit(model: nn.Module, schedule: Schedule | None = None, execution: str = "auto",
                default_policy: str = "random", policy_eps: float = POLICY_ATTENTION_EPS,
-               compile: bool = False) -> "SparseViT":
+               compile: bool = False, ragged: str = "auto") -> "SparseViT":
     """Wrap a timm VisionTransformer with a pruning schedule.
 
     schedule: {block position: Policy | (name, ratio) | (name, ratio, options)} or a string
@@ -74,9 +76,15 @@ def sparse_vit(model: nn.Module, schedule: Schedule | None = None, execution: st
     (`compiled_block_call`: the block's own forward, compiled; the policies, the token bookkeeping
     and the blocks a policy splits stay eager). Meant for inference at fixed budgets, where each
     block sees few distinct token counts; the first calls compile (minutes on a CPU).
+    ragged: how gather execution runs a batch whose samples keep different counts. "split": each
+    block without the padding (`patchprune.blocks.split_block`: every sample's attention on its own
+    tokens, the MLP once over all real tokens), so padding costs nothing; "pad": the padded batch
+    with a key-padding mask (one attention call; the padding is computed and discarded); "auto"
+    (default): "split" on a CPU, "pad" elsewhere (many small attention calls cost launches on a GPU).
+    Blocks other than timm's pre-norm Block, size-weighted (merged) attention and `compile` use "pad".
     """
     return SparseViT(model, schedule or {}, execution=execution, default_policy=default_policy,
-                     policy_eps=policy_eps, compile=compile)
+                     policy_eps=policy_eps, compile=compile, ragged=ragged)
 
 
 class SparseViT(nn.Module):
@@ -84,10 +92,13 @@ class SparseViT(nn.Module):
 
     def __init__(self, model: nn.Module, schedule: Schedule, execution: str = "auto",
                  default_policy: str = "random", proportional_attention: bool = True,
-                 policy_eps: float = POLICY_ATTENTION_EPS, compile: bool = False) -> None:
+                 policy_eps: float = POLICY_ATTENTION_EPS, compile: bool = False, ragged: str = "auto") -> None:
         super().__init__()
         check_vit(model)
         self.compile = bool(compile)
+        if ragged not in RAGGED_MODES:
+            raise ValueError(f"ragged must be one of {', '.join(map(repr, RAGGED_MODES))}, got {ragged!r}")
+        self.ragged = ragged
         if execution not in ("auto", "mask", "gather"):
             raise ValueError(f"execution must be 'auto', 'mask' or 'gather', got {execution!r}")
         self.policy_eps = check_policy_eps(policy_eps)
@@ -112,6 +123,13 @@ class SparseViT(nn.Module):
     @property
     def schedule(self) -> dict[int, Policy]:
         return {int(k): v for k, v in self.policies.items()}
+
+    def splits_ragged(self, device: torch.device) -> bool:
+        """Whether gather execution runs padded batches block by block without their padding
+        (`ragged` "split", or "auto" on a CPU; never with `compile`)."""
+        if self.compile or self.ragged == "pad":
+            return False
+        return self.ragged == "split" or device.type == "cpu"
 
     @property
     def execution_in_force(self) -> str:
@@ -138,6 +156,9 @@ class SparseViT(nn.Module):
 
 # ------------------------------------------------------------------------------------------------
 # Model checks and shared pieces
+
+RAGGED_MODES = ("auto", "split", "pad")
+
 
 
 def call_pkr(keep_masks: Mapping[int, Tensor]) -> float:
@@ -509,6 +530,8 @@ class _GatherRun(_Run):
         self.owner_map: Tensor | None = None  # None: identity (nothing pruned yet)
         self.flushed = True  # full is up to date with the live tokens
         self.attn_mask: Tensor | None = None
+        self.ragged: tuple[list[int], Tensor] | None = None  # (real slots per sample, their flat rows) to split on
+        self.split = self.owner.splits_ragged(self.x.device)
         self.processed = torch.ones(B, self.N, dtype=torch.bool, device=self.x.device)
 
     # -- state access --
@@ -549,7 +572,10 @@ class _GatherRun(_Run):
                 continue
             if policy is not None:
                 self.apply(pos, policy, block)
-            self.x = (compiled_block_call() if self.owner.compile else call_block)(block, self.x, self.attn_mask)
+            if self.ragged is not None and is_prenorm_block(block):
+                self.x = split_block(block, self.x, *self.ragged)
+            else:
+                self.x = (compiled_block_call() if self.owner.compile else call_block)(block, self.x, self.attn_mask)
             self.flushed = False
             self.keep_masks[pos] = self.processed
         return self.finish()
@@ -589,6 +615,7 @@ class _GatherRun(_Run):
             self.keep_grid(pos, decision)
         self.processed = self.processed_mask()
         self.attn_mask = self.build_attn_mask()
+        self.ragged = self.ragged_layout()
 
     def keep_live(self, pos: int, decision: Decision, alive: Tensor) -> None:
         st = self.state
@@ -640,6 +667,14 @@ class _GatherRun(_Run):
         mask = torch.zeros(st.index.shape[0], self.N + 1, dtype=torch.bool, device=st.index.device)
         target = st.index if st.valid is None else torch.where(st.valid, st.index, torch.full_like(st.index, self.N))
         return mask.scatter(1, target, True)[:, : self.N]
+
+    def ragged_layout(self) -> tuple[list[int], Tensor] | None:
+        """(real tokens per sample, prefix included; their rows in x flattened) when this batch is
+        padded, keeps plain key masks and the runner splits padded batches; else None."""
+        if not self.split or self.attn_mask is None or self.attn_mask.dtype != torch.bool:
+            return None
+        real = self.attn_mask[:, 0, 0, :]
+        return real.sum(1).tolist(), real.flatten().nonzero().squeeze(1)
 
     def build_attn_mask(self) -> Tensor | None:
         """Key mask [B, 1, 1, P+n]: bool for padding only, additive float when sizes are present."""

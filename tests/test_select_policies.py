@@ -96,3 +96,17 @@ def test_tome_block_uses_sizes_for_proportional_attention(vit, images):
         prop = patchprune.sparse_vit(vit, tome_schedule(12, 4)).eval()(images).features
         flat = patchprune.SparseViT(vit, tome_schedule(12, 4), proportional_attention=False).eval()(images).features
     assert not torch.allclose(prop, flat)
+
+
+def test_random_bernoulli_spread_sets_each_samples_probability():
+    from patchprune.policies.random import RandomPolicy
+
+    pol = make_policy("random-bernoulli", 0.5, spread=0.6)
+    probs = pol.sample_probabilities(4, torch.device("cpu"))
+    torch.testing.assert_close(probs, torch.tensor([0.2, 0.4, 0.6, 0.8]))
+    assert make_policy("random-bernoulli", 0.8, spread=0.5).sample_probabilities(3, torch.device("cpu")).max() == 1.0
+    assert pol.sample_probabilities(1, torch.device("cpu")).tolist() == [0.5]
+    with pytest.raises(ValueError, match="spread must be in"):
+        make_policy("random-bernoulli", 0.5, spread=1.0)
+    with pytest.raises(ValueError, match="mode 'bernoulli'"):
+        RandomPolicy(0.5, mode="fixed", spread=0.2)

@@ -106,11 +106,18 @@ def test_cli_single_policy_reports_the_allocator_it_timed_with(capsys):
     (["--methods", "all", "--batches", "1,x"], ["--batches"]),
     (["--methods", "all", "--batches", "0"], ["--batches must be >= 1"]),
     (["--methods", "all", "--dtype", "fp8"], ["--dtype", "fp32"]),
+    (["--ragged", "packed"], ["--ragged", "auto, split, pad"]),
+    (["--ragged", "split,split"], ["--ragged", "repeats"]),
+    (["--methods", "random", "--ragged", "split,pad"], ["--ragged", "one mode"]),
+    (["--spread", "0.5"], ["--spread", "random-bernoulli"]),
+    (["--policy", "random-bernoulli", "--spread", "1.5"], ["--spread", "[0, 1)"]),
+    (["--methods", "random", "--spread", "0.2"], ["--spread", "--methods"]),
 ])
 def test_cli_bad_options_are_one_line(capsys, monkeypatch, args, words):
     import patchprune.bench.speed as speed
 
     monkeypatch.setattr(speed, "run_methods_bench", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(speed, "run_speed_bench", lambda *a, **k: pytest.fail("work started"))
     capsys.readouterr()
     code = cli_main(["bench", "speed", "--model", "vit_tiny_patch16_224", "--img-size", "64"] + args)
     err = capsys.readouterr().err.strip().splitlines()
@@ -135,3 +142,20 @@ def test_cpu_time_clock_for_busy_machines(capsys):
     code = cli_main(["bench", "speed", "--methods", "random", "--cpu-time", "--threads", "2", "--model",
                      "vit_tiny_patch16_224", "--img-size", "64"])
     assert code == 2 and "--threads 1" in capsys.readouterr().err
+
+
+def test_ragged_modes_side_by_side_with_spread_counts(capsys):
+    # random-bernoulli with a wide spread: the samples keep very different counts; split runs none of
+    # the padding (executed FLOPs = kept FLOPs), pad runs all of it (more executed FLOPs)
+    code = cli_main(["bench", "speed", "--model", "vit_tiny_patch16_224", "--img-size", "96", "--batch", "4",
+                     "--policy", "random-bernoulli", "--spread", "0.6", "--ragged", "split,pad", "--repeats", "1",
+                     "--warmup", "0", "--threads", "1", "--device", "cpu", "--json"])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
+    split, pad = res["by_ragged"]["split"], res["by_ragged"]["pad"]
+    assert split["splits"] and not pad["splits"] and res["ragged"] == "split"
+    assert split["flops_ratio_executed"] == pytest.approx(res["flops_ratio"], rel=1e-3)
+    assert pad["flops_ratio_executed"] < 0.9 * split["flops_ratio_executed"]
+    counts = res["tokens_per_sample"]["1"]
+    assert counts == sorted(counts) and counts[-1] > 2 * counts[0]  # probability rises over the batch
+    assert set(res["page_faults_per_call"]) == {"dense", "pruned", "pruned/pad"}

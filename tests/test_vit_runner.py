@@ -89,14 +89,15 @@ def test_mask_and_gather_give_same_outputs_for_same_hard_mask(eps):
     assert gathered.pkr == pytest.approx(masked.pkr)
 
 
-def test_batch_with_different_counts_equals_each_sample_alone():
+@pytest.mark.parametrize("ragged", ["split", "pad"])
+def test_batch_with_different_counts_equals_each_sample_alone(ragged):
     vit = make_vit(depth=4, class_token=True)
     x = torch.randn(4, 3, 64, 64)
     masks = torch.zeros(4, 16, dtype=torch.bool)
     for i, k in enumerate([1, 5, 11, 16]):
         masks[i, torch.randperm(16)[:k]] = True
     policy = FixedGridMask(masks)
-    runner = pp.sparse_vit(vit, {2: policy}).eval()
+    runner = pp.sparse_vit(vit, {2: policy}, ragged=ragged).eval()
     with torch.no_grad():
         batch = runner(x)
         for i in range(4):

@@ -48,6 +48,12 @@ def _add_speed(groups: CommandGroups) -> None:
     p.add_argument("--allocator", choices=("steady", "system"), default="steady",
                    help="host allocator while timing: steady (default: glibc keeps freed memory, so no call pays "
                         "page faults for the previous one's) or system (as the process has it)")
+    p.add_argument("--ragged", default="auto",
+                   help="how samples keeping different counts run: auto (split on a CPU, padded elsewhere), split "
+                        "(no padding run), pad (padded, key-masked), or a comma list timed side by side, e.g. split,pad")
+    p.add_argument("--spread", type=float, default=0.0,
+                   help="with --policy random-bernoulli: spread the samples' keep probability linearly by +-SPREAD "
+                        "over the batch (samples keep very different counts, as frames with more or less foreground)")
     p.add_argument("--quick", action="store_true", help="with --methods: 3 repeats instead of 5 (about 10 minutes for --methods all --batches 1,8 on 2 cores)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 3; 1 with --methods)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 15; 5 with --methods)")

@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from patchprune.blocks import is_prenorm_block
 from patchprune.bench.timing import quartiles, round_ratios, time_side_by_side
 from patchprune.metrics.flops import flops_with_output, vit_block_macs
 from patchprune.validate import check_device, check_int, check_threads, check_timm_model, comma_list
-from patchprune.vit import SparseViT, SparseViTOutput, sparse_vit
+from patchprune.vit import RAGGED_MODES, SparseViT, SparseViTOutput, parse_keep_string, sparse_vit
 
 
 def build_vit(name: str, img_size: int, device: torch.device, checkpoint: str | None = None) -> nn.Module:
@@ -72,8 +73,11 @@ def ceiling_key(counts: tuple[int, ...]) -> str:
 
 def unpadded_pruned_macs(runner: SparseViT, out: SparseViTOutput, counted_macs: float) -> float:
     """MACs the pruned call would cost without padding: counted MACs with the padded block cost
-    replaced by the sum of each sample's own block cost (closed form, checked against the counter)."""
+    replaced by the sum of each sample's own block cost (closed form, checked against the counter).
+    A runner that splits ragged batches (`SparseViT.ragged`) ran no padding: its counted MACs are it."""
     model = runner.model
+    if runner.splits_ragged(out.features.device) and all(is_prenorm_block(blk) for blk in model.blocks):
+        return counted_macs
     dim, hidden, P = model.embed_dim, model.blocks[0].mlp.fc1.out_features, model.num_prefix_tokens
     padded = actual = 0.0
     for b in range(runner.depth):
@@ -87,41 +91,71 @@ def run_speed_bench(model: str = "vit_small_patch16_224", img_size: int = 512, k
                     batch: int = 1, policy: str = "random", warmup: int = 3, repeats: int = 10,
                     device: str | None = None, threads: int | None = None, seed: int = 0,
                     images: torch.Tensor | None = None, progress: bool = False,
-                    allocator: str = "steady") -> dict[str, Any]:
+                    allocator: str = "steady", ragged: tuple[str, ...] = ("auto",),
+                    spread: float = 0.0) -> dict[str, Any]:
     """Time dense (timm forward_features) and pruned (sparse_vit) side by side; return the figures.
-    allocator: "steady" (default) or "system" (`patchprune.bench.timing.steady_allocator`)."""
+    allocator: "steady" (default) or "system" (`patchprune.bench.timing.steady_allocator`).
+    ragged: `SparseViT` ragged modes to time, each its own pruned runner in the same interleaved run
+    (the top-level figures are the first's; `by_ragged` has every one). spread: per-sample spread of
+    random-bernoulli's keep probability (`patchprune.policies.random`), so samples keep very
+    different counts."""
     check_speed_options(img_size=img_size, batch=batch, warmup=warmup, repeats=repeats, threads=threads)
     dev = check_device("device", device)
+    ragged = check_ragged_modes("ragged", ragged)
+    if spread and policy != "random-bernoulli":
+        raise ValueError(f"spread varies random-bernoulli's keep probability per sample; policy is {policy!r}")
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     vit = build_vit(model, img_size, dev)
-    runner = sparse_vit(vit, keep, default_policy=policy).eval()
-    for pol in runner.policies.values():  # seeded draws, so repeated calls prune alike
-        if hasattr(pol, "seed") and getattr(pol, "seed") is None:
-            pol.seed = seed
+    schedule = {pos: (name, ratio, {"spread": spread} if spread else {})
+                for pos, (name, ratio) in parse_keep_string(keep, policy).items()}
+    runners = {mode: sparse_vit(vit, schedule, ragged=mode).eval() for mode in ragged}
+    for runner in runners.values():
+        for pol in runner.policies.values():  # seeded draws, so repeated calls prune alike
+            if hasattr(pol, "seed") and getattr(pol, "seed") is None:
+                pol.seed = seed
     x = images.to(dev) if images is not None else torch.randn(batch, 3, img_size, img_size, device=dev)
 
     dense_flops, _ = flops_with_output(vit.forward_features, x)
-    pruned_flops, out = flops_with_output(runner, x)
-    ideal_pruned_macs = unpadded_pruned_macs(runner, out, pruned_flops.macs)
-    times = time_side_by_side({"dense": lambda: vit.forward_features(x), "pruned": lambda: runner(x)},
-                              dev, warmup=warmup, repeats=repeats, progress=progress, allocator=allocator)
-    speedup = times["dense"] / times["pruned"]
+    counted = {mode: flops_with_output(runner, x) for mode, runner in runners.items()}
+    first = ragged[0]
+    out = counted[first][1]
+    ideal_pruned_macs = unpadded_pruned_macs(runners[first], out, counted[first][0].macs)
     flops_ratio = dense_flops.macs / ideal_pruned_macs
+    fns = {"dense": lambda: vit.forward_features(x)}
+    keys = {mode: "pruned" if mode == first else f"pruned/{mode}" for mode in ragged}  # "pruned": the first
+    fns.update({keys[mode]: (lambda r=runner: r(x)) for mode, runner in runners.items()})
+    times = time_side_by_side(fns, dev, warmup=warmup, repeats=repeats, progress=progress, allocator=allocator)
+    by_ragged = {}
+    for mode in ragged:
+        key = keys[mode]
+        speedup = times["dense"] / times[key]
+        by_ragged[mode] = {
+            "splits": runners[mode].splits_ragged(dev),
+            "pruned_ms": round(times[key], 3),
+            "speedup": round(speedup, 4),
+            "flops_ratio_executed": round(dense_flops.macs / counted[mode][0].macs, 4),
+            "efficiency": round(speedup / flops_ratio, 4),
+            "efficiency_rounds": [round(q / flops_ratio, 4) for q in quartiles(round_ratios(times, "dense", key))],
+        }
+    top = by_ragged[first]
     return {
         "model": model,
         "img_size": img_size,
         "keep": keep,
         "policy": policy,
+        "spread": spread,
         "batch": int(x.shape[0]),
         "dense_ms": round(times["dense"], 3),
-        "pruned_ms": round(times["pruned"], 3),
-        "speedup": round(speedup, 4),
+        "pruned_ms": top["pruned_ms"],
+        "speedup": top["speedup"],
         "flops_ratio": round(flops_ratio, 4),
-        "flops_ratio_executed": round(dense_flops.macs / pruned_flops.macs, 4),
-        "efficiency": round(speedup / flops_ratio, 4),
-        "efficiency_rounds": [round(q / flops_ratio, 4) for q in quartiles(round_ratios(times, "dense", "pruned"))],
+        "flops_ratio_executed": top["flops_ratio_executed"],
+        "efficiency": top["efficiency"],
+        "efficiency_rounds": top["efficiency_rounds"],
+        "ragged": first,
+        "by_ragged": by_ragged,
         "pkr": round(out.pkr, 4),
         "dense_gmacs": round(dense_flops.gmacs, 3),
         "pruned_gmacs": round(ideal_pruned_macs / 1e9, 3),
@@ -132,7 +166,22 @@ def run_speed_bench(model: str = "vit_small_patch16_224", img_size: int = 512, k
         "repeats": repeats,
         "allocator": times.allocator,
         "page_faults_per_call": times.faults,
+        "tokens_per_sample": {str(pos): m.sum(1).tolist() for pos, m in sorted(out.keep_masks.items())
+                              if pos in runners[first].schedule},
     }
+
+
+def check_ragged_modes(label: str, modes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The ragged modes as a tuple of distinct known names, or a ValueError naming `label`."""
+    modes = tuple(modes)
+    if not modes:
+        raise ValueError(f"{label}: give at least one of {', '.join(RAGGED_MODES)}")
+    for mode in modes:
+        if mode not in RAGGED_MODES:
+            raise ValueError(f"{label}: unknown mode {mode!r}; choose from {', '.join(RAGGED_MODES)}")
+    if len(set(modes)) != len(modes):
+        raise ValueError(f"{label}: {', '.join(modes)} names a mode twice")
+    return modes
 
 
 # ------------------------------------------------------------------------------------------------
@@ -197,12 +246,15 @@ def run_methods_bench(methods: list[str] | str = "all", batches: tuple[int, ...]
                       dtypes: tuple[str, ...] = ("fp32",), model: str = "vit_small_patch16_224", img_size: int = 512,
                       keep: str = "1:0.6,3:0.8,6:0.8,9:0.8", warmup: int = 1, repeats: int = 5,
                       device: str | None = None, threads: int | None = None, seed: int = 0,
-                      progress: bool = False, clock: str = "wall", allocator: str = "steady") -> dict[str, Any]:
+                      progress: bool = False, clock: str = "wall", allocator: str = "steady",
+                      ragged: str = "auto") -> dict[str, Any]:
     """One table of every method in `methods` at every batch x dtype: dense (timm forward_features)
     timed once per (batch, dtype), interleaved with every method's pruned forward in one
     side-by-side run; FLOP ratio = dense MACs / MACs of the kept tokens (pruning modules included).
     clock "cpu": CPU time of the timing thread (needs threads=1 on a CPU; a development estimate).
-    allocator: "steady" (default) or "system" (`patchprune.bench.timing.steady_allocator`)."""
+    allocator: "steady" (default) or "system" (`patchprune.bench.timing.steady_allocator`).
+    ragged: every runner's `SparseViT` ragged mode (how samples keeping different counts run)."""
+    check_ragged_modes("ragged", (ragged,))
     names = resolve_methods(methods) if isinstance(methods, str) else list(methods)
     catalogue = method_catalogue()
     check_speed_options(img_size=img_size, warmup=warmup, repeats=repeats, threads=threads)
@@ -223,6 +275,7 @@ def run_methods_bench(methods: list[str] | str = "all", batches: tuple[int, ...]
         for name in names:
             try:
                 runners[name] = build_method(name, catalogue[name], vit, keep, seed)
+                runners[name].ragged = ragged
             except ValueError as err:  # e.g. EViT on a model without a CLS token
                 errors[name] = str(err)
         for batch in batches:
@@ -267,7 +320,7 @@ def run_methods_bench(methods: list[str] | str = "all", batches: tuple[int, ...]
             "learned_target": LEARNED_TARGET, "batches": list(batches), "dtypes": list(dtypes),
             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "threads": torch.get_num_threads(), "warmup": warmup, "repeats": repeats, "seed": seed,
-            "clock": clock, "allocator": used_allocator, "rows": rows,
+            "clock": clock, "allocator": used_allocator, "ragged": ragged, "rows": rows,
             "checks": efficiency_checks(rows)}
 
 
@@ -324,6 +377,10 @@ def format_table(result: dict[str, Any]) -> str:
             ("dense", f'{result["dense_ms"]:.1f} ms  ({result["dense_gmacs"]:.2f} GMACs)'),
             ("pruned", f'{result["pruned_ms"]:.1f} ms  ({result["pruned_gmacs"]:.2f} GMACs, PKR {result["pkr"]:.3f})'),
             ("speed-up", f'{result["speedup"]:.2f}x  (FLOP ratio {result["flops_ratio"]:.2f}x, efficiency {result["efficiency"]:.2f})'),
+            *[(f"ragged {mode}", f'{r["pruned_ms"]:.1f} ms, {r["speedup"]:.2f}x, efficiency {r["efficiency"]:.2f} '
+               f'({"split: no padding run" if r["splits"] else "padded"}, executed FLOP ratio '
+               f'{r["flops_ratio_executed"]:.2f}x)')
+              for mode, r in result.get("by_ragged", {}).items() if len(result["by_ragged"]) > 1],
             ("device", f'{result["device"]}, {result["threads"]} threads, {result["dtype"]}, '
                        f'{result.get("allocator", "system")} host allocator')]
     width = max(len(k) for k, _ in rows)
@@ -356,14 +413,29 @@ def _run(args) -> int:
         except ValueError as err:
             raise ValueError(f"{label}: {err}") from None
     if getattr(args, "methods", None):
+        if args.spread:
+            raise ValueError("--spread is for one policy (--policy random-bernoulli), not --methods")
         return _run_methods(args)
     warmup = 3 if args.warmup is None else args.warmup
     repeats = 15 if args.repeats is None else args.repeats
+    ragged = tuple(comma_list("--ragged", args.ragged, str, unique=True, allowed=RAGGED_MODES))
+    if args.spread and args.policy != "random-bernoulli":
+        raise ValueError("--spread varies random-bernoulli's keep probability per sample: add --policy random-bernoulli")
+    if not 0.0 <= args.spread < 1.0:
+        raise ValueError(f"--spread must be in [0, 1), got {args.spread}")
     result = run_speed_bench(model=args.model, img_size=args.img_size, keep=args.keep, batch=args.batch,
                              policy=args.policy, warmup=warmup, repeats=repeats, device=args.device,
-                             threads=args.threads, seed=args.seed, progress=not args.json, allocator=args.allocator)
+                             threads=args.threads, seed=args.seed, progress=not args.json, allocator=args.allocator,
+                             ragged=ragged, spread=args.spread)
     print(json.dumps(result) if args.json else format_table(result))
     return 0
+
+
+def _one_ragged_mode(text: str) -> str:
+    modes = comma_list("--ragged", text, str, unique=True, allowed=RAGGED_MODES)
+    if len(modes) > 1:
+        raise ValueError("--ragged: give one mode with --methods (side-by-side modes are for one --policy)")
+    return modes[0]
 
 
 def _run_methods(args) -> int:
@@ -384,6 +456,6 @@ def _run_methods(args) -> int:
     result = run_methods_bench(methods, tuple(batches), tuple(dtypes), model=args.model, img_size=args.img_size,
                                keep=args.keep, warmup=warmup, repeats=repeats, device=args.device,
                                threads=args.threads, seed=args.seed, progress=not args.json, clock=clock,
-                               allocator=args.allocator)
+                               allocator=args.allocator, ragged=_one_ragged_mode(args.ragged))
     print(json.dumps(result) if args.json else format_methods_table(result))
     return 0
