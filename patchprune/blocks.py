@@ -81,37 +81,58 @@ def attention_part_scored(block: nn.Module, x: Tensor, attn_mask: Tensor | None 
     return y, weights, (k if keys else None)
 
 
-def split_block(block: nn.Module, x: Tensor, lengths: list[int], rows: Tensor) -> Tensor:
+def split_block(block: nn.Module, x: Tensor, lengths: list[int], rows: Tensor,
+                attn_mask: Tensor | None = None) -> Tensor:
     """block(x) for a padded batch x [B, n, C] whose sample b holds its real tokens in its first
-    lengths[b] slots (`rows`: their indices in x flattened to [B * n, C]), without running the padding.
+    lengths[b] slots (`rows`: their indices in x flattened to [B * n, C]), without running the padding
+    through the block's projections and MLP.
 
     The real tokens are packed into one sequence [1, T, C]: the MLP branch and (for a plain timm
-    `Attention`, `reuses_qkv`) the qkv / proj GEMMs run once over all of them, attention itself per
-    sample (`packed_attention`); other attention modules run per sample on their own tokens.
-    Padding slots keep their input. A loop over samples, not tokens; needs `is_prenorm_block`.
+    `Attention`, `reuses_qkv`) the qkv / proj GEMMs run once over all of them. Attention itself runs
+    per sample on its own tokens (attn_mask None: no padding anywhere, one SDPA call a sample) or,
+    given the batch's key mask [B, 1, 1, n], in one padded SDPA call (padding only in the attention
+    core; no per-sample calls). Other attention modules run on their own inputs the same two ways.
+    Padding slots keep their input. Needs `is_prenorm_block`.
     """
     flat = x.reshape(-1, x.shape[-1])
     packed = flat.index_select(0, rows).unsqueeze(0)
     if reuses_qkv(block):
-        branch = packed_attention(block.attn, block.norm1(packed), lengths)
+        layout = None if attn_mask is None else (rows, attn_mask)
+        branch = packed_attention(block.attn, block.norm1(packed), lengths, padded=layout)
         y = packed + block.drop_path1(block.ls1(branch))
-    else:
+    elif attn_mask is None:
         y = torch.cat([attention_part(block, part) for part in packed.split(lengths, dim=1)], dim=1)
+    else:
+        y = attention_part(block, x, attn_mask).reshape(-1, x.shape[-1]).index_select(0, rows).unsqueeze(0)
     y = mlp_part(block, y)
     return flat.index_copy(0, rows, y[0]).reshape(x.shape)
 
 
-def packed_attention(a: nn.Module, h: Tensor, lengths: list[int]) -> Tensor:
+def packed_attention(a: nn.Module, h: Tensor, lengths: list[int],
+                     padded: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """A timm `Attention` over h [1, T, C] holding sequences of `lengths` back to back: one qkv and
-    one proj projection over all T tokens, SDPA per sequence (none sees another's keys); timm's own
-    steps with its submodules (q_norm / k_norm, norm, gate), as in `attention_part_scored`."""
+    one proj projection over all T tokens; SDPA per sequence (none sees another's keys) or, with
+    `padded` = (rows, key mask [B, 1, 1, n]), once over q / k / v scattered into the padded batch.
+    timm's own steps with its submodules (q_norm / k_norm, norm, gate), as in `attention_part_scored`."""
     T = h.shape[1]
+    heads, d = a.num_heads, a.head_dim
     gate = a.gate(h).sigmoid() if getattr(a, "gate", None) is not None else None
-    q, k, v = a.qkv(h).reshape(T, 3, a.num_heads, a.head_dim).permute(1, 2, 0, 3).unbind(0)  # [heads, T, d]
-    q, k = a.q_norm(q), a.k_norm(k)
-    outs = [F.scaled_dot_product_attention(qs[None], ks[None], vs[None])[0].transpose(0, 1)
-            for qs, ks, vs in zip(q.split(lengths, 1), k.split(lengths, 1), v.split(lengths, 1))]
-    out = a.norm(torch.cat(outs, dim=0).reshape(1, T, a.num_heads * a.head_dim))
+    qkv = a.qkv(h)[0]
+    if padded is None:
+        q, k, v = qkv.reshape(T, 3, heads, d).permute(1, 2, 0, 3).unbind(0)  # [heads, T, d]
+        q, k = a.q_norm(q), a.k_norm(k)
+        outs = [F.scaled_dot_product_attention(qs[None], ks[None], vs[None])[0].transpose(0, 1)
+                for qs, ks, vs in zip(q.split(lengths, 1), k.split(lengths, 1), v.split(lengths, 1))]
+        out = torch.cat(outs, dim=0).reshape(1, T, heads * d)
+    else:
+        rows, mask = padded
+        B, n = mask.shape[0], mask.shape[-1]
+        full = qkv.new_zeros(B * n, qkv.shape[-1]).index_copy(0, rows, qkv)
+        q, k, v = full.reshape(B, n, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # [B, heads, n, d]
+        q, k = a.q_norm(q), a.k_norm(k)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = o.transpose(1, 2).reshape(B * n, heads * d).index_select(0, rows).unsqueeze(0)
+    out = a.norm(out)
     if gate is not None:
         out = out * gate
     return a.proj_drop(a.proj(out))

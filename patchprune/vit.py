@@ -10,9 +10,9 @@ never patched) under a schedule of policies. Two execution modes:
   `Policy.training_gate`; see `patchprune.blocks`).
 - gather (inference): only the kept tokens run; they are gathered, processed, and written back into
   a full-grid buffer where pruned positions keep their last feature. Samples that keep different
-  counts are padded to the batch maximum; on a CPU each block then runs without the padding
-  (`ragged="split"`: per-sample attention, one packed MLP), elsewhere the padding runs hidden by a
-  key-padding mask (`ragged="pad"`; SDPA stays in use either way).
+  counts are padded to the batch maximum; on a CPU each block then runs its projections and MLP on
+  the real tokens only (`ragged` "split" / "pack": attention per sample, or one padded call), elsewhere
+  the whole padded batch runs hidden by a key-padding mask (`ragged="pad"`; SDPA in every mode).
 
 Prefix tokens (CLS, registers) always run and are never seen as candidates for pruning.
 A policy with `acts_after_attention` acts between its block's attention and MLP (EViT, ToMe's
@@ -48,6 +48,8 @@ class SparseViTOutput:
     features: Tensor  # [B, C, H, W] full grid after the last block and the final norm
     keep_masks: dict[int, Tensor]  # block -> bool [B, N] tokens that block processed
     pkr: float  # patch keep ratio of this call (mean over blocks of processed / N)
+    # block -> "split" | "pack" | "pad": how it ran a batch whose samples kept different counts
+    ragged: dict[int, str] = field(default_factory=dict)
     aux: dict = field(default_factory=dict)  # filled by the policies (losses, scores, ...)
     layers: dict[int, Tensor] = field(default_factory=dict)  # pos -> [B, C, H, W] input of block pos
     prefix: Tensor | None = None  # [B, P, C] prefix tokens after the final norm
@@ -76,12 +78,16 @@ def sparse_vit(model: nn.Module, schedule: Schedule | None = None, execution: st
     (`compiled_block_call`: the block's own forward, compiled; the policies, the token bookkeeping
     and the blocks a policy splits stay eager). Meant for inference at fixed budgets, where each
     block sees few distinct token counts; the first calls compile (minutes on a CPU).
-    ragged: how gather execution runs a batch whose samples keep different counts. "split": each
-    block without the padding (`patchprune.blocks.split_block`: every sample's attention on its own
-    tokens, the MLP once over all real tokens), so padding costs nothing; "pad": the padded batch
-    with a key-padding mask (one attention call; the padding is computed and discarded); "auto"
-    (default): "split" on a CPU, "pad" elsewhere (many small attention calls cost launches on a GPU).
-    Blocks other than timm's pre-norm Block, size-weighted (merged) attention and `compile` use "pad".
+    ragged: how gather execution runs a batch whose samples keep different counts
+    (`patchprune.blocks.split_block`). "split": no padding anywhere (qkv, proj and MLP once over all
+    real tokens packed together, attention one SDPA call per sample); "pack": the same projections
+    and MLP, attention in one padded SDPA call (padding only in the attention core, no per-sample
+    calls); "pad": the padded batch with a key-padding mask (the padding is computed and discarded);
+    "auto" (default): "split" on a CPU, "pad" elsewhere (not measured on a GPU yet; "pack" is the
+    batched candidate there). Measured on 2 CPU cores (docs/benchmarks.md, issue 10): split is
+    within -6 % .. +2 % of pad when the counts differ little and 1.5-2x faster when they differ widely;
+    pack is slower than split in every case measured. Blocks other than timm's pre-norm Block, size-weighted (merged) attention and
+    `compile` run "pad". `SparseViTOutput.ragged` says how each padded block ran.
     """
     return SparseViT(model, schedule or {}, execution=execution, default_policy=default_policy,
                      policy_eps=policy_eps, compile=compile, ragged=ragged)
@@ -124,12 +130,14 @@ class SparseViT(nn.Module):
     def schedule(self) -> dict[int, Policy]:
         return {int(k): v for k, v in self.policies.items()}
 
-    def splits_ragged(self, device: torch.device) -> bool:
-        """Whether gather execution runs padded batches block by block without their padding
-        (`ragged` "split", or "auto" on a CPU; never with `compile`)."""
-        if self.compile or self.ragged == "pad":
-            return False
-        return self.ragged == "split" or device.type == "cpu"
+    def ragged_mode(self, device: torch.device) -> str:
+        """"split", "pack" or "pad": how gather execution runs a padded batch on `device` (see
+        `sparse_vit`'s `ragged`)."""
+        if self.compile:
+            return "pad"
+        if self.ragged != "auto":
+            return self.ragged
+        return "split" if device.type == "cpu" else "pad"
 
     @property
     def execution_in_force(self) -> str:
@@ -157,7 +165,7 @@ class SparseViT(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # Model checks and shared pieces
 
-RAGGED_MODES = ("auto", "split", "pad")
+RAGGED_MODES = ("auto", "split", "pack", "pad")
 
 
 
@@ -401,6 +409,7 @@ class _Run:
         self.return_layers = return_layers
         self.layers: dict[int, Tensor] = {}
         self.keep_masks: dict[int, Tensor] = {}
+        self.ragged_runs: dict[int, str] = {}  # block -> how it ran a padded batch (gather execution)
         self.scratch: dict = {}
         self.aux: dict = {}
         self.observers = {}
@@ -429,6 +438,7 @@ class _Run:
             aux=self.aux,
             layers=self.layers,
             prefix=full[:, : self.P],
+            ragged=self.ragged_runs,
         )
 
 
@@ -530,8 +540,8 @@ class _GatherRun(_Run):
         self.owner_map: Tensor | None = None  # None: identity (nothing pruned yet)
         self.flushed = True  # full is up to date with the live tokens
         self.attn_mask: Tensor | None = None
-        self.ragged: tuple[list[int], Tensor] | None = None  # (real slots per sample, their flat rows) to split on
-        self.split = self.owner.splits_ragged(self.x.device)
+        # (real tokens per sample, their flat rows, key mask for "pack" | None) while a padded batch splits
+        self.ragged: tuple[list[int], Tensor, Tensor | None] | None = None
         self.processed = torch.ones(B, self.N, dtype=torch.bool, device=self.x.device)
 
     # -- state access --
@@ -564,6 +574,8 @@ class _GatherRun(_Run):
             policy = self.owner.policy_at(pos)
             if policy is not None and policy.acts_after_attention:
                 self.keep_masks[pos] = self.processed  # the block's attention ran on these tokens
+                if self.state.valid is not None:
+                    self.ragged_runs[pos] = "pad"
                 self.x, attn, keys = self.attention_with_scores(policy, block)
                 self.flushed = False
                 self.apply(pos, policy, block, attn, keys)
@@ -574,8 +586,11 @@ class _GatherRun(_Run):
                 self.apply(pos, policy, block)
             if self.ragged is not None and is_prenorm_block(block):
                 self.x = split_block(block, self.x, *self.ragged)
+                self.ragged_runs[pos] = "pack" if self.ragged[2] is not None else "split"
             else:
                 self.x = (compiled_block_call() if self.owner.compile else call_block)(block, self.x, self.attn_mask)
+                if self.state.valid is not None:
+                    self.ragged_runs[pos] = "pad"
             self.flushed = False
             self.keep_masks[pos] = self.processed
         return self.finish()
@@ -668,13 +683,17 @@ class _GatherRun(_Run):
         target = st.index if st.valid is None else torch.where(st.valid, st.index, torch.full_like(st.index, self.N))
         return mask.scatter(1, target, True)[:, : self.N]
 
-    def ragged_layout(self) -> tuple[list[int], Tensor] | None:
-        """(real tokens per sample, prefix included; their rows in x flattened) when this batch is
-        padded, keeps plain key masks and the runner splits padded batches; else None."""
-        if not self.split or self.attn_mask is None or self.attn_mask.dtype != torch.bool:
+    def ragged_layout(self) -> tuple[list[int], Tensor, Tensor | None] | None:
+        """`split_block`'s (real tokens per sample, prefix included; their rows in x flattened; the
+        key mask when attention runs padded ("pack") else None) for a padded batch under a plain key
+        mask that the runner's `ragged_mode` does not run padded; else None."""
+        if self.attn_mask is None or self.attn_mask.dtype != torch.bool:
+            return None
+        mode = self.owner.ragged_mode(self.x.device)
+        if mode == "pad":
             return None
         real = self.attn_mask[:, 0, 0, :]
-        return real.sum(1).tolist(), real.flatten().nonzero().squeeze(1)
+        return real.sum(1).tolist(), real.flatten().nonzero().squeeze(1), (self.attn_mask if mode == "pack" else None)
 
     def build_attn_mask(self) -> Tensor | None:
         """Key mask [B, 1, 1, P+n]: bool for padding only, additive float when sizes are present."""
