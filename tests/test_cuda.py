@@ -62,3 +62,18 @@ def test_bench_speed_methods_on_cuda(dtype):
                             model="vit_tiny_patch16_224", img_size=64, warmup=1, repeats=2, device="cuda")
     assert res["device"] == torch.cuda.get_device_name(0)
     assert len(res["rows"]) == 8 and all("error" not in r and r["pruned_ms"] > 0 for r in res["rows"])
+
+
+@pytest.mark.parametrize("mode", ["split", "pack"])
+def test_ragged_batches_on_cuda_equal_the_padded_run(mode):
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, num_classes=0).eval().cuda()
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(3)).cuda()
+    schedule = {1: ("random-bernoulli", 0.6, {"seed": 0, "spread": 0.6})}  # seeded: both runners draw alike
+    with torch.no_grad():
+        pad = patchprune.sparse_vit(vit, schedule).eval()(images)  # "auto" pads off the CPU
+        ragged = patchprune.sparse_vit(vit, schedule, ragged=mode).eval()(images)
+    assert set(pad.ragged.values()) == {"pad"} and set(ragged.ragged.values()) == {mode}
+    assert len(set(pad.keep_masks[1].sum(1).tolist())) > 1
+    assert torch.equal(ragged.keep_masks[1], pad.keep_masks[1])
+    torch.testing.assert_close(ragged.features, pad.features, rtol=1e-4, atol=1e-4)
