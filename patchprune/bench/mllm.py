@@ -6,7 +6,7 @@ the same structure. Sections: batch 1 / 4 x image (1 frame) / video (4 frames, o
 per frame); every sample has `--text` text tokens around its images (different images per sample).
 
 What is timed (ms, median of `--repeats` interleaved rounds after `--warmup` untimed ones,
-`bench/timing.py`; one global warm-up first runs every kind of call once):
+`metrics/timing.py`; one global warm-up first runs every kind of call once):
 - vision: the model's `get_image_features` (tower + projector on all N tokens), one call per frame
   of a pool of 8 distinct random frames (`SECTION_FRAMES` builds every sample from them, all samples
   of a batch different), computed once and reused by every section, method and ratio; a section's
@@ -92,7 +92,7 @@ def run_section(model: Any, spec: Any, name: str, methods: list[str], ratios: tu
     """One section: selection per method x ratio, prefill dense vs every ratio, TTFT (vision from `pool`)."""
     import torch
 
-    from patchprune.bench.timing import time_side_by_side
+    from patchprune.metrics.timing import time_side_by_side
     from patchprune.hf import VisualTokenPruner
     from patchprune.metrics.mllm_flops import mllm_macs
     from patchprune.select import budget
@@ -163,7 +163,7 @@ def _ttft(model: Any, inputs: dict, vision_ms: float, section: dict, device, war
           repeats: int) -> dict[str, float]:
     """Time to first token, dense and EVTP at the check ratio (when benchmarked): vision + EVTP
     selection + generate(max_new_tokens=1) on the prepared inputs."""
-    from patchprune.bench.timing import time_side_by_side
+    from patchprune.metrics.timing import time_side_by_side
 
     keys = [k for k in ("dense", f"{CHECK_RATIO:g}") if k in inputs]
 

@@ -94,7 +94,7 @@ def run_bench(frames: int = 4, side: int = 27, dim: int = 1152, ratios: tuple[fl
               methods: list[str] | None = None, repeats: int = 15, warmup: int = 3, seed: int = 0,
               texture: tuple[float, float] = (0.03, 0.5), progress: bool = False) -> dict[str, Any]:
     """The JSON-ready results (see the module docstring)."""
-    from patchprune.bench.timing import time_side_by_side
+    from patchprune.metrics.timing import time_side_by_side
     from patchprune.select.coverage import coverage_radius
     from patchprune.select import available_methods, budget, method_spec, select
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from patchprune.bench.timing import quartiles, round_ratios, time_side_by_side
+from patchprune.metrics.timing import quartiles, round_ratios, time_side_by_side
 from patchprune.metrics.flops import flops_with_output, vit_block_macs
 from patchprune.validate import check_device, check_int, check_threads, check_timm_model, comma_list
 from patchprune.vit import RAGGED_MODES, SparseViT, SparseViTOutput, parse_keep_string, sparse_vit
@@ -92,7 +92,7 @@ def run_speed_bench(model: str = "vit_small_patch16_224", img_size: int = 512, k
                     allocator: str = "steady", ragged: tuple[str, ...] = ("auto",),
                     spread: float = 0.0) -> dict[str, Any]:
     """Time dense (timm forward_features) and pruned (sparse_vit) side by side; return the figures.
-    allocator: "steady" (default) or "system" (`patchprune.bench.timing.steady_allocator`).
+    allocator: "steady" (default) or "system" (`patchprune.metrics.timing.steady_allocator`).
     ragged: `SparseViT` ragged modes to time, each its own pruned runner in the same interleaved run
     (the top-level figures are the first's; `by_ragged` has every one). spread: per-sample spread of
     random-bernoulli's keep probability (`patchprune.policies.random`), so samples keep very
@@ -250,7 +250,7 @@ def run_methods_bench(methods: list[str] | str = "all", batches: tuple[int, ...]
     timed once per (batch, dtype), interleaved with every method's pruned forward in one
     side-by-side run; FLOP ratio = dense MACs / MACs of the kept tokens (pruning modules included).
     clock "cpu": CPU time of the timing thread (needs threads=1 on a CPU; a development estimate).
-    allocator: "steady" (default) or "system" (`patchprune.bench.timing.steady_allocator`).
+    allocator: "steady" (default) or "system" (`patchprune.metrics.timing.steady_allocator`).
     ragged: every runner's `SparseViT` ragged mode (how samples keeping different counts run)."""
     check_ragged_modes("ragged", (ragged,))
     names = resolve_methods(methods) if isinstance(methods, str) else list(methods)

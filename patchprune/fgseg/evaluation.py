@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from patchprune.bench.timing import time_side_by_side
+from patchprune.metrics.timing import time_side_by_side
 from patchprune.fgseg.config import FGS_LAYERS, IOI_THRESHOLDS, FgSegBenchConfig
 from patchprune.fgseg.model import normalise
 from patchprune.metrics.fgs import fgs, patch_foreground

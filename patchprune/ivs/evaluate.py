@@ -173,7 +173,7 @@ def _cost(run_batch, items, texts, kind: str, timing: int) -> tuple[dict[str, fl
     latency = {c: 0.0 for c in COMPONENTS}
     latency["total"] = 0.0
     if timing > 0:
-        from patchprune.bench.timing import steady_allocator
+        from patchprune.metrics.timing import steady_allocator
 
         steady_allocator()  # as every timed figure of the project: no call pays the previous one's page faults
         with torch.inference_mode():

@@ -94,7 +94,7 @@ def streaming_fps(model: VISModel, encoder: nn.Module | None, clip: VideoClip, f
     batch B > 1 streams B videos side by side (the clip's frames, each slot starting `b` frames later,
     so the slots differ and a learned pruner keeps a different count in each), B frames a step: the
     saturated throughput next to batch-1 latency. FPS counts every frame of every slot."""
-    from patchprune.bench.timing import steady_allocator
+    from patchprune.metrics.timing import steady_allocator
     from patchprune.video import VideoStream
 
     check_int("batch", batch, 1)

@@ -8,13 +8,13 @@ import sys
 import pytest
 import torch
 
-from patchprune.bench.timing import minor_faults, quartiles, round_ratios, steady_allocator, time_side_by_side
+from patchprune.metrics.timing import minor_faults, quartiles, round_ratios, steady_allocator, time_side_by_side
 
 # A ViT-S/16 forward's activations at 512 px (qkv, attention output, projection, MLP hidden, GELU):
 # blocks of 1.5-6.3 MB allocated and freed in a block's order, written like real outputs.
 BLOCK_LIKE = """
 import json, sys, torch
-from patchprune.bench.timing import time_side_by_side
+from patchprune.metrics.timing import time_side_by_side
 def forward_like():
     kept = None
     for _ in range(12):
@@ -83,7 +83,7 @@ def test_round_ratios_pair_the_calls_of_each_round_and_quartiles_bracket_the_med
             calls[name] += 1
         return fn
 
-    import patchprune.bench.timing as timing
+    import patchprune.metrics.timing as timing
 
     saved = timing.CLOCKS["wall"]
     timing.CLOCKS["wall"] = fake_clock
