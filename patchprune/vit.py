@@ -85,7 +85,7 @@ def sparse_vit(model: nn.Module, schedule: Schedule | None = None, execution: st
     calls); "pad": the padded batch with a key-padding mask (the padding is computed and discarded);
     "auto" (default): "split" on a CPU, "pad" elsewhere (not measured on a GPU yet; "pack" is the
     batched candidate there). Measured on 2 CPU cores (docs/benchmarks.md, issue 10): split is
-    within -6 % .. +2 % of pad when the counts differ little and 1.5-2x faster when they differ
+    within -6 % .. +2 % of pad when the counts differ little and 1.3-2x faster when they differ
     widely; pack is slower than split in every case measured. Blocks other than timm's pre-norm
     Block, size-weighted (merged) attention and `compile` run "pad". `SparseViTOutput.ragged` says
     how each padded block ran.
