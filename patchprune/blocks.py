@@ -69,14 +69,12 @@ def attention_part_scored(block: nn.Module, x: Tensor, attn_mask: Tensor | None 
     a = block.attn
     h = block.norm1(x)
     B, n, _ = h.shape
-    gate = a.gate(h).sigmoid() if getattr(a, "gate", None) is not None else None
+    gate = attention_gate(a, h)
     q, k, v = a.qkv(h).reshape(B, n, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
     q, k = a.q_norm(q), a.k_norm(k)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-    out = a.norm(out.transpose(1, 2).reshape(B, n, a.num_heads * a.head_dim))
-    if gate is not None:
-        out = out * gate
-    y = x + block.drop_path1(block.ls1(a.proj_drop(a.proj(out))))
+    out = attention_output(a, out.transpose(1, 2).reshape(B, n, a.num_heads * a.head_dim), gate)
+    y = x + block.drop_path1(block.ls1(out))
     weights = None if rows is None else attention_weights(q[:, :, :rows], k, a.scale, attn_mask)
     return y, weights, (k if keys else None)
 
@@ -116,7 +114,7 @@ def packed_attention(a: nn.Module, h: Tensor, lengths: list[int],
     timm's own steps with its submodules (q_norm / k_norm, norm, gate), as in `attention_part_scored`."""
     T = h.shape[1]
     heads, d = a.num_heads, a.head_dim
-    gate = a.gate(h).sigmoid() if getattr(a, "gate", None) is not None else None
+    gate = attention_gate(a, h)
     qkv = a.qkv(h)[0]
     if padded is None:
         q, k, v = qkv.reshape(T, 3, heads, d).permute(1, 2, 0, 3).unbind(0)  # [heads, T, d]
@@ -132,7 +130,20 @@ def packed_attention(a: nn.Module, h: Tensor, lengths: list[int],
         q, k = a.q_norm(q), a.k_norm(k)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = o.transpose(1, 2).reshape(B * n, heads * d).index_select(0, rows).unsqueeze(0)
-    out = a.norm(out)
+    return attention_output(a, out, gate)
+
+
+def attention_gate(a: nn.Module, h: Tensor) -> Tensor | None:
+    """A timm `Attention`'s output gate sigmoid(gate(h)) of its input h, or None without one."""
+    return a.gate(h).sigmoid() if getattr(a, "gate", None) is not None else None
+
+
+def attention_output(a: nn.Module, out: Tensor, gate: Tensor | None) -> Tensor:
+    """A timm `Attention`'s steps after the weighted sum out [B, n, heads * head_dim]: its norm
+    (when it has one), the gate, the output projection and its dropout."""
+    norm = getattr(a, "norm", None)
+    if norm is not None:
+        out = norm(out)
     if gate is not None:
         out = out * gate
     return a.proj_drop(a.proj(out))
@@ -201,18 +212,12 @@ def policy_attention(policy: Tensor, eps: float = POLICY_SOFTMAX_EPS) -> Attend:
 
     def attend(attn: nn.Module, x: Tensor) -> Tensor:
         B, n, _ = x.shape
-        gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
+        gate = attention_gate(attn, x)
         qkv = attn.qkv(x).reshape(B, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = attn.q_norm(q), attn.k_norm(k)
         a = policy_softmax((q * attn.scale) @ k.transpose(-2, -1), policy, eps)
-        out = (attn.attn_drop(a) @ v).transpose(1, 2).reshape(B, n, -1)
-        norm = getattr(attn, "norm", None)
-        if norm is not None:
-            out = norm(out)
-        if gate is not None:
-            out = out * gate
-        return attn.proj_drop(attn.proj(out))
+        return attention_output(attn, (attn.attn_drop(a) @ v).transpose(1, 2).reshape(B, n, -1), gate)
 
     return attend
 
