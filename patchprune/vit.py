@@ -103,9 +103,7 @@ class SparseViT(nn.Module):
         super().__init__()
         check_vit(model)
         self.compile = bool(compile)
-        if ragged not in RAGGED_MODES:
-            raise ValueError(f"ragged must be one of {', '.join(map(repr, RAGGED_MODES))}, got {ragged!r}")
-        self.ragged = ragged
+        self.ragged = check_ragged(ragged)
         if execution not in ("auto", "mask", "gather"):
             raise ValueError(f"execution must be 'auto', 'mask' or 'gather', got {execution!r}")
         self.policy_eps = check_policy_eps(policy_eps)
@@ -167,6 +165,13 @@ class SparseViT(nn.Module):
 # Model checks and shared pieces
 
 RAGGED_MODES = ("auto", "split", "pack", "pad")
+
+
+def check_ragged(mode: str) -> str:
+    """`mode` if it is one of `RAGGED_MODES` (see `sparse_vit`), else a ValueError listing them."""
+    if mode not in RAGGED_MODES:
+        raise ValueError(f"ragged must be one of {', '.join(map(repr, RAGGED_MODES))}, got {mode!r}")
+    return mode
 
 
 def call_pkr(keep_masks: Mapping[int, Tensor]) -> float:

@@ -137,3 +137,12 @@ def test_split_block_every_attention_path_agrees(packed, padded_attention):
         ref = block(x, attn_mask=mask)
     torch.testing.assert_close(y[real], ref[real], atol=1e-5, rtol=0)
     assert torch.equal(y[~real], x[~real])
+
+
+def test_bench_ragged_modes_are_checked_before_any_work():
+    from patchprune.bench.speed import check_ragged_modes
+
+    assert check_ragged_modes("ragged", ["split", "pad"]) == ("split", "pad")
+    for modes, words in ((["nope"], "must be one of"), (["pad", "pad"], "names a mode twice"), ([], "at least one")):
+        with pytest.raises(ValueError, match=words):
+            check_ragged_modes("ragged", modes)

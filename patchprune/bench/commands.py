@@ -49,8 +49,9 @@ def _add_speed(groups: CommandGroups) -> None:
                    help="host allocator while timing: steady (default: glibc keeps freed memory, so no call pays "
                         "page faults for the previous one's) or system (as the process has it)")
     p.add_argument("--ragged", default="auto",
-                   help="how samples keeping different counts run: auto (split on a CPU, padded elsewhere), split "
-                        "(no padding run), pad (padded, key-masked), or a comma list timed side by side, e.g. split,pad")
+                   help="how samples keeping different counts run: auto (split on a CPU, pad elsewhere), split "
+                        "(no padding run), pack (padding only in one attention call), pad (padded, key-masked), or "
+                        "a comma list timed side by side, e.g. split,pack,pad")
     p.add_argument("--spread", type=float, default=0.0,
                    help="with --policy random-bernoulli: spread the samples' keep probability linearly by +-SPREAD "
                         "over the batch (samples keep very different counts, as frames with more or less foreground)")

@@ -24,7 +24,7 @@ from torch import nn
 from patchprune.metrics.timing import quartiles, round_ratios, time_side_by_side
 from patchprune.metrics.flops import flops_with_output, vit_block_macs
 from patchprune.validate import check_device, check_int, check_threads, check_timm_model, comma_list
-from patchprune.vit import RAGGED_MODES, SparseViT, SparseViTOutput, parse_keep_string, sparse_vit
+from patchprune.vit import RAGGED_MODES, SparseViT, SparseViTOutput, check_ragged, parse_keep_string, sparse_vit
 
 
 def build_vit(name: str, img_size: int, device: torch.device, checkpoint: str | None = None) -> nn.Module:
@@ -76,12 +76,16 @@ def unpadded_pruned_macs(runner: SparseViT, out: SparseViTOutput, counted_macs: 
     in closed form, checked against the counter."""
     model = runner.model
     dim, hidden, P = model.embed_dim, model.blocks[0].mlp.fc1.out_features, model.num_prefix_tokens
+
+    def padded_cost(n: int, mode: str) -> float:  # what a sample of n tokens costs in a padded part
+        return vit_block_macs(n, dim, hidden) if mode == "pad" else 2 * n * n * dim  # "pack": attention core
+
     padding = 0.0
     for b, mode in out.ragged.items():
+        if mode == "split":
+            continue
         tokens = [c + P for c in out.keep_masks[b].sum(1).tolist()]
-        cost = (lambda n: vit_block_macs(n, dim, hidden)) if mode == "pad" else (lambda n: 2 * n * n * dim)
-        if mode != "split":
-            padding += len(tokens) * cost(max(tokens)) - sum(cost(n) for n in tokens)
+        padding += len(tokens) * padded_cost(max(tokens), mode) - sum(padded_cost(n, mode) for n in tokens)
     return counted_macs - padding
 
 
@@ -175,8 +179,10 @@ def check_ragged_modes(label: str, modes: tuple[str, ...] | list[str]) -> tuple[
     if not modes:
         raise ValueError(f"{label}: give at least one of {', '.join(RAGGED_MODES)}")
     for mode in modes:
-        if mode not in RAGGED_MODES:
-            raise ValueError(f"{label}: unknown mode {mode!r}; choose from {', '.join(RAGGED_MODES)}")
+        try:
+            check_ragged(mode)
+        except ValueError as err:
+            raise ValueError(f"{label}: {err}") from None
     if len(set(modes)) != len(modes):
         raise ValueError(f"{label}: {', '.join(modes)} names a mode twice")
     return modes
