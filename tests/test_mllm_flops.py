@@ -75,6 +75,33 @@ def test_transformer_spec_reduces_to_the_paper_formula():
     assert TransformerSpec(L, d, m, heads=32).macs(n) == L * (4 * n * d * d + 2 * n * n * d + 2 * n * d * m)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_term_counts_the_products_of_each_query(causal):
+    """The attention term equals what FlopCounterMode counts for attention written out query by query
+    (every key, or with causal=True only the keys up to the query's own position)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = TransformerSpec(layers=1, hidden=32, ffn=64, heads=4, kv_heads=2, ffn_mats=3)
+    n, hd = 9, 8
+    q, k, v = (torch.randn(1, 4, n, hd) for _ in range(3))
+    with FlopCounterMode(display=False) as counter:
+        for i in range(n):
+            keys = i + 1 if causal else n
+            w = (q[:, :, i:i + 1] @ k[:, :, :keys].transpose(-1, -2)).softmax(-1)
+            w @ v[:, :, :keys]
+    projections_and_mlp = spec.layer_macs(n) - 2 * n * n * 4 * hd  # the full convention's attention: 2 n^2 d_q
+    assert spec.layer_macs(n, causal=causal) - projections_and_mlp == counter.get_total_flops() / 2
+    assert spec.macs(n, causal=True) < spec.macs(n)
+
+
+def test_causal_prefill_changes_only_the_language_model():
+    spec = instructseg_spec()
+    full, causal = mllm_macs(spec, 50, 4, kept=146), mllm_macs(spec, 50, 4, kept=146, causal=True)
+    assert (causal.vision, causal.selector, causal.projector) == (full.vision, full.selector, full.projector)
+    n = 50 + 4 * 146
+    assert full.prefill - causal.prefill == spec.llm.layers * (n * n - n * (n + 1) / 2) * 2 * spec.llm.hidden
+
+
 def test_bad_arguments():
     spec = instructseg_spec()
     with pytest.raises(ValueError, match="kept must be in"):

@@ -21,7 +21,11 @@ What is timed (ms, median of `--repeats` interleaved rounds after `--warmup` unt
   on the prepared inputs; dense: vision + generate.
 FLOP ratios come from `patchprune.metrics.mllm_flops` (MACs) over the same components as the
 latency they sit next to: prefill vs prefill; end to end (vision + selection + prefill) vs vision +
-selector + projector + prefill.
+selector + projector + prefill. The prefill also gets a causal FLOP ratio (`prefill_flop_ratio_causal`,
+attention over each query's prefix only, `mllm_macs(..., causal=True)`): the prompts have no padding,
+so the model's SDPA runs with `is_causal=True` and skips the upper triangle; the full-n x n ratio (the
+paper's and FlopCounterMode's convention, the one the must-show check uses) overstates what a causal
+kernel can gain where attention is a large share of the dense prefill (the video sections).
 """
 from __future__ import annotations
 
@@ -126,9 +130,11 @@ def run_section(model: Any, spec: Any, name: str, methods: list[str], ratios: tu
 
     prefill_ms = time_side_by_side({k: prefill(kw) for k, kw in inputs.items()}, device, warmup, repeats)
     dense_cost = mllm_macs(spec, text_tokens, frames, None, batch=batch)
+    causal_dense = mllm_macs(spec, text_tokens, frames, None, batch=batch, causal=True).prefill
     out: dict[str, Any] = {"batch": batch, "frames": frames, "tokens_per_frame": N, "text_tokens": text_tokens,
                            "vision_ms": vision_ms, "vision_ms_per_sample": vision_times,
-                           "dense": {"prefill_ms": prefill_ms["dense"], "macs": dense_cost.as_dict()},
+                           "dense": {"prefill_ms": prefill_ms["dense"], "macs": dense_cost.as_dict(),
+                                     "prefill_macs_causal": causal_dense},
                            "ratios": {}}
     for r in ratios:
         k = budget(N, r)
@@ -141,8 +147,11 @@ def run_section(model: Any, spec: Any, name: str, methods: list[str], ratios: tu
         row: dict[str, Any] = {
             "k": k, "prefill_ms": pre_ms, "prefill_macs": pruned_prefill,
             "prefill_speedup": prefill_ms["dense"] / pre_ms,
-            "prefill_flop_ratio": dense_cost.prefill / pruned_prefill, "methods": {}}
+            "prefill_flop_ratio": dense_cost.prefill / pruned_prefill,
+            "prefill_flop_ratio_causal": causal_dense / mllm_macs(spec, text_tokens, frames, k, batch=batch,
+                                                                  causal=True).prefill, "methods": {}}
         row["prefill_efficiency"] = row["prefill_speedup"] / row["prefill_flop_ratio"]
+        row["prefill_efficiency_causal"] = row["prefill_speedup"] / row["prefill_flop_ratio_causal"]
         saved = prefill_ms["dense"] - pre_ms
         for m in methods:
             cost = mllm_macs(spec, text_tokens, frames, k, batch=batch, method=m)
@@ -221,7 +230,9 @@ def planned_macs(spec: Any, sections: list[str], ratios: tuple[float, ...], repe
 
 
 def must_show(sections: dict[str, Any]) -> list[dict[str, Any]]:
-    """EVTP at 20 %: prefill speed-up >= 0.9 x FLOP ratio; selection <= 1 % of the prefill time saved."""
+    """EVTP at 20 %: prefill speed-up >= 0.9 x FLOP ratio (full n x n attention, issue 9's bar) and
+    >= 0.9 x the causal FLOP ratio (what a causal kernel can gain); selection <= 1 % of the prefill
+    time saved."""
     checks = []
     key = f"{CHECK_RATIO:g}"
     for name, sec in sections.items():
@@ -232,6 +243,10 @@ def must_show(sections: dict[str, Any]) -> list[dict[str, Any]]:
         checks.append({"section": name, "check": "prefill speed-up >= 0.9 x FLOP ratio",
                        "value": row["prefill_speedup"], "bound": 0.9 * row["prefill_flop_ratio"],
                        "status": "pass" if row["prefill_speedup"] >= 0.9 * row["prefill_flop_ratio"] else "miss"})
+        causal_bound = 0.9 * row["prefill_flop_ratio_causal"]
+        checks.append({"section": name, "check": "prefill speed-up >= 0.9 x causal FLOP ratio",
+                       "value": row["prefill_speedup"], "bound": causal_bound,
+                       "status": "pass" if row["prefill_speedup"] >= causal_bound else "miss"})
         checks.append({"section": name, "check": "selection <= 1% of the prefill time saved",
                        "value": m["select_share_of_saving"], "bound": 0.01,
                        "status": "pass" if (m["select_share_of_saving"] is not None
@@ -283,12 +298,14 @@ def _print_table(res: dict[str, Any]) -> None:
               f"{sec['dense']['prefill_ms']:.0f} ms")
         if "ttft_ms" in sec:
             print("  TTFT ms: " + ", ".join(f"{k} {v:.0f}" for k, v in sec["ttft_ms"].items()))
-        print(f"  {'ratio':>5} {'K':>4} {'prefill ms':>10} {'speed-up':>8} {'FLOP ratio':>10} | {'method':<10} "
+        print(f"  {'ratio':>5} {'K':>4} {'prefill ms':>10} {'speed-up':>8} {'FLOP ratio':>10} {'causal':>6} | "
+              f"{'method':<10} "
               f"{'select ms':>9} {'sel/saved':>9} {'e2e x':>6} {'e2e FLOP x':>10}")
         for r, row in sec["ratios"].items():
             for j, (m, v) in enumerate(row["methods"].items()):
                 head = (f"  {r:>5} {row['k']:>4} {row['prefill_ms']:>10.1f} {row['prefill_speedup']:>8.2f} "
-                        f"{row['prefill_flop_ratio']:>10.2f}") if j == 0 else " " * 43
+                        f"{row['prefill_flop_ratio']:>10.2f} {row['prefill_flop_ratio_causal']:>6.2f}") \
+                    if j == 0 else " " * 50
                 share = "n/a" if v["select_share_of_saving"] is None else f"{v['select_share_of_saving']:.4f}"
                 print(f"{head} | {m:<10} {v['select_ms']:>9.2f} {share:>9} "
                       f"{v['end_to_end_speedup']:>6.2f} {v['end_to_end_flop_ratio']:>10.2f}")

@@ -10,7 +10,12 @@ Per transformer layer on n tokens (hidden d, query width d_q = heads * head_dim,
 FFN width m with 2 matrices, or 3 when gated):
     n (d d_q + 2 d d_kv + d_q d) + 2 n^2 d_q + mats n d m
 which is the paper's 4 n d^2 + 2 n^2 d + 2 n d m for plain multi-head attention and a 2-matrix MLP.
-Attention is counted for the full n x n (causal kernels included), as FlopCounterMode counts SDPA.
+By default attention is counted for the full n x n (causal kernels included), as FlopCounterMode
+counts SDPA and as the paper does. `causal=True` counts only the products a causal kernel needs
+(query i against keys 0..i: n (n + 1) / 2 pairs, so 2 n^2 d_q becomes n (n + 1) d_q). That is the
+tighter physical limit of a language-model prefill whose SDPA runs with `is_causal=True` (the CPU
+flash kernel skips the blocks above the diagonal: measured 0.62 of the full n x n time at 2,952
+tokens, docs/benchmarks.md); the vision tower is never causal.
 """
 from __future__ import annotations
 
@@ -32,16 +37,17 @@ class TransformerSpec:
     head_dim: int | None = None  # None: hidden // heads
     ffn_mats: int = 2  # 2 for a plain MLP, 3 for a gated (SwiGLU) one
 
-    def layer_macs(self, n: float) -> float:
-        """MACs of one layer on a sequence of n tokens."""
+    def layer_macs(self, n: float, causal: bool = False) -> float:
+        """MACs of one layer on a sequence of n tokens (causal: attention over each query's prefix only)."""
         d = self.hidden
         hd = self.head_dim or d // self.heads
         dq, dkv = self.heads * hd, (self.kv_heads or self.heads) * hd
-        return n * (d * dq + 2 * d * dkv + dq * d) + 2 * n * n * dq + self.ffn_mats * n * d * self.ffn
+        pairs = n * (n + 1) / 2 if causal else n * n  # query-key pairs of q k^T (and of the weights times v)
+        return n * (d * dq + 2 * d * dkv + dq * d) + 2 * pairs * dq + self.ffn_mats * n * d * self.ffn
 
-    def macs(self, n: float) -> float:
+    def macs(self, n: float, causal: bool = False) -> float:
         """MACs of the whole stack on one sequence of n tokens."""
-        return self.layers * self.layer_macs(n)
+        return self.layers * self.layer_macs(n, causal)
 
 
 @dataclass(frozen=True)
@@ -112,12 +118,13 @@ def selector_macs(method: str, n: int, k: int, dim: int, vision: TransformerSpec
 
 
 def mllm_macs(spec: MLLMSpec, text_tokens: int, frames: int = 1, kept: int | None = None, *, batch: int = 1,
-              method: str = "evtp", project_kept: bool = False) -> MLLMCost:
+              method: str = "evtp", project_kept: bool = False, causal: bool = False) -> MLLMCost:
     """MACs of one prefill call: `batch` samples, each `frames` frames and `text_tokens` other tokens.
 
     kept: visual tokens per frame reaching the LLM (None = all N, dense: no selector cost).
     project_kept: True when selection happens before the projector (the EVTP paper); False when the
     projector runs on all N tokens first (our Hugging Face wrapper: `get_image_features` projects).
+    causal: count the prefill's attention over each query's prefix only (see the module docstring).
     """
     N = spec.tokens_per_frame
     k = N if kept is None else int(kept)
@@ -135,7 +142,7 @@ def mllm_macs(spec: MLLMSpec, text_tokens: int, frames: int = 1, kept: int | Non
     projected = k if project_kept else N
     projector = 0.0 if ph == 0 else n_frames * projected * (spec.vision.hidden * ph + ph * d)
     n = text_tokens + frames * k
-    prefill = batch * (spec.llm.macs(n) + spec.lm_head_tokens * spec.vocab * d)
+    prefill = batch * (spec.llm.macs(n, causal) + spec.lm_head_tokens * spec.vocab * d)
     return MLLMCost(vision=float(vision), selector=float(selector), projector=float(projector), prefill=float(prefill))
 
 
