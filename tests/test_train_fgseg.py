@@ -176,3 +176,12 @@ def test_study_runs_one_tiny_seed_end_to_end(tmp_path):
     assert summary["results"][0]["pkr"] == 1.0 and summary["results"][2]["pkr"] < 1.0
     assert (tmp_path / "out" / "results.json").is_file() and "vpp" in readme
     assert (tmp_path / "runs" / "dense.safetensors").is_file()
+    assert "min of it training" in readme
+
+
+def test_report_counts_only_the_training_done_in_this_invocation():
+    from patchprune.fgseg.study import training_minutes
+
+    seeds = [{"times_s": {"data": 600.0, "dense_train": 240.0, "finetune": 60.0, "speed": 30.0}},
+             {"times_s": {"data": 600.0, "dense_train": 1.5, "finetune": 1.5, "speed": 30.0}}]  # loaded checkpoints
+    assert training_minutes(seeds) == pytest.approx(5.05)
