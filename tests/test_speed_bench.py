@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from patchprune.bench.speed import (efficiency_checks, format_methods_table, method_catalogue, resolve_methods,
-                                    run_methods_bench)
+from patchprune.bench.speed import (CEILING_TRUST, efficiency_checks, format_methods_table, method_catalogue,
+                                    resolve_methods, run_methods_bench, timing_warnings)
 from patchprune.cli import main as cli_main
 
 TINY = dict(model="vit_tiny_patch16_224", img_size=64, warmup=0, repeats=1, device="cpu", threads=1)
@@ -77,6 +77,21 @@ def test_a_method_the_model_cannot_run_is_a_row_with_its_reason():
     assert "not run: " in format_methods_table(res)
     assert list(res["checks"]) == ["random b1 fp32 >= 0.95"]
     assert efficiency_checks([{"method": "x", "batch": 8, "dtype": "fp32", "efficiency": 0.91}]) == {"x b8 fp32 >= 0.9": True}
+
+
+def test_a_ceiling_above_the_flop_ratio_flags_the_run_as_disturbed():
+    """A ceiling efficiency above CEILING_TRUST means dense ran slower than timm's own blocks allow:
+    the warning names the batch and dtype, and the table prints it under the bars."""
+    rows = [{"method": m, "batch": b, "dtype": "fp32", "ceiling_efficiency": c}
+            for m, b, c in [("a", 1, 0.93), ("b", 1, 0.97), ("a", 8, 0.99), ("b", 8, CEILING_TRUST + 0.07),
+                            ("c", 8, 1.06)]]
+    rows.append({"method": "d", "batch": 8, "dtype": "fp32", "error": "cannot run"})  # rows without timing are skipped
+    warnings = timing_warnings(rows)
+    assert len(warnings) == 1 and warnings[0].startswith("batch 8 fp32: ceiling efficiency up to 1.09")
+    assert "2 row(s)" in warnings[0] and timing_warnings(rows[:3]) == []
+    res = {"model": "m", "img_size": 64, "keep": "1:0.5", "learned_target": 0.5, "tome_block_r": 4, "device": "cpu",
+           "threads": 1, "repeats": 1, "rows": [], "checks": {}, "warnings": warnings}
+    assert "WARNING: batch 8 fp32" in format_methods_table(res)
 
 
 def test_cli_json(capsys):
