@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from patchprune.bench.mllm import must_show
+from patchprune.bench.mllm import PREFILL_TRUST, must_show, timing_warnings
 from patchprune.cli import main
 from patchprune.metrics.mllm_flops import mllm_macs, spec_from_llava_config
 from patchprune.hf import bench_llava
@@ -43,6 +43,7 @@ def test_tiny_bench_reports_every_section_method_and_ratio(capsys):
     checks = res["must_show"]
     assert [c["section"] for c in checks] == ["image-b1"] * 3 + ["video-b4"] * 3
     assert all(c["status"] in ("pass", "miss") for c in checks)
+    assert isinstance(res["warnings"], list)
 
 
 def test_must_show_judges_the_evtp_row():
@@ -54,6 +55,13 @@ def test_must_show_judges_the_evtp_row():
     assert [c["status"] for c in must_show({"s": {"ratios": {"0.2": row}}})] == ["miss", "pass", "miss"]
     row["prefill_speedup"] = 3.0
     assert [c["status"] for c in must_show({"s": {"ratios": {"0.2": row}}})] == ["miss", "miss", "miss"]
+
+
+def test_a_prefill_faster_than_its_causal_flop_ratio_flags_the_section():
+    rows = {"0.1": {"prefill_speedup": 4.0, "prefill_efficiency_causal": 0.95},
+            "0.2": {"prefill_speedup": 5.0, "prefill_efficiency_causal": PREFILL_TRUST + 0.1}}
+    warnings = timing_warnings({"image-b4": {"ratios": rows}, "video-b1": {"ratios": {"0.2": rows["0.1"]}}})
+    assert len(warnings) == 1 and warnings[0].startswith("[image-b4] ratio 0.2: prefill speed-up 5.00x")
 
 
 @pytest.mark.parametrize("argv,msg", [
