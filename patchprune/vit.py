@@ -20,12 +20,14 @@ per-block merge): the runner calls that block's branches itself (`patchprune.blo
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, ContextManager, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from patchprune.kernels import kernels_for
 from patchprune.policies.base import Decision, Merge, Policy, PolicyContext, check_ratio, make_policy
 from patchprune.tokens import TokenState, check_grid, gather_tokens, keep_at_least_one, mask_to_slots
 from patchprune.validate import check_finite
@@ -548,6 +550,7 @@ class _GatherRun(_Run):
         # (real tokens per sample, their flat rows, key mask for "pack" | None) while a padded batch splits
         self.ragged: tuple[list[int], Tensor, Tensor | None] | None = None
         self.processed = torch.ones(B, self.N, dtype=torch.bool, device=self.x.device)
+        self.counts_vary = False  # a policy whose kept count follows the input has acted (kernels.py)
 
     # -- state access --
     def prefix_tokens(self) -> Tensor:
@@ -583,22 +586,35 @@ class _GatherRun(_Run):
                     self.ragged_runs[pos] = "pad"
                 self.x, attn, keys = self.attention_with_scores(policy, block)
                 self.flushed = False
-                self.apply(pos, policy, block, attn, keys)
-                self.x = mlp_part(block, self.x)
+                with self.kernels():
+                    self.apply(pos, policy, block, attn, keys)
+                with self.kernels():
+                    self.x = mlp_part(block, self.x)
                 self.flushed = False
                 continue
             if policy is not None:
-                self.apply(pos, policy, block)
-            if self.ragged is not None and is_prenorm_block(block):
-                self.x = split_block(block, self.x, *self.ragged)
-                self.ragged_runs[pos] = "pack" if self.ragged[2] is not None else "split"
-            else:
-                self.x = (compiled_block_call() if self.owner.compile else call_block)(block, self.x, self.attn_mask)
-                if self.state.valid is not None:
-                    self.ragged_runs[pos] = "pad"
+                with self.kernels():
+                    self.apply(pos, policy, block)
+            with self.kernels():
+                if self.ragged is not None and is_prenorm_block(block):
+                    self.x = split_block(block, self.x, *self.ragged)
+                    self.ragged_runs[pos] = "pack" if self.ragged[2] is not None else "split"
+                else:
+                    self.x = (compiled_block_call() if self.owner.compile else call_block)(block, self.x,
+                                                                                          self.attn_mask)
+                    if self.state.valid is not None:
+                        self.ragged_runs[pos] = "pad"
             self.flushed = False
             self.keep_masks[pos] = self.processed
         return self.finish()
+
+    def kernels(self) -> ContextManager[None]:
+        """Whether oneDNN may run the next step (`patchprune/kernels.py`): not once a policy whose
+        counts follow the input has acted (the shapes move from call to call). Compiled blocks
+        bring their own kernels."""
+        if self.owner.compile:
+            return nullcontext()
+        return kernels_for(self.counts_vary, self.x.device)
 
     def scores(self, policy: Policy, block: nn.Module) -> tuple[Tensor | None, Tensor | None]:
         """The attention weights / keys a policy asked for, of `block` on the current live tokens."""
@@ -636,6 +652,7 @@ class _GatherRun(_Run):
         self.processed = self.processed_mask()
         self.attn_mask = self.build_attn_mask()
         self.ragged = self.ragged_layout()
+        self.counts_vary = self.counts_vary or policy.counts_vary
 
     def keep_live(self, pos: int, decision: Decision, alive: Tensor) -> None:
         st = self.state

@@ -98,6 +98,8 @@ def default_kappa(target: float) -> float:
 class MapSM(Policy):
     """Temporal mapping selective module; reads and writes the `VideoStream` cache."""
 
+    counts_vary = True  # keeps what its decisions keep: the count follows the content
+
     def __init__(
         self,
         dim: int,

@@ -20,6 +20,8 @@ from patchprune.policies.common import eligible_tokens
 class SM(Policy):
     """VPP's per-token selective module; cumulative hard masks, noise kept at inference."""
 
+    counts_vary = True  # keeps what its decisions keep: the count follows the content
+
     def __init__(self, dim: int, tau: float = 10.0, noise: bool = True, hidden_div: int = 4,
                  init_keep: float | None = None, detach_input: bool = False) -> None:
         super().__init__()

@@ -43,6 +43,8 @@ def svit_targets(target: float, num_blocks: int = 12, positions: tuple[int, ...]
 class SViTSelector(Policy):
     """One SViT layer: independent per-layer keep decision over the full grid (reactivation allowed)."""
 
+    counts_vary = True  # keeps what its decisions keep: the count follows the content
+
     def __init__(self, dim: int, tau: float = 1.0, hidden_div: int = 4, init_keep: float | None = None) -> None:
         super().__init__()
         self.head = SelectorMLP(dim, hidden_div)

@@ -90,6 +90,9 @@ class Policy(nn.Module):
       (DynamicViT's policy softmax, differentiable w.r.t. the mask).
     - training_gate: masking execution freezes pruned tokens (x <- m * block(x) + (1 - m) * x);
       False lets every token be updated by every block (DynamicViT's and TPS's training).
+    - counts_vary: at inference the number of kept tokens depends on the input (a threshold or a
+      draw, not a fixed budget): later blocks see a new shape on almost every call, so gather
+      execution runs them without oneDNN's per-shape kernels (`patchprune/kernels.py`).
     """
 
     needs_attention: bool = False
@@ -97,6 +100,7 @@ class Policy(nn.Module):
     acts_after_attention: bool = False
     training_attention: str = "hard"
     training_gate: bool = True
+    counts_vary: bool = False
     observe_positions: tuple[int, ...] = ()
 
     def attention_queries(self, num_prefix: int) -> int | None:

@@ -25,6 +25,7 @@ class RandomPolicy(Policy):
             raise ValueError("spread varies the keep probability per sample: use it with mode 'bernoulli' "
                              "(random-bernoulli)")
         self.ratio, self.mode, self.seed, self.spread = float(ratio), mode, seed, float(spread)
+        self.counts_vary = mode == "bernoulli"  # a draw per token: the count moves from call to call
         self._generator: torch.Generator | None = None
 
     def reset(self) -> None:
