@@ -355,16 +355,14 @@ def efficiency_checks(rows: list[dict[str, Any]]) -> dict[str, bool]:
 def timing_warnings(rows: list[dict[str, Any]]) -> list[str]:
     """One line per batch x dtype whose ceiling efficiency exceeds CEILING_TRUST in some row: that
     run's efficiencies (and the bars they meet) are inflated and should be measured again."""
-    out = []
-    for batch, dtype in dict.fromkeys((r["batch"], r["dtype"]) for r in rows if "ceiling_efficiency" in r):
-        high = [r for r in rows if (r["batch"], r["dtype"]) == (batch, dtype) and "ceiling_efficiency" in r
-                and r["ceiling_efficiency"] > CEILING_TRUST]
-        if high:
-            top = max(r["ceiling_efficiency"] for r in high)
-            out.append(f"batch {batch} {dtype}: ceiling efficiency up to {top:.2f} (> {CEILING_TRUST}) in "
-                       f"{len(high)} row(s): the dense calls were slowed by something outside the timed code, "
-                       "so these efficiencies are inflated; time again on a quiet machine")
-    return out
+    high: dict[tuple[int, str], list[float]] = {}
+    for r in rows:
+        if r.get("ceiling_efficiency", 0.0) > CEILING_TRUST:
+            high.setdefault((r["batch"], r["dtype"]), []).append(r["ceiling_efficiency"])
+    return [f"batch {batch} {dtype}: ceiling efficiency up to {max(values):.2f} (> {CEILING_TRUST}) in "
+            f"{len(values)} row(s): the dense calls were slowed by something outside the timed code, "
+            "so these efficiencies are inflated; time again on a quiet machine"
+            for (batch, dtype), values in high.items()]
 
 
 def format_methods_table(result: dict[str, Any]) -> str:
