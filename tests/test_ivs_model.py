@@ -229,3 +229,23 @@ def test_pruned_output_of_a_sample_does_not_depend_on_its_batch_padding(tok, mod
         b = model(padded, method="kcenter", ratio=0.5)
     assert torch.allclose(a.query_logits[-1][0], b.query_logits[-1][0], atol=1e-4)
     assert torch.allclose(a.mask_logits[-1][0], b.mask_logits[-1][0], atol=1e-4)
+
+
+@pytest.mark.parametrize("video", [False, True])
+def test_vision_patch_gives_the_tower_its_own_grid(tok, video: bool) -> None:
+    """vision_patch changes the tokens a method selects from (the tower's grid), not the mask branch."""
+    torch.manual_seed(0)
+    cfg = named_config("micro", vocab_size=tok.get_vocab_size(), refer_map="tokens", vision_patch=8)
+    assert cfg.tower_patch == 8 and cfg.grid == (8, 8) and cfg.patch_size == 16
+    m = IVSModel(cfg).eval()
+    assert m.vision.config.patch_size == 8
+    assert m.mask_branch.encoder.patch_embed.patch_size[0] == 16  # the mask branch keeps patch_size
+    with torch.inference_mode():
+        dense = m(make(tok, cfg, video))
+        pruned = m(make(tok, cfg, video), method="evtp", ratio=0.1)
+    assert dense.kept_tokens == 64 and pruned.kept_tokens == keep_count(64, 0.1) == 6
+    assert int(pruned.kept_index.max()) < 64
+    assert all(torch.isfinite(x).all() for x in pruned.mask_logits + pruned.query_logits)
+    assert named_config("micro").grid == (4, 4)  # None: the tower uses patch_size
+    with pytest.raises(ValueError, match="vision_patch must be"):
+        named_config("micro", vision_patch=6)

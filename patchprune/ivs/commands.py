@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from patchprune.ivs.config import MAP_WEIGHT, QUERY_WEIGHT
 
@@ -19,7 +20,7 @@ def _run_train(args: argparse.Namespace) -> int:
                       checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every, threads=args.threads,
                       video_share=args.video_share, map_weight=args.map_weight, group=args.group, limit=args.limit,
                       mask_init=args.mask_init, instance_weight=args.instance_weight, query_weight=args.query_weight,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, overrides=dict(args.set) or None)
     if not args.resume and (Path(args.out) / "checkpoint.safetensors").is_file():
         raise ValueError(f"{args.out} already holds a checkpoint; pass --resume to continue it or pick a new --out")
     dist_info = init_distributed("gloo")
@@ -27,6 +28,26 @@ def _run_train(args: argparse.Namespace) -> int:
     if dist_info.is_main:
         print(json.dumps(summary))
     return 0
+
+
+def _config_field(text: str) -> tuple[str, Any]:
+    """`--set FIELD=VALUE` -> (field, value); VALUE is read as JSON (8, 0.5, true, null), else a string."""
+    from patchprune.ivs.config import IVSConfig
+    from patchprune.validate import check_known_fields
+
+    field, sep, raw = text.partition("=")
+    field = field.strip()
+    if not sep or not field:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE (e.g. vision_patch=4), got {text!r}")
+    try:
+        check_known_fields("IVS config field", IVSConfig, {field: None})
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return field, value
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -97,6 +118,9 @@ def register(groups) -> None:
                    help="weight of an auxiliary instance loss on image batches: the <seg> queries also learn every "
                         "annotated object of the image with its category (the VIS set loss), so the choice "
                         "learns on object proposals (0: off; docs/ivs.md)")
+    p.add_argument("--set", type=_config_field, action="append", default=[], metavar="FIELD=VALUE",
+                   help="change one field of --config (repeatable), e.g. vision_patch=4: the tower's tokens per "
+                        "frame (docs/ivs.md); a resumed run needs the same --set")
     p.add_argument("--limit", type=int, default=None, help="use at most this many expressions per kind")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")

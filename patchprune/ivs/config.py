@@ -13,6 +13,7 @@ from patchprune.run_config import RunConfig
 from patchprune.validate import check_known_fields
 
 LLM_KINDS = ("llama", "phi")
+PATCH_SIZES = (4, 8, 16, 32)  # divide every img_size (a multiple of 32)
 REFER_MAP_KINDS = ("none", "tokens", "pixels")  # see `ivs.refer_map`
 MAP_WEIGHT = 10.0  # default weight of the referring-map loss (`ivs.loss.ReferLoss`, `train ivs --map-weight`);
 # 2 until the eighth session, where the map stayed at chance in the joint loss (docs/ivs.md)
@@ -25,6 +26,9 @@ class IVSConfig(RunConfig):
 
     Vision tower (SigLIP, no CLS): img_size px frames, patch_size, vision_* widths. vision_path:
     a local folder with real `SiglipVisionModel` weights (`from_pretrained`), else random init.
+    vision_patch: the tower's own patch size when it differs from the mask branch's patch_size
+    (None: the same), so the pruned tokens per frame can grow toward the published 729 while the
+    mask branch keeps the patch of the VIS run it starts from (`--mask-init`).
     LLM: llm ("llama" | "phi") with llm_* widths, or real weights from the local folder llm_path.
     latents / perceiver_layers: the object-aware video perceiver (latents per reference frame);
     ref_frames: reference frames of a video key frame (its neighbours; an image uses itself).
@@ -50,6 +54,7 @@ class IVSConfig(RunConfig):
     name: str = "tiny"
     img_size: int = 96
     patch_size: int = 8
+    vision_patch: int | None = None
     vision_dim: int = 128
     vision_layers: int = 4
     vision_heads: int = 4
@@ -84,17 +89,24 @@ class IVSConfig(RunConfig):
     instance_classes: int = 0
 
     @property
+    def tower_patch(self) -> int:
+        """Patch size of the vision tower (`vision_patch`, else the shared `patch_size`)."""
+        return self.vision_patch or self.patch_size
+
+    @property
     def grid(self) -> tuple[int, int]:
-        """Patch grid (h, w) of the vision tower."""
-        return self.img_size // self.patch_size, self.img_size // self.patch_size
+        """Patch grid (h, w) of the vision tower: the tokens a selection method chooses from."""
+        return self.img_size // self.tower_patch, self.img_size // self.tower_patch
 
     def validate(self) -> "IVSConfig":
         """ValueError naming the field and the fix for shapes the parts cannot take."""
         if self.img_size < 32 or self.img_size % 32:
             raise ValueError(f"img_size must be a positive multiple of 32 (the mask branch's coarsest stride), "
                              f"got {self.img_size}")
-        if self.patch_size not in (4, 8, 16, 32):
+        if self.patch_size not in PATCH_SIZES:
             raise ValueError(f"patch_size must be 4, 8, 16 or 32, got {self.patch_size}")
+        if self.vision_patch is not None and self.vision_patch not in PATCH_SIZES:
+            raise ValueError(f"vision_patch must be 4, 8, 16, 32 or None (the patch_size), got {self.vision_patch}")
         if self.refer_map not in REFER_MAP_KINDS:
             raise ValueError(f"refer_map must be one of {REFER_MAP_KINDS}, got {self.refer_map!r}")
         if self.mask_stem not in ("patch", "conv"):

@@ -95,7 +95,7 @@ def build_vision_tower(cfg: IVSConfig) -> nn.Module:
         return SiglipVisionModel.from_pretrained(cfg.vision_path)
     return SiglipVisionModel(SiglipVisionConfig(
         hidden_size=cfg.vision_dim, intermediate_size=cfg.vision_ffn, num_hidden_layers=cfg.vision_layers,
-        num_attention_heads=cfg.vision_heads, image_size=cfg.img_size, patch_size=cfg.patch_size,
+        num_attention_heads=cfg.vision_heads, image_size=cfg.img_size, patch_size=cfg.tower_patch,
         vision_use_head=False, attn_implementation="sdpa"))
 
 
