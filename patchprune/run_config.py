@@ -47,6 +47,12 @@ class RunConfig:
             raise FileNotFoundError(f"{path} not found: pass a run folder written by `{cls.COMMAND}`")
         return cls.from_json(read_json(path, f"{cls.KIND} config"))
 
+    def shape_differences(self, other: "RunConfig") -> str:
+        """The shape fields where `other` differs, as "field: theirs -> ours" ("" when none)."""
+        ours, theirs = self.to_json(), other.to_json()
+        return "; ".join(f"{k}: {theirs.get(k)!r} -> {v!r}" for k, v in sorted(ours.items())
+                         if k not in self.NOT_SHAPE and theirs.get(k) != v)
+
     def fingerprint(self) -> str:
         """The fields that shape the tensors (a checkpoint of another config does not load)."""
         return json.dumps({k: v for k, v in self.to_json().items() if k not in self.NOT_SHAPE}, sort_keys=True)

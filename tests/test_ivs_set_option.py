@@ -30,8 +30,9 @@ def test_config_field_values_are_read_as_json() -> None:
     assert _config_field(" llm =phi") == ("llm", "phi")
 
 
-def test_set_reaches_the_trained_config(tmp_path) -> None:
-    """A one-step micro run with --set: its saved config carries the field and the tower's grid."""
+def test_set_reaches_the_trained_config_and_a_resume_must_repeat_it(tmp_path, capsys) -> None:
+    """A one-step micro run with --set: its saved config carries the field and the tower's grid;
+    resumed without the --set, one line naming the field and its two values."""
     from patchprune.data.synth_refer import write_synth_refer
     from patchprune.ivs.config import IVSConfig
 
@@ -39,7 +40,12 @@ def test_set_reaches_the_trained_config(tmp_path) -> None:
     write_synth_refer(data, images=4, videos=0, size=64, seed=2, progress=False, min_objects=2, max_objects=2,
                       min_distractors=0, max_distractors=1, min_radius=0.2, max_radius=0.3)
     out = tmp_path / "run"
-    assert main(["train", "ivs", "--data", str(data), "--out", str(out), "--config", "micro", "--steps", "1",
-                 "--batch", "2", "--threads", "1", "--set", "vision_patch=8", "--no-progress"]) == 0
+    base = ["train", "ivs", "--data", str(data), "--out", str(out), "--config", "micro", "--steps", "1",
+            "--batch", "2", "--threads", "1", "--no-progress"]
+    assert main([*base, "--set", "vision_patch=8"]) == 0
     cfg = IVSConfig.load(out)
     assert cfg.vision_patch == 8 and cfg.grid == (8, 8) and cfg.patch_size == 16
+    capsys.readouterr()
+    assert main([*base, "--steps", "2", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "vision_patch: 8 -> None" in err and "--set" in err

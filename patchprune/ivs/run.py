@@ -24,9 +24,8 @@ def check_compatible(path: str | Path, config: IVSConfig) -> None:
         raise ValueError(f"{path} is not an IVS checkpoint (no ivs_config in its metadata)")
     other = IVSConfig.from_json(theirs)
     if other.fingerprint() != config.fingerprint():
-        diff = sorted(k for k, v in config.to_json().items() if other.to_json().get(k) != v)
-        raise ValueError(f"{path} holds a model of another config (differs in {diff}); pass the run folder the "
-                         "checkpoint was trained in (its config.json) or a matching checkpoint")
+        raise ValueError(f"{path} holds a model of another config ({config.shape_differences(other)}); pass the "
+                         "run folder the checkpoint was trained in (its config.json) or a matching checkpoint")
 
 
 def load_run(run: str | Path, checkpoint: str | Path | None = None):

@@ -110,7 +110,8 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         overrides["instance_classes"] = classes
     config = named_config(s.config, **{**overrides, "vocab_size": tok.get_vocab_size()})
     if existing.is_file() and IVSConfig.load(out).fingerprint() != config.fingerprint():
-        raise ValueError(f"{out} holds a run of another config; pick a new --out")
+        raise ValueError(f"{out} holds a run of another config ({config.shape_differences(IVSConfig.load(out))}); "
+                         "resume with the same --config / --set or pick a new --out")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(s.seed)
     model = IVSModel(config)

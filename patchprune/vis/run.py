@@ -33,8 +33,7 @@ def check_compatible(path: str | Path, config: VISConfig) -> None:
         raise ValueError(f"{path} is not a VIS checkpoint (no vis_config in its metadata)")
     other = VISConfig.from_json(theirs)
     if other.fingerprint() != config.fingerprint():
-        diff = sorted(k for k, v in config.to_json().items() if other.to_json().get(k) != v and k not in ("name", "weights"))
-        raise ValueError(f"{path} holds a model of another config ({other.name}; differs in {diff}); "
+        raise ValueError(f"{path} holds a model of another config ({other.name}; {config.shape_differences(other)}); "
                          f"pass a checkpoint of config {config.name} or rebuild with its config.json")
 
 

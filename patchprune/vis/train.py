@@ -188,7 +188,8 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
                               timm_model=s.timm_model, weights=s.weights, **{"img_size": probe.img_size, **(s.overrides or {})})
     existing = out / CONFIG_FILE
     if existing.is_file() and VISConfig.load(out).fingerprint() != config.fingerprint():
-        raise ValueError(f"{out} holds a run of another config; pick a new --out")
+        raise ValueError(f"{out} holds a run of another config ({config.shape_differences(VISConfig.load(out))}); "
+                         "resume with the same --config and options or pick a new --out")
     data = load_split(s.data, "train", square_size(config.img_size), config.categories, s.max_videos)
     model = VISModel(config)
     loaded = initialise(model, s.init) if s.init else None
