@@ -109,8 +109,9 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
             raise ValueError(f"--instance-weight needs image data with instance annotations; {s.data} has none")
         overrides["instance_classes"] = classes
     config = named_config(s.config, **{**overrides, "vocab_size": tok.get_vocab_size()})
-    if existing.is_file() and IVSConfig.load(out).fingerprint() != config.fingerprint():
-        raise ValueError(f"{out} holds a run of another config ({config.shape_differences(IVSConfig.load(out))}); "
+    previous = IVSConfig.load(out) if existing.is_file() else None
+    if previous is not None and previous.fingerprint() != config.fingerprint():
+        raise ValueError(f"{out} holds a run of another config ({config.shape_differences(previous)}); "
                          "resume with the same --config / --set or pick a new --out")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(s.seed)

@@ -187,8 +187,9 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         config = named_config(s.config, categories=sorted(data_cats), category_names=[data_cats[c] for c in sorted(data_cats)],
                               timm_model=s.timm_model, weights=s.weights, **{"img_size": probe.img_size, **(s.overrides or {})})
     existing = out / CONFIG_FILE
-    if existing.is_file() and VISConfig.load(out).fingerprint() != config.fingerprint():
-        raise ValueError(f"{out} holds a run of another config ({config.shape_differences(VISConfig.load(out))}); "
+    previous = VISConfig.load(out) if existing.is_file() else None
+    if previous is not None and previous.fingerprint() != config.fingerprint():
+        raise ValueError(f"{out} holds a run of another config ({config.shape_differences(previous)}); "
                          "resume with the same --config and options or pick a new --out")
     data = load_split(s.data, "train", square_size(config.img_size), config.categories, s.max_videos)
     model = VISModel(config)
