@@ -1,9 +1,11 @@
-"""Turn a `train vis` run folder into a shipped reference checkpoint (see `patchprune.checkpoints`).
+"""Turn a `train vis` run folder into a shipped reference checkpoint (see `patchprune.checkpoints`), and
+ship `train vis` / `train ivs` run folders weights-only.
 
 `export_run_folder(run, out)` writes a weights-only copy of a run folder (config.json, train.json, a
-checkpoint.safetensors in fp16, or fp32 with `half=False`, without optimiser state, the run's eval JSONs): a folder every command that
-reads run folders accepts (`eval vis --run`, `train vis --init`, `bench vis --use`, `bench ivs
---mask-init`), small enough to commit, so later work does not have to retrain it.
+checkpoint.safetensors in fp16, or fp32 with `half=False`, without optimiser state, the run's eval JSONs;
+an IVS run's tokenizer): a folder every command that reads run folders accepts (`eval vis --run`,
+`train vis --init`, `bench vis --use`, `bench ivs --mask-init`; `eval ivs --run`, `bench ivs --run-image`),
+small enough to commit, so later work does not have to retrain it.
 
 `export_reference(run, name)` writes `<out>/vis-<config>-<name>.safetensors` (the model's and the
 pruner's weights, floating tensors cast to fp16, no optimiser state), `<out>/vis-<config>-<name>.json`
@@ -96,27 +98,48 @@ def write_weights_only(checkpoint: Path, out: Path, meta: dict[str, Any], half: 
 
 def export_run_folder(run: str | Path, out: str | Path, extra_files: tuple[str, ...] = ("eval.json",),
                       half: bool = True) -> Path:
-    """Copy run folder `run` to `out` as weights only: config.json and train.json as they are, the
-    checkpoint's model (and pruning-module) tensors (in fp16 when `half`; fp32 keeps the run's figures
-    exact) with the checkpoint's step and metadata (config, settings, loss history), and each of
-    `extra_files` the run has. Refuses an existing checkpoint at `out` (never overwrites a shipped run)."""
+    """Copy run folder `run` (of `train vis` or `train ivs`) to `out` as weights only: config.json,
+    train.json (and an IVS run's tokenizer.json) as they are, the checkpoint's model (and pruning-module)
+    tensors (in fp16 when `half`; fp32 keeps the run's figures exact) with the checkpoint's step and
+    metadata (config, settings, loss history), and each of `extra_files` the run has. Refuses an
+    existing checkpoint at `out` (never overwrites a shipped run)."""
     import shutil
 
     from patchprune.run_config import CONFIG_FILE
-    from patchprune.vis.config import VISConfig
-    from patchprune.vis.run import CHECKPOINT, SETTINGS, check_compatible, checkpoint_meta
+    from patchprune.train.checkpoint import checkpoint_meta
+    from patchprune.vis.run import CHECKPOINT, SETTINGS
 
     run, out = Path(run), Path(out)
     ckpt = run / CHECKPOINT
-    check_compatible(ckpt, VISConfig.load(run))  # a complete run folder of one model
+    meta = checkpoint_meta(ckpt)
+    own_files = _check_run_folder(run, ckpt, meta)
     if (out / CHECKPOINT).exists():
         raise FileExistsError(f"{out / CHECKPOINT} exists; pick a new folder")
     out.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG_FILE, SETTINGS, *extra_files):
+    for name in (CONFIG_FILE, SETTINGS, *own_files, *extra_files):
         if (run / name).is_file():
             shutil.copyfile(run / name, out / name)
-    write_weights_only(ckpt, out / CHECKPOINT, checkpoint_meta(ckpt), half)
+    write_weights_only(ckpt, out / CHECKPOINT, meta, half)
     return out
+
+
+def _check_run_folder(run: Path, ckpt: Path, meta: dict[str, Any]) -> tuple[str, ...]:
+    """Check that `ckpt` holds the model `run`'s config.json describes (a complete run folder of one
+    model); the files besides config and settings a run of its kind needs."""
+    if "ivs_config" in meta:
+        from patchprune.ivs.config import IVSConfig
+        from patchprune.ivs.run import check_compatible as check_ivs
+        from patchprune.ivs.tokenizer import TOKENIZER_FILE
+
+        check_ivs(ckpt, IVSConfig.load(run))
+        if not (run / TOKENIZER_FILE).is_file():
+            raise FileNotFoundError(f"{run / TOKENIZER_FILE} not found: an IVS run folder needs its tokenizer")
+        return (TOKENIZER_FILE,)
+    from patchprune.vis.config import VISConfig
+    from patchprune.vis.run import check_compatible as check_vis
+
+    check_vis(ckpt, VISConfig.load(run))
+    return ()
 
 
 def run_metrics(run: Path, eval_json: str | Path | None) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""Ship `train vis` run folders as weights-only fp16 run folders that can be committed
+"""Ship `train vis` / `train ivs` run folders as weights-only fp16 run folders that can be committed
 (`patchprune.checkpoints_export.export_run_folder`), e.g. the dense runs the pruning table starts from:
 
     python scripts/ship_run_folders.py runs/full1200=benchmarks/vis/dense1200/seed0 \

@@ -168,6 +168,13 @@ def test_from_pretrained_local_folders(tok, tmp_path) -> None:
     for a, b in zip(m.vision.state_dict().values(), again.vision.state_dict().values()):
         assert torch.equal(a, b)
     assert torch.equal(m.lm.get_input_embeddings().weight, again.lm.get_input_embeddings().weight)
+    patch = cfg.patch_size // 2  # a tower of another grid than the saved one: refused, naming the field
+    with pytest.raises(ValueError, match=f"vision_path .*patch_size {cfg.patch_size} \\(config wants {patch}\\)"):
+        IVSModel(named_config("micro", vocab_size=tok.get_vocab_size(), vision_path=str(tmp_path / "siglip"),
+                              vision_patch=patch))
+    with pytest.raises(ValueError, match="llm_path .*hidden_size"):
+        IVSModel(named_config("micro", vocab_size=tok.get_vocab_size(), llm_path=str(tmp_path / "llm"),
+                              llm_dim=cfg.llm_dim * 2))
 
 
 @pytest.mark.parametrize("prefix", [False, True])

@@ -326,3 +326,28 @@ def test_target_coverage_plots_the_mean_of_several_results(tmp_path: Path) -> No
     assert mean["evtp@0.1"]["hit"] == pytest.approx(0.6) and mean["evtp@0.1"]["giou_miss"] is None
     cov.plot(runs, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_shipped_weights_only_run_folder_evaluates_like_the_run(run_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    """scripts/ship_run_folders.py on an IVS run: config, settings and tokenizer copied, no optimiser
+    state; fp32 gives the run's very figures, fp16 is half the size and still loads everywhere."""
+    from patchprune.checkpoints_export import export_run_folder
+    from patchprune.ivs.evaluate import evaluate
+    from patchprune.ivs.run import load_run
+
+    exact = export_run_folder(run_dir, tmp_path / "fp32", half=False)
+    assert {p.name for p in exact.iterdir()} == {"config.json", "train.json", "tokenizer.json",
+                                                 "checkpoint.safetensors"}
+    assert not [k for k in tensors(exact / "checkpoint.safetensors") if not k.startswith("module/model/")]
+    ours = evaluate(exact, data_dir, limit=3, progress=False, timing=0)
+    run = evaluate(run_dir, data_dir, limit=3, progress=False, timing=0)
+    assert ours["giou"] == run["giou"] and ours["ciou"] == run["ciou"]
+    half = export_run_folder(run_dir, tmp_path / "fp16")
+    model, _, _, step = load_run(half)
+    assert step == 3 and next(model.parameters()).dtype == torch.float32  # loaded back into the fp32 model
+    assert (half / "checkpoint.safetensors").stat().st_size < 0.55 * (exact / "checkpoint.safetensors").stat().st_size
+    (tmp_path / "broken").mkdir()
+    for name in ("config.json", "train.json", "checkpoint.safetensors"):
+        (tmp_path / "broken" / name).write_bytes((run_dir / name).read_bytes())
+    with pytest.raises(FileNotFoundError, match="tokenizer"):
+        export_run_folder(tmp_path / "broken", tmp_path / "out")

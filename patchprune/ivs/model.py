@@ -92,11 +92,24 @@ def build_vision_tower(cfg: IVSConfig) -> nn.Module:
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
     if cfg.vision_path:
-        return SiglipVisionModel.from_pretrained(cfg.vision_path)
+        tower = SiglipVisionModel.from_pretrained(cfg.vision_path)
+        _check_pretrained("vision_path", cfg.vision_path, tower.config, image_size=cfg.img_size,
+                          patch_size=cfg.tower_patch, hidden_size=cfg.vision_dim)
+        return tower
     return SiglipVisionModel(SiglipVisionConfig(
         hidden_size=cfg.vision_dim, intermediate_size=cfg.vision_ffn, num_hidden_layers=cfg.vision_layers,
         num_attention_heads=cfg.vision_heads, image_size=cfg.img_size, patch_size=cfg.tower_patch,
         vision_use_head=False, attn_implementation="sdpa"))
+
+
+def _check_pretrained(field: str, path: str, loaded: Any, **expected: int) -> None:
+    """ValueError naming `field` when a model loaded from `path` disagrees with the IVS config on a
+    size the rest of the model is built for (the token grid, the projector's widths)."""
+    wrong = [f"{k} {getattr(loaded, k, None)} (config wants {v})" for k, v in expected.items()
+             if getattr(loaded, k, None) != v]
+    if wrong:
+        raise ValueError(f"{field} {path}: the model there has " + ", ".join(wrong) + "; set the IVS config's sizes "
+                         "to the pretrained model's (img_size, vision_patch, vision_dim, llm_dim)")
 
 
 def build_language_model(cfg: IVSConfig) -> nn.Module:
@@ -106,6 +119,7 @@ def build_language_model(cfg: IVSConfig) -> nn.Module:
 
     if cfg.llm_path:
         lm = AutoModelForCausalLM.from_pretrained(cfg.llm_path)
+        _check_pretrained("llm_path", cfg.llm_path, lm.config, hidden_size=cfg.llm_dim)
         lm.resize_token_embeddings(cfg.vocab_size)
         return lm
     common = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.llm_dim, intermediate_size=cfg.llm_ffn,
