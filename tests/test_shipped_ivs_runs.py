@@ -2,6 +2,7 @@
 runs of their seeds, and docs/ivs.md's learning-curve rows state what each run's curve.json says."""
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -34,3 +35,45 @@ def test_the_docs_curve_rows_are_the_curve_json_of_each_run() -> None:
         assert float(row.group(1)) == round(curve["300"]["giou"], 3)
         assert float(row.group(2)) == round(curve["1800"]["giou"], 3)
         assert float(row.group(3)) == round(curve["1800"]["giou_swap"], 3)
+
+
+def _table(name: str, value: str) -> dict[tuple[str, float], tuple[float, float]]:
+    """(method, ratio) -> (mean, std) of a committed bench table CSV (its '#' header lines skipped)."""
+    lines = [line for line in (ROOT / name).read_text().splitlines() if not line.startswith("#")]
+    return {(r["method"], float(r["ratio"])): (float(r[f"{value}_mean"]), float(r[f"{value}_std"]))
+            for r in csv.DictReader(lines)}
+
+
+def test_the_committed_table_comes_from_the_shipped_runs() -> None:
+    """Every cell of benchmarks/ivs/p4/results.csv was measured on the shipped run of its seed."""
+    rows = list(csv.DictReader((ROOT / "results.csv").read_text().splitlines()))
+    assert len(rows) >= 198
+    for row in rows:
+        assert row["run"] == f"benchmarks/ivs/p4/seed{row['seed']}", row
+        assert (REPO / row["run"] / "checkpoint.safetensors").is_file()
+    seeds = {(r["kind"], r["seed"]) for r in rows if r["method"] == "dense" and not r["variant"]}
+    assert seeds == {(k, s) for k in ("image", "video") for s in ("0", "1", "2")}
+
+
+@pytest.mark.parametrize("section, table, value", [("Images, gIoU", "table1_image.csv", "giou"),
+                                                   ("Videos, J&F", "table2_video.csv", "jf")])
+def test_the_docs_three_seed_table_is_the_committed_one(section: str, table: str, value: str) -> None:
+    """docs/ivs.md's 576-token table rows state the committed CSV's mean +- std (and share of dense)."""
+    doc = (REPO / "docs" / "ivs.md").read_text()
+    part = doc[doc.index(f"{section} (dense"):]
+    part = part[:part.index("\n\n", part.index("| --- |"))]
+    cells = _table(table, value)
+    dense = cells[("dense", 1.0)]
+    assert f"(dense {dense[0]:.3f} +- {dense[1]:.3f}" in part
+    names = {"random": "random", "k-center": "kcenter", "DivPrune": "divprune", "ToMe": "tome",
+             "VisionZip": "visionzip", "VisPruner": "vispruner", "EVTP": "evtp"}
+    seen = 0
+    for line in part.splitlines():
+        cols = [c.strip().strip("*") for c in line.strip("|").split("|")]
+        if cols[0] not in names:
+            continue
+        seen += 1
+        for ratio, text in zip((0.05, 0.1, 0.2), cols[1:]):
+            mean, std = cells[(names[cols[0]], ratio)]
+            assert text == f"{mean:.3f} +- {std:.3f} ({mean / dense[0]:.3f})", (cols[0], ratio, text)
+    assert seen == len(names)
