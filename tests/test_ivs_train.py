@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -351,3 +352,22 @@ def test_shipped_weights_only_run_folder_evaluates_like_the_run(run_dir: Path, d
         (tmp_path / "broken" / name).write_bytes((run_dir / name).read_bytes())
     with pytest.raises(FileNotFoundError, match="tokenizer"):
         export_run_folder(tmp_path / "broken", tmp_path / "out")
+
+
+def test_gallery_shows_each_method_with_the_iou_evaluate_gives(run_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    """benchmarks/ivs/gallery.py: one row per val expression, one panel per method (+ input, dense);
+    each panel's IoU is the per-sample IoU behind `evaluate`'s gIoU (same model, same selection)."""
+    from patchprune.ivs.evaluate import evaluate
+
+    gal = _load_bench_script("gallery")
+    picture, record = gal.gallery(run_dir, data_dir, ["evtp", "random"], 0.25, rows=3)
+    assert picture.dtype == np.uint8 and picture.ndim == 3 and len(record) == 3
+    side = gal.DISPLAY_SIDE
+    assert picture.shape[1] >= 4 * side and picture.shape[0] >= 3 * side  # 4 panels a row, 3 rows
+    for method, ratio in (("dense", 1.0), ("evtp", 0.25), ("random", 0.25)):
+        giou = evaluate(run_dir, data_dir, method=method, ratio=ratio, kind="image", limit=3, progress=False, timing=0)
+        assert np.mean([row[method] for row in record]) == pytest.approx(giou["giou"], abs=1e-4), method
+    assert gal.iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 1.0
+    gal.main(["--run", str(run_dir), "--data", str(data_dir), "--methods", "evtp", "--rows", "1",
+              "--out", str(tmp_path / "g.png")])
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
