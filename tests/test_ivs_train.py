@@ -371,3 +371,53 @@ def test_gallery_shows_each_method_with_the_iou_evaluate_gives(run_dir: Path, da
     gal.main(["--run", str(run_dir), "--data", str(data_dir), "--methods", "evtp", "--rows", "1",
               "--out", str(tmp_path / "g.png")])
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_per_sample_scores_average_to_the_reported_metric(run_dir: Path, data_dir: Path, tmp_path: Path,
+                                                           capsys) -> None:
+    """`evaluate(per_sample=True)` / `eval ivs --per-sample FILE`: one score per expression in data order,
+    whose mean is gIoU (images) and J&F (videos: one referred object an expression)."""
+    from patchprune.ivs.evaluate import evaluate
+
+    img = evaluate(run_dir, data_dir, method="evtp", ratio=0.5, kind="image", progress=False, timing=0, per_sample=True)
+    assert len(img["per_sample"]) == img["samples"] and all(0.0 <= v <= 1.0 for v in img["per_sample"])
+    assert np.mean(img["per_sample"]) == pytest.approx(img["giou"], abs=1e-12)
+    vid = evaluate(run_dir, data_dir, kind="video", progress=False, timing=0, per_sample=True)
+    scored = [v for v in vid["per_sample"] if v is not None]
+    assert len(vid["per_sample"]) == vid["samples"] and scored
+    assert np.mean(scored) == pytest.approx(vid["jf"], abs=1e-9)
+    assert "per_sample" not in evaluate(run_dir, data_dir, kind="image", limit=1, progress=False, timing=0)
+    out = tmp_path / "sub" / "scores.json"
+    assert main(["eval", "ivs", "--run", str(run_dir), "--data", str(data_dir), "--method", "evtp", "--ratio", "0.5",
+                 "--timing", "0", "--json", "--no-progress", "--per-sample", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    saved = json.loads(out.read_text())
+    assert "per_sample" not in printed and saved["per_sample"] == img["per_sample"]
+    assert saved["method"] == "evtp" and saved["ratio"] == 0.5 and saved["kind"] == "image"
+
+
+def test_paired_differences_count_wins_ties_and_bracket_the_mean(run_dir: Path, data_dir: Path, tmp_path: Path,
+                                                                  capsys) -> None:
+    pair = _load_bench_script("paired")
+    a = [[0.5, 0.7, 0.2, 0.9], [0.1, 0.4]]
+    same = pair.paired(a, a)
+    assert same == {"mean": 0.0, "lo": 0.0, "hi": 0.0, "wins_a": 0, "wins_b": 0, "ties": 6, "pairs": 6}
+    b = [[0.4, 0.7, 0.3, None], [0.0, 0.4]]  # None: not scored, the pair is dropped
+    res = pair.paired(a, b)
+    assert res["pairs"] == 5 and res["wins_a"] == 2 and res["wins_b"] == 1 and res["ties"] == 2
+    assert res["mean"] == pytest.approx((0.1 + 0.0 - 0.1 + 0.1 + 0.0) / 5)
+    assert res["lo"] <= res["mean"] <= res["hi"]
+    shifted = pair.paired([[x + 0.2 for x in s] for s in a], a)
+    assert shifted["lo"] == pytest.approx(0.2) and shifted["hi"] == pytest.approx(0.2) and shifted["wins_a"] == 6
+    with pytest.raises(ValueError, match="different expressions"):
+        pair.paired([[0.1, 0.2]], [[0.1]])
+    # end to end on a trained run: the cache holds eval ivs --per-sample files, the report one row a baseline
+    out = tmp_path / "paired"
+    pair.main(["--runs", str(run_dir), "--data", str(data_dir), "--methods", "random,kcenter", "--ratios", "0.5",
+               "--out", str(out), "--json", str(tmp_path / "p.json")])
+    assert "| 0.5 | random |" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "p.json").read_text())["rows"]
+    cached = json.loads((out / "image_evtp_0.5_s0.json").read_text())["per_sample"]
+    assert [r["baseline"] for r in rows] == ["random", "kcenter"] and all(r["pairs"] == len(cached) > 0 for r in rows)
+    assert sorted(p.name for p in out.iterdir()) == ["image_evtp_0.5_s0.json", "image_kcenter_0.5_s0.json",
+                                                      "image_random_0.5_s0.json"]

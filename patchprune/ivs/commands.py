@@ -57,7 +57,15 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--run {args.run}: run folder not found (train one with `patchprune train ivs`)")
     m = evaluate(args.run, args.data, method=args.method, ratio=args.ratio, split=args.split, kind=args.kind,
                  limit=args.limit, swap_instruction=args.swap_instruction, threads=args.threads,
-                 progress=not args.no_progress, seed=args.seed, timing=args.timing, checkpoint=args.checkpoint)
+                 progress=not args.no_progress, seed=args.seed, timing=args.timing, checkpoint=args.checkpoint,
+                 per_sample=args.per_sample is not None)
+    if args.per_sample is not None:
+        from patchprune.data.io import write_json
+
+        args.per_sample.parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.per_sample, {k: m[k] for k in ("kind", "split", "method", "ratio", "step", "per_sample")}
+                   | {"run": str(args.run), "data": str(args.data), "seed": args.seed})
+        del m["per_sample"]
     if args.json:
         print(json.dumps(m))
     else:
@@ -143,6 +151,9 @@ def register(groups) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print all metrics as one JSON line")
+    p.add_argument("--per-sample", type=Path, default=None, metavar="FILE",
+                   help="also write each expression's IoU (images) or J&F (videos) to this JSON file, in data order "
+                        "(paired comparisons: benchmarks/ivs/paired.py)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_eval)
 

@@ -67,13 +67,15 @@ def check_eval_args(method: str, ratio: float, kind: str | None = None, limit: i
 def evaluate(run: str | Path, data: str | Path, method: str = "dense", ratio: float = 1.0, split: str | None = None,
              kind: str | None = None, limit: int | None = None, swap_instruction: bool = False,
              threads: int | None = None, progress: bool = True, seed: int = 0, timing: int = 8,
-             batch: int = 8, checkpoint: str | Path | None = None, options: dict[str, Any] | None = None
-             ) -> dict[str, Any]:
+             batch: int = 8, checkpoint: str | Path | None = None, options: dict[str, Any] | None = None,
+             per_sample: bool = False) -> dict[str, Any]:
     """Evaluate the run folder `run` on `data` (see the module docstring); returns a dict with kind,
     giou / ciou (images) or j / f / jf (videos), gmacs and latency_ms (per component + "total"),
     coverage_radius, kept_tokens_per_frame, method, ratio, samples, skipped, split. `options`: the
     selection method's own keyword options (e.g. EVTP's ablation switches); `checkpoint`: a snapshot
-    of the run to evaluate instead of its last checkpoint; `timing`: samples timed for latency."""
+    of the run to evaluate instead of its last checkpoint; `timing`: samples timed for latency;
+    `per_sample`: also "per_sample", each evaluated expression's IoU (images) or J&F (videos) in data
+    order, for paired comparisons of two methods on the same expressions."""
     from tqdm import tqdm
 
     from patchprune.ivs.data import available_kinds, load_items, make_batch, swap_texts
@@ -139,6 +141,8 @@ def evaluate(run: str | Path, data: str | Path, method: str = "dense", ratio: fl
                     meter.update(p, g)
             m = meter.compute()
             result.update(giou=m["gIoU"], ciou=m["cIoU"])
+            if per_sample:
+                result["per_sample"] = [float(v) for v in meter.ious]
         else:
             from patchprune.metrics.davis import davis_eval
 
@@ -153,6 +157,8 @@ def evaluate(run: str | Path, data: str | Path, method: str = "dense", ratio: fl
                 seqs.append((np.concatenate(preds)[None], it.masks.numpy()[None]))
             m = davis_eval(seqs, skip_first_last=False)
             result.update(j=m["J_mean"], f=m["F_mean"], jf=m["J&F"])
+            if per_sample:  # an expression with nothing to score (empty ground truth) gets None
+                result["per_sample"] = [_sequence_jf(seq) for seq in seqs]
         result["coverage_radius"] = float(np.mean(radii))
         result["kept_tokens_per_frame"] = int(kept)
         result["tokens_per_frame"] = config.grid[0] * config.grid[1]
@@ -160,6 +166,16 @@ def evaluate(run: str | Path, data: str | Path, method: str = "dense", ratio: fl
         result["skipped"] = skipped
     result["gmacs"], result["latency_ms"] = _cost(run_batch, items, texts, kind, timing)
     return result
+
+
+def _sequence_jf(seq: tuple[np.ndarray, np.ndarray]) -> float | None:
+    """J&F of one expression's (prediction, ground truth) sequence; None when it has no object to score."""
+    from patchprune.metrics.davis import davis_eval
+
+    try:
+        return float(davis_eval([seq], skip_first_last=False)["J&F"])
+    except ValueError:  # no objects to evaluate
+        return None
 
 
 def _cost(run_batch, items, texts, kind: str, timing: int) -> tuple[dict[str, float], dict[str, float]]:
