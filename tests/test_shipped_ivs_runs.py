@@ -77,3 +77,32 @@ def test_the_docs_three_seed_table_is_the_committed_one(section: str, table: str
             mean, std = cells[(names[cols[0]], ratio)]
             assert text == f"{mean:.3f} +- {std:.3f} ({mean / dense[0]:.3f})", (cols[0], ratio, text)
     assert seen == len(names)
+
+
+def test_the_docs_paired_table_is_the_committed_one() -> None:
+    """docs/ivs.md's paired-difference table states paired_image.json / paired_video.json (3 decimals)."""
+    doc = (REPO / "docs" / "ivs.md").read_text()
+    part = doc[doc.index("| EVTP - baseline | images 5 %"):]
+    part = part[:part.index("\n\n")]
+    names = {"random": "random", "k-center": "kcenter", "DivPrune": "divprune", "ToMe": "tome",
+             "VisionZip": "visionzip", "VisPruner": "vispruner"}
+    rows = {}
+    for kind in ("image", "video"):
+        for r in json.loads((ROOT / f"paired_{kind}.json").read_text())["rows"]:
+            rows[(kind, r["baseline"], r["ratio"])] = r
+
+    def fmt(x: float) -> str:
+        text = f"{x:+.3f}"
+        return "-0.000" if text == "+0.000" and x < 0 else text
+
+    cells = [(k, r) for k in ("image", "video") for r in (0.05, 0.1, 0.2)]
+    seen = 0
+    for line in part.splitlines()[2:]:
+        cols = [c.strip() for c in line.strip("|").split("|")]
+        method = names[cols[0]]
+        for (kind, ratio), raw in zip(cells, cols[1:]):
+            r = rows[(kind, method, ratio)]
+            assert raw.replace("**", "") == f"{fmt(r['mean'])} [{fmt(r['lo'])}, {fmt(r['hi'])}]", (method, kind, ratio)
+            assert raw.startswith("**") == (r["lo"] > 0 or r["hi"] < 0), ("bold", method, kind, ratio)
+        seen += 1
+    assert seen == len(names)
