@@ -8,6 +8,7 @@ handles missing gradients (as zeros) and any forward signature. Single process: 
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Iterable, Sequence, TypeVar
@@ -42,7 +43,16 @@ def init_distributed(backend: str = "gloo") -> DistInfo:
         return DistInfo()
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
+        # Tear the group down before the interpreter does: left to exit, gloo's threads were destroyed
+        # while joinable and a rank could abort ("terminate called without an active exception",
+        # SIGABRT) after its work was done, failing the whole torchrun job.
+        atexit.register(_destroy_group)
     return DistInfo(dist.get_rank(), dist.get_world_size())
+
+
+def _destroy_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard(items: Sequence[T], info: DistInfo) -> list[T]:
