@@ -12,6 +12,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / "benchmarks" / "ivs" / "p4"
 SEEDS = (0, 1, 2)
+# docs/ivs.md row label -> method name
+BASELINE_NAMES = {"random": "random", "k-center": "kcenter", "DivPrune": "divprune", "ToMe": "tome",
+                  "VisionZip": "visionzip", "VisPruner": "vispruner"}
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -65,8 +68,7 @@ def test_the_docs_three_seed_table_is_the_committed_one(section: str, table: str
     cells = _table(table, value)
     dense = cells[("dense", 1.0)]
     assert f"(dense {dense[0]:.3f} +- {dense[1]:.3f}" in part
-    names = {"random": "random", "k-center": "kcenter", "DivPrune": "divprune", "ToMe": "tome",
-             "VisionZip": "visionzip", "VisPruner": "vispruner", "EVTP": "evtp"}
+    names = {**BASELINE_NAMES, "EVTP": "evtp"}
     seen = 0
     for line in part.splitlines():
         cols = [c.strip().strip("*") for c in line.strip("|").split("|")]
@@ -84,8 +86,7 @@ def test_the_docs_paired_table_is_the_committed_one() -> None:
     doc = (REPO / "docs" / "ivs.md").read_text()
     part = doc[doc.index("| EVTP - baseline | images 5 %"):]
     part = part[:part.index("\n\n")]
-    names = {"random": "random", "k-center": "kcenter", "DivPrune": "divprune", "ToMe": "tome",
-             "VisionZip": "visionzip", "VisPruner": "vispruner"}
+    names = BASELINE_NAMES
     rows = {}
     for kind in ("image", "video"):
         for r in json.loads((ROOT / f"paired_{kind}.json").read_text())["rows"]:

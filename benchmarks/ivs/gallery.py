@@ -19,8 +19,10 @@ DISPLAY_SIDE = 192
 
 
 def iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    union = np.logical_or(pred, gt).sum()
-    return float(np.logical_and(pred, gt).sum() / union) if union else 1.0
+    """One sample's IoU as `evaluate` counts it (ReferMeter: 1.0 when both masks are empty)."""
+    from patchprune.metrics.refer import ReferMeter
+
+    return ReferMeter().update(pred, gt)
 
 
 def gallery(run: str | Path, data: str | Path, methods: list[str], ratio: float, rows: int,
@@ -84,12 +86,15 @@ def main(argv: list[str] | None = None) -> None:
     from patchprune.ivs.evaluate import check_eval_args
 
     methods = [m for m in args.methods.split(",") if m]
-    for m in methods:
-        check_eval_args(m, args.ratio)
     if args.rows < 1:
-        raise SystemExit("error: --rows must be >= 1")
+        raise SystemExit("gallery: --rows must be >= 1")
     torch.set_num_threads(args.threads)
-    picture, record = gallery(args.run, args.data, methods, args.ratio, args.rows, args.seed)
+    try:
+        for m in methods:
+            check_eval_args(m, args.ratio)
+        picture, record = gallery(args.run, args.data, methods, args.ratio, args.rows, args.seed)
+    except (ValueError, FileNotFoundError) as err:  # one line, as the other bench scripts
+        raise SystemExit(f"gallery: {err}") from None
     save_png(picture, args.out)
     for row in record:
         print(row["text"], " ".join(f"{k} {v:.2f}" for k, v in row.items() if k != "text"))

@@ -37,14 +37,11 @@ def scores(run: Path, data: Path, kind: str, method: str, ratio: float, seed: in
         cached = json.loads(path.read_text())
         if cached["run"] == str(run) and cached["data"] == str(data):
             return cached["per_sample"]
-    from patchprune.data.io import write_json
-    from patchprune.ivs.evaluate import evaluate
+    from patchprune.ivs.evaluate import evaluate, write_per_sample
 
     m = evaluate(run, data, method=method, ratio=ratio, kind=kind, progress=False, seed=seed, timing=0,
                  threads=threads, per_sample=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"kind": kind, "split": m["split"], "method": method, "ratio": ratio, "step": m["step"],
-                      "per_sample": m["per_sample"], "run": str(run), "data": str(data), "seed": seed})
+    write_per_sample(path, m, run, data, seed)
     return m["per_sample"]
 
 
@@ -93,6 +90,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only-evaluate", action="store_true", help="fill the cache, report nothing (parts side by side)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    try:
+        rows = compare(args)
+    except (ValueError, FileNotFoundError) as err:  # one line, as the other bench scripts
+        raise SystemExit(f"paired: {err}") from None
+    if args.only_evaluate:
+        return
+    print(report(rows, args.kind))
+    if args.json:
+        runs = [r for r in args.runs.split(",") if r]
+        args.json.write_text(json.dumps({"kind": args.kind, "runs": runs, "rows": rows}, indent=1))
+
+
+def compare(args: argparse.Namespace) -> list[dict]:
+    """Per ratio and baseline, the paired comparison with EVTP (evaluating the cells the cache lacks)."""
     runs = [Path(r) for r in args.runs.split(",") if r]
     baselines = [m for m in args.methods.split(",") if m]
     ratios = [float(r) for r in args.ratios.split(",") if r]
@@ -108,11 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             base = [scores(run, args.data, args.kind, m, ratio, s, args.out, args.threads) for s, run in enumerate(runs)]
             if not args.only_evaluate:
                 rows.append({"ratio": ratio, "baseline": m, **paired(evtp, base)})
-    if args.only_evaluate:
-        return
-    print(report(rows, args.kind))
-    if args.json:
-        args.json.write_text(json.dumps({"kind": args.kind, "runs": [str(r) for r in runs], "rows": rows}, indent=1))
+    return rows
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def _config_field(text: str) -> tuple[str, Any]:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from patchprune.ivs.evaluate import evaluate
+    from patchprune.ivs.evaluate import evaluate, write_per_sample
 
     if not Path(args.run).is_dir():
         raise FileNotFoundError(f"--run {args.run}: run folder not found (train one with `patchprune train ivs`)")
@@ -60,11 +60,7 @@ def _run_eval(args: argparse.Namespace) -> int:
                  progress=not args.no_progress, seed=args.seed, timing=args.timing, checkpoint=args.checkpoint,
                  per_sample=args.per_sample is not None)
     if args.per_sample is not None:
-        from patchprune.data.io import write_json
-
-        args.per_sample.parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.per_sample, {k: m[k] for k in ("kind", "split", "method", "ratio", "step", "per_sample")}
-                   | {"run": str(args.run), "data": str(args.data), "seed": args.seed})
+        write_per_sample(args.per_sample, m, args.run, args.data, args.seed)
         del m["per_sample"]
     if args.json:
         print(json.dumps(m))

@@ -168,6 +168,17 @@ def evaluate(run: str | Path, data: str | Path, method: str = "dense", ratio: fl
     return result
 
 
+def write_per_sample(path: str | Path, result: dict[str, Any], run: str | Path, data: str | Path,
+                     seed: int) -> Path:
+    """Write the per-expression scores of an `evaluate(per_sample=True)` result as JSON (the file of
+    `eval ivs --per-sample`, read back by `benchmarks/ivs/paired.py`), with what they were measured on."""
+    from patchprune.data.io import write_json
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    record = {k: result[k] for k in ("kind", "split", "method", "ratio", "step", "per_sample")}
+    return write_json(path, record | {"run": str(run), "data": str(data), "seed": seed})
+
+
 def _sequence_jf(seq: tuple[np.ndarray, np.ndarray]) -> float | None:
     """J&F of one expression's (prediction, ground truth) sequence; None when it has no object to score."""
     from patchprune.metrics.davis import davis_eval
