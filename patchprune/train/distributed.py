@@ -1,5 +1,5 @@
-"""torchrun support: process-group setup (gloo by default, CPU-friendly), data sharding and
-gradient averaging.
+"""torchrun support: the device a command runs on, process-group setup (gloo on the CPU, NCCL on
+CUDA), data sharding and gradient averaging.
 
 Gradients are averaged with an all-reduce after `backward()` instead of wrapping the model in
 DistributedDataParallel: the pruning modules are used on some frames only (Map-SM skips the
@@ -17,7 +17,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from patchprune.validate import check_device
+
 T = TypeVar("T")
+
+DEVICE_HELP = ("cpu (default), cuda, cuda:N or auto (cuda when available); under torchrun a bare cuda is "
+               "each process's own GPU (LOCAL_RANK)")
 
 
 @dataclass(frozen=True)
@@ -36,12 +41,36 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(backend: str = "gloo") -> DistInfo:
-    """Join the torchrun process group when WORLD_SIZE > 1 (idempotent); else a single-process info."""
+def run_device(device: str | torch.device | None = None, arg: str = "--device") -> torch.device:
+    """The device a train / eval / segment command runs on.
+
+    None or "cpu": the CPU (the default: the project's recorded figures and its exact-resume checks
+    are CPU runs, so a GPU is opted into, never picked behind the user's back); "cuda" / "cuda:N";
+    "auto": cuda when available, else cpu. Under torchrun a bare "cuda" is this process's GPU
+    (LOCAL_RANK), made current, so each rank owns one. ValueError naming `arg` for anything else
+    (no CUDA here, an index past the device count, an unknown name)."""
+    if device is None:
+        return torch.device("cpu")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = check_device(arg, device)
+    if dev.type == "cuda":
+        if dev.index is None:
+            dev = check_device(arg, f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def init_distributed(backend: str | None = None, device: torch.device | None = None) -> DistInfo:
+    """Join the torchrun process group when WORLD_SIZE > 1 (idempotent); else a single-process info.
+
+    backend None: NCCL when the command runs on a CUDA `device`, gloo otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
+        if backend is None:
+            backend = "nccl" if device is not None and torch.device(device).type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
         # Tear the group down before the interpreter does: left to exit, gloo's threads were destroyed
         # while joinable and a rank could abort ("terminate called without an active exception",
