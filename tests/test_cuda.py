@@ -77,3 +77,37 @@ def test_ragged_batches_on_cuda_equal_the_padded_run(mode):
     assert len(set(pad.keep_masks[1].sum(1).tolist())) > 1
     assert torch.equal(ragged.keep_masks[1], pad.keep_masks[1])
     torch.testing.assert_close(ragged.features, pad.features, rtol=1e-4, atol=1e-4)
+
+
+def test_bench_select_on_cuda_picks_what_the_cpu_picks():
+    from patchprune.bench.select import run_bench
+
+    kw = dict(frames=2, side=10, dim=48, ratios=(0.2,), methods=["evtp", "kcenter", "divprune", "attention"],
+              repeats=1, warmup=0)
+    gpu, cpu = run_bench(device="cuda", **kw), run_bench(device="cpu", **kw)
+    assert gpu["device"] == torch.cuda.get_device_name(0)
+    assert gpu["reference_divprune"]["0.2"]["same_picks"]
+    for m in kw["methods"]:
+        for space in ("radius_feature", "radius_spatial"):  # the same picks give the same radii
+            assert abs(gpu["methods"][m]["0.2"][space] - cpu["methods"][m]["0.2"][space]) < 1e-4
+
+
+@pytest.mark.parametrize("method", ["evtp", "vispruner", "tome"])
+def test_hf_pruner_on_a_cuda_llava_keeps_what_it_keeps_on_the_cpu(method):
+    from patchprune.hf import VisualTokenPruner, llava_prompt, tiny_llava
+
+    cpu_model = tiny_llava("llama", "siglip")
+    gpu_model = tiny_llava("llama", "siglip").cuda()  # same seed: the same weights
+    ids, mask = llava_prompt([1, 2], 16, cpu_model.config.image_token_id, [4, 9], padding_side="left", seed=7)
+    px = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = VisualTokenPruner(cpu_model, method, 0.25, padding_side="left").prepare(ids, px, mask)
+        out = VisualTokenPruner(gpu_model, method, 0.25, padding_side="left").prepare(ids.cuda(), px.cuda(), mask.cuda())
+        gen = VisualTokenPruner(gpu_model, method, 0.25, padding_side="left").generate(
+            ids.cuda(), px.cuda(), mask.cuda(), max_new_tokens=3, do_sample=False)
+    assert out.input_ids.device.type == "cuda" and gen.device.type == "cuda"
+    assert torch.equal(out.input_ids.cpu(), ref.input_ids) and torch.equal(out.keep_counts.cpu(), ref.keep_counts)
+    for a, b in zip(out.index, ref.index, strict=True):
+        assert torch.equal(a.cpu(), b)
+    for a, b in zip(out.features, ref.features, strict=True):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-3, atol=1e-3)

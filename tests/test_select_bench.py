@@ -42,3 +42,11 @@ def test_bench_reports_every_method_and_ratio(capsys):
 def test_bench_rejects_bad_arguments(capsys):
     assert main(["bench", "select", "--texture", "0.3", "--repeats", "1"]) == 2
     assert "--texture" in capsys.readouterr().err
+
+
+def test_bench_select_takes_a_device_and_reports_it():
+    from patchprune.bench.select import run_bench
+
+    res = run_bench(frames=1, side=6, dim=16, ratios=(0.2,), methods=["evtp"], repeats=1, warmup=0,
+                    device=torch.device("cpu"))
+    assert res["device"].startswith("cpu (") and res["methods"]["evtp"]["0.2"]["k"] == 7

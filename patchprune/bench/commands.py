@@ -77,6 +77,7 @@ def _add_select(groups: CommandGroups) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--texture", default="0.03,0.5", help="LOW,HIGH range of the per-region texture level")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu (default: the issue's figures), cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=handler("patchprune.bench.select:_run"))
 

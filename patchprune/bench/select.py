@@ -81,7 +81,7 @@ def reference_divprune(tokens: Tensor, k: int) -> Tensor:
     x = torch.nn.functional.normalize(tokens.float(), dim=-1)
     dist = 1 - torch.bmm(x, x.transpose(1, 2))
     B, N, _ = dist.shape
-    first = (dist + torch.diag_embed(torch.full((N,), float("inf")))).amin(2).argmax(1)
+    first = (dist + torch.diag_embed(torch.full((N,), float("inf"), device=dist.device))).amin(2).argmax(1)
     sel = first[:, None]
     for _ in range(1, k):
         rows = dist.gather(1, sel[:, :, None].expand(-1, -1, N))  # [B, t, N] distances of the selected
@@ -92,20 +92,25 @@ def reference_divprune(tokens: Tensor, k: int) -> Tensor:
 
 def run_bench(frames: int = 4, side: int = 27, dim: int = 1152, ratios: tuple[float, ...] = RATIOS,
               methods: list[str] | None = None, repeats: int = 15, warmup: int = 3, seed: int = 0,
-              texture: tuple[float, float] = (0.03, 0.5), progress: bool = False) -> dict[str, Any]:
-    """The JSON-ready results (see the module docstring)."""
+              texture: tuple[float, float] = (0.03, 0.5), progress: bool = False,
+              device: str | torch.device | None = "cpu") -> dict[str, Any]:
+    """The JSON-ready results (see the module docstring). device: where the selections run and are
+    timed ("cpu", the default and the issue's setting; "cuda" / "cuda:N"; None: cuda when available);
+    the inputs are made on the CPU (the same numbers everywhere) and moved there."""
     from patchprune.metrics.timing import time_side_by_side
     from patchprune.select.coverage import coverage_radius
     from patchprune.select import available_methods, budget, method_spec, select
+    from patchprune.validate import check_device
 
     methods = methods or available_methods()
     grid = (side, side)
     n = side * side
+    device = check_device("device", device)
     tokens = structured_tokens(frames, grid, dim, seed=seed, texture=texture)
-    attn = synthetic_attention(tokens, seed=seed + 1)
-    device = torch.device("cpu")
+    attn = synthetic_attention(tokens, seed=seed + 1).to(device)
+    tokens = tokens.to(device)
     out: dict[str, Any] = {"methods": {m: {} for m in methods}, "reference_divprune": {}, "n": n, "frames": frames,
-                           "dim": dim, "device": _device_name(), "threads": torch.get_num_threads(),
+                           "dim": dim, "device": _device_name(device), "threads": torch.get_num_threads(),
                            "dtype": "float32", "repeats": repeats, "inputs": f"structured_tokens(seed={seed}, texture={tuple(texture)})"}
     for ratio in ratios:
         k = budget(n, ratio)
@@ -131,7 +136,7 @@ def run_bench(frames: int = 4, side: int = 27, dim: int = 1152, ratios: tuple[fl
             out["reference_divprune"][key] = {
                 "ms": round(ms["reference_divprune"], 3),
                 "divprune_speedup": round(ms["reference_divprune"] / ms["divprune"], 2),
-                "same_picks": bool((ref == ours).all()),
+                "same_picks": bool((ref.to(ours.device) == ours).all()),
             }
     out["checks"] = must_show(out)
     return out
@@ -158,7 +163,10 @@ def _ratio_key(ratio: float) -> str:
     return repr(float(ratio))  # "0.05", "0.1", "0.2"
 
 
-def _device_name() -> str:
+def _device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model and the thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
     name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -187,11 +195,12 @@ def _print_table(res: dict[str, Any]) -> None:
 
 def _run(args) -> int:
     from patchprune.select import method_spec
-    from patchprune.validate import check_int, check_number, check_threads
+    from patchprune.validate import check_device, check_int, check_number, check_threads
 
     for name in ("frames", "side", "dim", "repeats", "warmup"):
         check_int("--" + name, getattr(args, name), 0 if name == "warmup" else 1)
     check_threads("--threads", args.threads)
+    device = check_device("--device", args.device)
     try:
         ratios = tuple(float(r) for r in args.ratios.split(",")) if args.ratios else RATIOS
     except ValueError:
@@ -213,7 +222,8 @@ def _run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     res = run_bench(frames=args.frames, side=args.side, dim=args.dim, ratios=ratios, methods=methods,
-                    repeats=args.repeats, warmup=args.warmup, seed=args.seed, texture=texture, progress=not args.json)
+                    repeats=args.repeats, warmup=args.warmup, seed=args.seed, texture=texture, progress=not args.json,
+                    device=device)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
