@@ -111,3 +111,15 @@ def test_hf_pruner_on_a_cuda_llava_keeps_what_it_keeps_on_the_cpu(method):
         assert torch.equal(a.cpu(), b)
     for a, b in zip(out.features, ref.features, strict=True):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-3, atol=1e-3)
+
+
+def test_bench_mllm_on_cuda():
+    from patchprune.bench.mllm import run_bench
+
+    res = run_bench(["image-b1", "video-b4"], ["evtp", "visionzip"], (0.2,), repeats=1, warmup=0, text=5, tiny=True,
+                    device="cuda")
+    assert res["machine"]["device"] == torch.cuda.get_device_name(0)
+    for sec in res["sections"].values():
+        row = sec["ratios"]["0.2"]
+        assert sec["vision_ms"] > 0 and row["prefill_ms"] > 0 and row["prefill_flop_ratio"] > 1
+        assert all(v["select_ms"] > 0 for v in row["methods"].values())

@@ -23,7 +23,7 @@ def _commands() -> list[list[str]]:
 
 def test_every_patchprune_command_of_the_gpu_script_parses():
     commands = _commands()
-    assert len(commands) == 2
+    assert len(commands) == 4
     parser = build_parser()
     for argv in commands:
         args = parser.parse_args(argv)

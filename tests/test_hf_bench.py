@@ -44,6 +44,7 @@ def test_tiny_bench_reports_every_section_method_and_ratio(capsys):
     assert [c["section"] for c in checks] == ["image-b1"] * 3 + ["video-b4"] * 3
     assert all(c["status"] in ("pass", "miss") for c in checks)
     assert isinstance(res["warnings"], list)
+    assert res["machine"]["device"] == "cpu"  # the default
 
 
 def test_must_show_judges_the_evtp_row():
@@ -70,6 +71,7 @@ def test_a_prefill_faster_than_its_causal_flop_ratio_flags_the_section():
     (["--ratios", "a"], "comma-separated"),
     (["--methods", "evtp,nope"], "selection method"),
     (["--repeats", "0"], "--repeats"),
+    (["--device", "tpu"], "--device 'tpu'"),
 ])
 def test_bad_options_are_one_line_errors(capsys, argv, msg):
     assert main(["bench", "mllm", "--tiny", *argv]) == 2

@@ -45,13 +45,23 @@ CHECK_METHOD, CHECK_RATIO = "evtp", 0.2
 
 
 def _prompt(model: Any, batch: int, frames: int, text: int, seed: int):
-    """(input_ids, attention_mask) of `batch` samples with `frames` placeholder runs each (no padding needed)."""
+    """(input_ids, attention_mask) of `batch` samples with `frames` placeholder runs each (no padding
+    needed), on the model's device."""
     from patchprune.hf import llava_prompt
 
     vc = model.config.vision_config
     n = (vc.image_size // vc.patch_size) ** 2
-    return llava_prompt([frames] * batch, n, model.config.image_token_id, [text] * batch, padding_side="left",
-                        seed=seed)
+    ids, mask = llava_prompt([frames] * batch, n, model.config.image_token_id, [text] * batch, padding_side="left",
+                             seed=seed)
+    return ids.to(model.device), mask.to(model.device)
+
+
+def _synchronize(device: Any) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so a host clock reads its end."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def encode_pool(model: Any, frames: list[int], keep_hidden: bool, seed: int = 0) -> tuple[dict, dict]:
@@ -66,13 +76,15 @@ def encode_pool(model: Any, frames: list[int], keep_hidden: bool, seed: int = 0)
 
     family = resolve_family(model)
     size = model.config.vision_config.image_size
-    pixels = {f: torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed * 1000 + f))
-              for f in frames}
+    pixels = {f: torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed * 1000 + f)
+                             ).to(model.device) for f in frames}
     encode_images(model, family, pixels[frames[0]], keep_hidden=keep_hidden)  # warm-up, not timed
     feats, times = {}, {}
     for f in frames:
+        _synchronize(model.device)
         t0 = time.perf_counter()
         feats[f] = encode_images(model, family, pixels[f], keep_hidden=keep_hidden)
+        _synchronize(model.device)
         times[f] = (time.perf_counter() - t0) * 1e3
     return feats, times
 
@@ -102,7 +114,7 @@ def run_section(model: Any, spec: Any, name: str, methods: list[str], ratios: tu
     from patchprune.select import budget
 
     batch, frames = SECTIONS[name]
-    device = torch.device("cpu")
+    device = model.device
     ids, mask = _prompt(model, batch, frames, text, seed)
     pruners = {m: VisualTokenPruner(model, m, 1.0, padding_side="left") for m in methods + [CHECK_METHOD]}
     order = [f for sample in SECTION_FRAMES[name] for f in sample]
@@ -273,21 +285,26 @@ def must_show(sections: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run_bench(sections: list[str], methods: list[str] | None = None, ratios: tuple[float, ...] = RATIOS,
               repeats: int = 2, warmup: int = 0, text: int = 32, tiny: bool = False, seed: int = 0,
-              ttft: bool = True) -> dict[str, Any]:
-    """Build the model, run every section, return the report (see the module docstring)."""
+              ttft: bool = True, device: Any = "cpu") -> dict[str, Any]:
+    """Build the model, run every section, return the report (see the module docstring). device:
+    where the model runs and is timed ("cpu", the default and the recorded figures; "cuda" / "cuda:N")."""
     import torch
 
     from patchprune.hf import bench_llava
     from patchprune.metrics.mllm_flops import spec_from_llava_config
     from patchprune.select import available_methods, method_spec
 
+    from patchprune.validate import check_device
+
+    device = check_device("device", device)
     methods = list(methods) if methods else available_methods()
-    model = bench_llava(tiny=tiny, seed=seed)
+    model = bench_llava(tiny=tiny, seed=seed).to(device)
     spec = spec_from_llava_config(model.config)
     planned = planned_macs(spec, sections, ratios, repeats, warmup, text, ttft, spec.tokens_per_frame)
     result: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "threads": torch.get_num_threads(), "torch": torch.__version__},
+                    "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"},
         "config": {"tiny": tiny, "sections": sections, "methods": methods, "ratios": list(ratios),
                    "repeats": repeats, "warmup": warmup, "text_tokens_per_sample": text, "seed": seed,
                    "planned_tmacs": planned / 1e12, "dtype": "float32", "model": "tiny LLaVA" if tiny else
@@ -308,7 +325,8 @@ def run_bench(sections: list[str], methods: list[str] | None = None, ratios: tup
 
 def _print_table(res: dict[str, Any]) -> None:
     cfg, mach = res["config"], res["machine"]
-    print(f"bench mllm: {cfg['model']}; {mach['threads']} threads, fp32, medians of {cfg['repeats']} "
+    where = f"{mach['threads']} threads" if mach.get("device", "cpu") == "cpu" else mach["device"]
+    print(f"bench mllm: {cfg['model']}; {where}, fp32, medians of {cfg['repeats']} "
           f"(warm-up {cfg['warmup']}); costs in MACs")
     for name, sec in res["sections"].items():
         print(f"\n[{name}] batch {sec['batch']} x {sec['frames']} frame(s), N={sec['tokens_per_frame']}, "
@@ -349,9 +367,12 @@ def _run(args: Any) -> int:
 
     from patchprune.select import method_spec
 
+    from patchprune.validate import check_device
+
     methods = comma_list("--methods", args.methods, str) or None
     for m in methods or []:
         method_spec(m)  # ValueError listing the available methods
+    device = check_device("--device", args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.plan:
@@ -365,7 +386,7 @@ def _run(args: Any) -> int:
                                                                   for g in (30, 40, 50, 60)}}))
         return 0
     res = run_bench(sections, methods, ratios, repeats=args.repeats, warmup=args.warmup, text=args.text,
-                    tiny=args.tiny, seed=args.seed, ttft=not args.no_ttft)
+                    tiny=args.tiny, seed=args.seed, ttft=not args.no_ttft, device=device)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
@@ -387,6 +408,7 @@ def register(groups: CommandGroups) -> None:
     p.add_argument("--plan", action="store_true", help="print the MACs the run would compute and time estimates; run nothing")
     p.add_argument("--tiny", action="store_true", help="a seconds-fast tiny model (tests, smoke runs)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu (default: the recorded figures), cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=handler("patchprune.bench.mllm:_run"))
