@@ -123,3 +123,16 @@ def test_bench_mllm_on_cuda():
         row = sec["ratios"]["0.2"]
         assert sec["vision_ms"] > 0 and row["prefill_ms"] > 0 and row["prefill_flop_ratio"] > 1
         assert all(v["select_ms"] > 0 for v in row["methods"].values())
+
+
+def test_compiled_runner_on_cuda_equals_eager():
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=0, depth=3,
+                            embed_dim=32, num_heads=2).eval().cuda()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)).cuda()
+    schedule = {1: ("evtp", 0.5), 2: ("random", 0.75, {"seed": 0})}
+    with torch.inference_mode():
+        ref = patchprune.sparse_vit(vit, schedule)(images)
+        out = patchprune.sparse_vit(vit, schedule, compile=True)(images)
+    assert {b: m.tolist() for b, m in out.keep_masks.items()} == {b: m.tolist() for b, m in ref.keep_masks.items()}
+    torch.testing.assert_close(out.features, ref.features, rtol=1e-4, atol=1e-4)
