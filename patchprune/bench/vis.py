@@ -6,6 +6,8 @@ run (the VPP protocol of `train vis`). Each cell is a `train vis` run folder und
 `--use CELL=RUN` (never retrained); its `eval vis` metrics are cached in RUN/bench_eval.json.
 Then `patchprune.vis.report` writes Markdown + CSV + PNG under `--out`. `--table4` adds the paper's
 Table 4 (VPP's module positions, `TABLE4`): one stage-2 VPP cell per layout at 55 %, same recipe.
+`--device` runs the cells' training, evaluation and the analyses there (default the CPU); a cached
+evaluation counts only for the device it ran on (its FPS are that device's).
 
 Only the standard library is imported at the top (the CLI imports this module to build its parser).
 """
@@ -168,6 +170,9 @@ def train_command(cell: Cell, run: Path, dense_run: Path | None, args: argparse.
             cmd += ["--vpp-layout", cell.layout]
         for key, value in stage2_options(args).get(cell.method, {}).items():
             cmd += ["--method-option", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    device = getattr(args, "device", None)  # callers may pass a namespace of their own, without --device
+    if device is not None:
+        cmd += ["--device", device]
     return cmd
 
 
@@ -231,15 +236,22 @@ def evaluate_cell(run: Path, args: argparse.Namespace, policy: str | None = None
     data = eval_data(args)
     if cache.is_file() and cache.stat().st_mtime >= ckpt.stat().st_mtime:
         cached = json.loads(cache.read_text())
-        if cached.get("eval_data", str(args.data)) == str(data):
+        if cached.get("eval_data", str(args.data)) == str(data) and cached.get("device", "cpu") == _device(args):
             return cached
     t0 = time.perf_counter()
-    m = evaluate_folder(run, data, timing_frames=args.timing_frames, method=policy, target=target)
+    m = evaluate_folder(run, data, timing_frames=args.timing_frames, method=policy, target=target, device=_device(args))
     write_json(run / f"results_valid{suffix}.json", m.pop("results"))
     m["eval_seconds"] = time.perf_counter() - t0
     m["eval_data"] = str(data)
     write_json(cache, m, indent=1)
     return m
+
+
+def _device(args: argparse.Namespace) -> str:
+    """The device the cells run on, as evaluations record it ("cpu", "cuda:0")."""
+    from patchprune.train.distributed import run_device
+
+    return str(run_device(getattr(args, "device", None)))
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -294,7 +306,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     out = report.write_report(Path(args.out), [r for r in rows if "layout" not in r], analyses, {
         "data": str(args.data), "eval_data": str(eval_data(args)), "method_options": stage2_options(args),
         "seeds": args.seeds, "methods": args.methods, "targets": args.targets,
-        "threads": args.threads, "commands": commands, "argv": sys.argv[1:],
+        "threads": args.threads, "device": _device(args), "commands": commands, "argv": sys.argv[1:],
         "minutes": (time.perf_counter() - t_start) / 60})
     return {"out": str(out), "cells": len(rows)}
 
@@ -333,7 +345,7 @@ def run_analyses(args: argparse.Namespace, cells: list[Cell], use: dict[str, Pat
         if cell.method == "dense":
             cache = run / "bench_fgs.json"
             if not (cache.is_file() and cache.stat().st_mtime >= (run / "checkpoint.safetensors").stat().st_mtime):
-                loaded = load_run(run)
+                loaded = load_run(run, device=_device(args))
                 side = square_size(loaded.model.config.img_size)
                 if "train" not in data:
                     cats = loaded.model.config.categories
@@ -343,7 +355,7 @@ def run_analyses(args: argparse.Namespace, cells: list[Cell], use: dict[str, Pat
                                                 seed=cell.seed), indent=1)
             out["fgs"][cell.seed] = json.loads(cache.read_text())
         elif cell.method == "vpp" and cell.layout is None and cell.seed == args.seeds[0]:
-            loaded = load_run(run)
+            loaded = load_run(run, device=_device(args))
             if "valid" not in data:
                 data["valid"] = load_split(args.data, "valid", square_size(loaded.model.config.img_size),
                                            loaded.model.config.categories)
@@ -390,6 +402,7 @@ def _run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     stage2_options(args)  # syntax of --stage2-method-option, before any training
+    _device(args)  # one-line error naming --device (e.g. cuda on a machine without one), before any training
     for folder in {Path(args.data), eval_data(args)}:
         if not (folder / "valid.json").is_file() and not (folder / "valid").is_dir():
             from patchprune.vis.data import find_split
@@ -441,4 +454,6 @@ def register(groups) -> None:
     p.add_argument("--timing-frames", type=int, default=20, help="frames timed for FPS per cell (0: no timing)")
     p.add_argument("--fgs-frames", type=int, default=64, help="train frames for the FGS probes (0: skip the figures)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation")
+    p.add_argument("--device", default=None,
+                   help="cpu (default), cuda, cuda:N or auto: where every cell trains and is evaluated")
     p.set_defaults(func=_run)

@@ -17,7 +17,8 @@ def layer_features(model: VISModel, data: VISData, frames: list[tuple[int, int]]
                    ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
     """Patch features {layer: [M, C]} of the dense backbone (inputs of blocks; `depth` = the last
     block's output) and their foreground labels [M] (a patch is foreground when instances cover at
-    least half of it), for the (video, frame) pairs `frames`."""
+    least half of it), for the (video, frame) pairs `frames`. The backbone runs on the model's device;
+    the features come back on the CPU (the probes fit there)."""
     from patchprune.metrics.fgs import patch_foreground
 
     patch = model.backbone.patch_embed.patch_size[0]
@@ -29,10 +30,10 @@ def layer_features(model: VISModel, data: VISData, frames: list[tuple[int, int]]
         x = torch.stack([data.clips[v].frames[t] for v, t in chunk])
         fg = torch.stack([data.clips[v].masks[:, t].any(0) if data.clips[v].masks.shape[0]
                           else torch.zeros(data.side, data.side, dtype=torch.bool) for v, t in chunk])
-        out = model.dense(normalise(x), return_layers=layers)
+        out = model.dense(normalise(x.to(model.device)), return_layers=layers)
         for l in layers:
             f = out.layers[l] if l < model.config.depth else out.features
-            feats[l].append(f.flatten(2).transpose(1, 2).reshape(-1, f.shape[1]))
+            feats[l].append(f.flatten(2).transpose(1, 2).reshape(-1, f.shape[1]).cpu())
         labels.append(patch_foreground(fg, grid).reshape(-1))
     return {l: torch.cat(f) for l, f in feats.items()}, torch.cat(labels)
 

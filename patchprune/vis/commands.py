@@ -6,12 +6,15 @@ import json
 import sys
 from pathlib import Path
 
+from patchprune.validate import DEVICE_HELP
+
 
 def _run_train(args: argparse.Namespace) -> int:
-    from patchprune.train.distributed import init_distributed
+    from patchprune.train.distributed import init_distributed, run_device
     from patchprune.vis.run import parse_method_options
     from patchprune.vis.train import TrainSettings, run_training
 
+    dev = run_device(args.device)  # one-line ValueError naming --device (e.g. no CUDA here)
     s = TrainSettings(data=str(args.data), out=str(args.out), config=args.config, method=args.method,
                       target=args.target, init=args.init, steps=args.steps, batch=args.batch, lr=args.lr,
                       warmup=args.warmup, clip=args.clip, seed=args.seed, checkpoint_every=args.checkpoint_every,
@@ -21,8 +24,8 @@ def _run_train(args: argparse.Namespace) -> int:
                       semantic_weight=args.semantic_weight, augment=args.augment, vpp_layout=args.vpp_layout,
                       policy_lr_mult=args.policy_lr_mult, head_lr_mult=args.head_lr_mult,
                       chain_graph=not args.no_chain_graph,
-                      method_options=parse_method_options(args.method_option) or None)
-    dist_info = init_distributed("gloo")
+                      method_options=parse_method_options(args.method_option) or None, device=dev)
+    dist_info = init_distributed(device=dev)  # NCCL on CUDA, gloo on the CPU
     summary = run_training(s, dist_info)
     if dist_info.is_main:
         print(json.dumps(summary))
@@ -33,20 +36,21 @@ def _run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from patchprune.data.io import write_json
-    from patchprune.train.distributed import init_distributed
+    from patchprune.train.distributed import init_distributed, run_device
     from patchprune.vis.evaluate import evaluate_folder
     from patchprune.validate import check_int
     from patchprune.vis.run import parse_method_options
 
     check_int("--timing-batch", args.timing_batch, 1)  # before the evaluation, not after it
+    dev = run_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    dist_info = init_distributed("gloo")
+    dist_info = init_distributed(device=dev)  # NCCL on CUDA, gloo on the CPU
     m = evaluate_folder(args.run, args.data, tracker=args.tracker, split=args.split, max_videos=args.max_videos,
                         timing_frames=args.timing_frames, random_init=args.random_init, method=args.method,
                         target=args.target, dist_info=dist_info,
                         method_options=parse_method_options(args.method_option) or None,
-                        timing_batch=args.timing_batch)
+                        timing_batch=args.timing_batch, device=dev)
     if not dist_info.is_main:
         return 0
     results = m.pop("results")
@@ -65,11 +69,13 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_segment(args: argparse.Namespace) -> int:
+    from patchprune.train.distributed import run_device
     from patchprune.vis.segment import segment_video
 
+    dev = run_device(args.device)
     summary = segment_video(args.video, args.run, args.out, tracker=args.tracker, threshold=args.threshold,
                             max_frames=args.max_frames, fps=args.fps, progress=not args.no_progress,
-                            threads=args.threads, keep_aspect=args.keep_aspect)
+                            threads=args.threads, keep_aspect=args.keep_aspect, device=dev)
     print(json.dumps(summary))
     return 0
 
@@ -120,6 +126,7 @@ def register(groups) -> None:
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--snapshot-every", type=int, default=0, help="keep weights every N steps (learning curves)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--max-videos", type=int, default=None)
     p.add_argument("--tracker", default="minvis", choices=("minvis", "rovis"),
                    help="rovis: also train the frame-pair track-query losses (stage 1)")
@@ -146,6 +153,7 @@ def register(groups) -> None:
     p.add_argument("--timing-batch", type=int, default=1,
                    help="also time B videos streamed side by side (fps_batched: the saturated throughput)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--results", default=None, type=Path, help="results JSON path (default RUN/results_<split>.json)")
     p.add_argument("--json", action="store_true", help="print all metrics as one JSON line")
     p.set_defaults(func=_run_eval)
@@ -162,6 +170,7 @@ def register(groups) -> None:
                    help="feed frames at their own aspect (longer side at the model's size, the shorter rounded to "
                         "a multiple of 32) instead of the square the model trained on")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_segment)
 

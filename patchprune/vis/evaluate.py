@@ -4,7 +4,8 @@ GMACs per component and batch-1 streaming FPS (backbone alone and the whole mode
 
 Under torchrun each rank streams its share of the videos (round robin); results, keep ratios and
 IoI sums are gathered on rank 0, so the numbers equal a single process's. Timing and GMACs run
-on rank 0 only.
+on rank 0 only. Everything runs on the model's device (`evaluate_folder(device=...)`; CPU by
+default); CUDA timings synchronise before each clock reading.
 """
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def component_gmacs(model: VISModel, encoder: nn.Module | None, clip: VideoClip)
     from patchprune.video import VideoStream
 
     stream = VideoStream()
-    frames = [normalise(clip.frames[t][None]) for t in range(min(2, clip.num_frames))]
+    frames = [normalise(clip.frames[t][None].to(model.device)) for t in range(min(2, clip.num_frames))]
     with torch.no_grad():
         for x in frames[:-1]:
             stream.start_frame()
@@ -93,24 +94,28 @@ def streaming_fps(model: VISModel, encoder: nn.Module | None, clip: VideoClip, f
 
     batch B > 1 streams B videos side by side (the clip's frames, each slot starting `b` frames later,
     so the slots differ and a learned pruner keeps a different count in each), B frames a step: the
-    saturated throughput next to batch-1 latency. FPS counts every frame of every slot."""
-    from patchprune.metrics.timing import steady_allocator
+    saturated throughput next to batch-1 latency. FPS counts every frame of every slot. Runs on the
+    model's device; on CUDA the clock is read after a synchronise (kernels run asynchronously)."""
+    from patchprune.metrics.timing import steady_allocator, synchronize
     from patchprune.video import VideoStream
 
     check_int("batch", batch, 1)
     steady_allocator()  # as every timed figure of the project: no frame pays the previous one's page faults
     enc = encoder if encoder is not None else model.dense
     n = clip.num_frames
-    xs = [normalise(clip.frames[[(t + b) % n for b in range(batch)]]) for t in range(frames + warmup)]
+    dev = model.device
+    xs = [normalise(clip.frames[[(t + b) % n for b in range(batch)]].to(dev)) for t in range(frames + warmup)]
     out: dict[str, float] = {}
     with torch.inference_mode():
         for name in ("backbone", "model"):
             stream = VideoStream()
             for i, x in enumerate(xs):
                 if i == warmup:
+                    synchronize(dev)  # the warm-up frames' kernels finish outside the timed span
                     t0 = time.perf_counter()
                 stream.start_frame()
                 enc(x, stream=stream) if name == "backbone" else model(x, encoder=encoder, stream=stream)
+            synchronize(dev)
             out[name] = frames * batch / (time.perf_counter() - t0)
     return out
 
@@ -203,32 +208,40 @@ def evaluate(model: VISModel, encoder: nn.Module | None, data: VISData, tracker:
 def evaluate_folder(run: str | Path | None, data_dir: str | Path, tracker: str = "minvis", split: str = "valid",
                     max_videos: int | None = None, timing_frames: int = 20, random_init: str | None = None,
                     method: str | None = None, target: float | None = None, dist_info: Any = None,
-                    method_options: dict[str, Any] | None = None, timing_batch: int = 1) -> dict[str, Any]:
+                    method_options: dict[str, Any] | None = None, timing_batch: int = 1,
+                    device: str | torch.device | None = None) -> dict[str, Any]:
     """Load a run (or build `random_init`'s named config with random weights) and evaluate on DIR/split.
     `method_options`: keywords of the learned method's builder, e.g. {"init_keep": True} so untrained
     modules keep their target rates (`random_init`), or {"noise": False} over a run's own options
-    (train.json) to evaluate VPP's trained modules without their inference noise."""
+    (train.json) to evaluate VPP's trained modules without their inference noise. `device`: cpu
+    (default), cuda, cuda:N or auto (`train.distributed.run_device`); the model is built and loaded
+    on the CPU, then moved. Results match the CPU's up to float rounding (and, for pruners that
+    draw noise at inference, the device's own random stream)."""
+    from patchprune.train.distributed import run_device
     from patchprune.vis.config import named_config
     from patchprune.vis.data import square_size
-    from patchprune.vis.run import build_encoder, load_run
+    from patchprune.vis.run import build_encoder, load_run, to_device
     from patchprune.vis.train import _categories
 
+    dev = run_device(device, "device")
     if random_init:
         cats = _categories(str(data_dir), split)
         cfg = named_config(random_init, categories=sorted(cats))
         torch.manual_seed(0)
         model = VISModel(cfg).eval()
         encoder = build_encoder(model, method or "dense", target or 0.55, options=method_options)
+        to_device(model, encoder, dev)
         settings: dict[str, Any] = {"method": method or "dense", "target": target, "random_init": random_init,
                                     "method_options": method_options or {}}
     else:
         if run is None:
             raise ValueError("pass --run RUN (a folder written by `train vis`) or --random-init CONFIG")
-        loaded = load_run(run, method, target, method_options)
+        loaded = load_run(run, method, target, method_options, device=dev)
         model, encoder, settings = loaded.model, loaded.encoder, loaded.settings
     data = load_split(data_dir, split, square_size(model.config.img_size), model.config.categories, max_videos)
     metrics = evaluate(model, encoder, data, tracker, timing_frames, dist_info, timing_batch=timing_batch)
     if metrics:
         metrics = {"config": model.config.name, "method": settings.get("method"), "target": settings.get("target"),
-                   "method_options": settings.get("method_options", {}), "tracker": tracker, **metrics}
+                   "method_options": settings.get("method_options", {}), "tracker": tracker, "device": str(dev),
+                   **metrics}
     return metrics

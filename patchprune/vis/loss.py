@@ -41,6 +41,11 @@ class FrameTargets:
     labels: Tensor
     ids: Tensor | None = None
 
+    def to(self, device: torch.device | str) -> "FrameTargets":
+        """The same targets on `device` (the loss runs where the model does; a no-op on the same device)."""
+        return FrameTargets(self.masks.to(device), self.labels.to(device),
+                            None if self.ids is None else self.ids.to(device))
+
 
 class SetLoss(nn.Module):
     """`forward(head_out, targets, seeds=None) -> {"loss", "ce", "mask", "dice"}` (last-layer terms

@@ -110,6 +110,11 @@ class VISModel(nn.Module):
         out = enc(images, stream=stream)
         return VISOutput(head=self.head(self.pyramid(out.features), track_queries), backbone=out)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (inputs go there: `VideoPredictor`, eval's GMACs and FPS)."""
+        return self.head.class_head.weight.device
+
     def head_parameters(self) -> list[nn.Parameter]:
         """Pyramid and head parameters (lr x1 when the backbone is initialised from a checkpoint)."""
         return list(self.pyramid.parameters()) + list(self.head.parameters())

@@ -3,6 +3,8 @@
 `VideoPredictor.frame(frame uint8 [H, W, 3]) -> FrameResult` runs batch 1 with a
 `TrackingStream` (pruning cache + tracker state, reset on a cut or a new resolution);
 `finish()` returns the video's tracks; `tracks_to_results` turns them into YouTube-VIS results.
+Frames run on the model's device; keep masks and track histories come back on the CPU (NumPy,
+metrics, JSON), so a long video holds no growing state on a GPU.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from patchprune.vis.trackers import Detection, FrameOutput, TrackingStream, Vide
 
 @dataclass
 class FrameResult:
-    """One frame's detections (mask logits at model resolution) and the backbone's keep masks."""
+    """One frame's detections (mask logits at model resolution, on the model's device) and the
+    backbone's keep masks (on the CPU)."""
 
     detections: list[Detection]
     keep_masks: dict[int, Tensor]
@@ -59,14 +62,16 @@ class VideoPredictor:
         cut = cut or (self.detect_cuts and is_scene_cut(self.prev, f))
         self.stream.observe_frame(tuple(f.shape[:2]), cut)
         self.prev = f
-        x = normalise(resize_frames(f[None].numpy(), self.input_size(int(f.shape[0]), int(f.shape[1]))))
+        x = resize_frames(f[None].numpy(), self.input_size(int(f.shape[0]), int(f.shape[1])))
+        x = normalise(x.to(self.model.device))  # uint8 crosses to the device: a quarter of the float bytes
         tracker = self.stream.tracker
         tq = tracker.track_queries()
         out = self.model(x, encoder=self.encoder, stream=self.stream,
                          track_queries=None if tq is None else tq[None])
         dets = tracker.update(self.t, frame_output(out))
         self.t += 1
-        return FrameResult(dets, {k: v[0] for k, v in out.backbone.keep_masks.items()}, float(out.backbone.pkr), cut)
+        keep = {k: v[0].cpu() for k, v in out.backbone.keep_masks.items()}
+        return FrameResult(dets, keep, float(out.backbone.pkr), cut)
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) a height x width frame is fed to the model at."""
@@ -77,9 +82,9 @@ class VideoPredictor:
 
 
 def upsample_mask(logits: Tensor, height: int, width: int) -> np.ndarray:
-    """Mask logits [h, w] -> bool [height, width] (> 0 after bilinear upsampling)."""
+    """Mask logits [h, w] (any device) -> bool [height, width] (> 0 after bilinear upsampling)."""
     m = F.interpolate(logits.float()[None, None], size=(height, width), mode="bilinear", align_corners=False)
-    return (m[0, 0] > 0).numpy()
+    return (m[0, 0] > 0).cpu().numpy()
 
 
 def tracks_to_results(tracks: list[VideoTrack], video_id: int, height: int, width: int,

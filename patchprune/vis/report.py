@@ -248,7 +248,8 @@ def _readme(rows, tables, checked, figs, info, out: Path, checked4=()) -> str:
         f"(this run; cells already finished were reused). Data: `{info['data']}`{where}. Seeds: {seeds} "
         f"({'mean ± std over seeds' if len(seeds) > 1 else 'one seed: no std'}). Torch threads: {info['threads']}. "
         "AP in %, YouTube-VIS (MinVIS tracker); AP_bbox / AP_segm: per-frame COCO. FPS: batch-1 streaming on "
-        "the machine that ran the cell (a shared CPU unless stated otherwise: development estimates).",
+        "the machine that ran the cell (a shared CPU unless stated otherwise: development estimates)."
+        + ("" if info.get("device", "cpu") == "cpu" else f" Cells trained and evaluated on `{info['device']}`."),
         "",
     ]
     if dense:

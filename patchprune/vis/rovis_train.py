@@ -30,11 +30,12 @@ def assigned_loss(criterion: SetLoss, out: HeadOutput, targets: list[FrameTarget
     masks = [t.masks.float() for t in targets]
     labels = [t.labels.long() for t in targets]
     n = sum(len(i) for i, _ in indices)
-    total = torch.zeros(())
+    dev = out.mask_logits[-1].device
+    total = torch.zeros((), device=dev)
     for cls, msk in zip(out.class_logits, out.mask_logits):
         total = total + LOSS_WEIGHTS["loss_cross_entropy"] * crit.loss_labels(cls, labels, indices)["loss_cross_entropy"]
         if n:
-            m = crit.loss_masks(msk, masks, indices, torch.tensor(float(n)))
+            m = crit.loss_masks(msk, masks, indices, torch.tensor(float(n), device=dev))
             total = total + LOSS_WEIGHTS["loss_mask"] * m["loss_mask"] + LOSS_WEIGHTS["loss_dice"] * m["loss_dice"]
     return total
 

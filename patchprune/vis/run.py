@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from patchprune.data.io import read_json, write_json
@@ -121,12 +122,12 @@ def is_learned(encoder: nn.Module | None) -> bool:
 
 
 def load_run(run: str | Path, method: str | None = None, target: float | None = None,
-             method_options: dict[str, Any] | None = None) -> LoadedRun:
+             method_options: dict[str, Any] | None = None, device: str | torch.device | None = None) -> LoadedRun:
     """Rebuild the model (and pruner) of a run folder and load its last checkpoint (eval mode).
     `run` may also name a reference checkpoint shipped in the package (`patchprune.reference_names()`,
     e.g. "vpp-0.40"). `method_options` override the builder keywords the run trained with
     (train.json), key by key: e.g. {"noise": False} evaluates VPP's trained modules without their
-    inference Gumbel noise."""
+    inference Gumbel noise. `device`: where the loaded model and pruner go (default: the CPU)."""
     run = Path(run)
     if not run.is_dir():
         from patchprune.checkpoints import reference_info, reference_names, verified_path
@@ -138,15 +139,17 @@ def load_run(run: str | Path, method: str | None = None, target: float | None = 
         settings = {**((info.get("training") or {}).get("settings") or {}), "method": info["method"],
                     "reference": str(run)}
         return load_weights(VISConfig.from_json(info["vis_config"]), settings, verified_path(str(run), "weights"),
-                            method, target, method_options)
+                            method, target, method_options, device)
     settings = read_json(run / SETTINGS, "training settings") if (run / SETTINGS).is_file() else {}
-    return load_weights(VISConfig.load(run), settings, run / CHECKPOINT, method, target, method_options)
+    return load_weights(VISConfig.load(run), settings, run / CHECKPOINT, method, target, method_options, device)
 
 
 def load_weights(config: VISConfig, settings: dict[str, Any], ckpt: Path, method: str | None = None,
-                 target: float | None = None, method_options: dict[str, Any] | None = None) -> LoadedRun:
+                 target: float | None = None, method_options: dict[str, Any] | None = None,
+                 device: str | torch.device | None = None) -> LoadedRun:
     """The model of `config` with checkpoint `ckpt`'s weights, under `method` (default: the one it
-    trained with, `settings["method"]`), its pruner rebuilt with the trained positions and options."""
+    trained with, `settings["method"]`), its pruner rebuilt with the trained positions and options.
+    Built and loaded on the CPU (as every pruner is initialised), then moved to `device` (None: stays)."""
     from patchprune.train.checkpoint import load_checkpoint
 
     method = method or settings.get("method", "dense")
@@ -161,11 +164,22 @@ def load_weights(config: VISConfig, settings: dict[str, Any], ckpt: Path, method
     if is_learned(encoder) and trained:
         modules["policies"] = encoder.runner.policies
     info = load_checkpoint(ckpt, modules)
+    to_device(model, encoder, device)
     model.eval()
     if encoder is not None:
         encoder.eval()
     return LoadedRun(model, encoder, {**settings, "method": method, "target": target, "method_options": options},
                      int(info["step"]))
+
+
+def to_device(model: VISModel, encoder: nn.Module | None, device: str | torch.device | None) -> None:
+    """Move the model and its pruner (a separate module: its pruning modules are not the model's) to
+    `device`; None leaves them where they are."""
+    if device is None:
+        return
+    model.to(device)
+    if encoder is not None:
+        encoder.to(device)
 
 
 def write_settings(run: str | Path, settings: dict[str, Any]) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -20,6 +20,9 @@ from tqdm import tqdm
 
 from patchprune.data import rle as rle_utils
 from patchprune.demo_page.pictures import draw_tracks
+
+if TYPE_CHECKING:
+    import torch
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
@@ -79,14 +82,18 @@ def keep_picture(keep_masks: dict[int, Any], grid: tuple[int, int], scale: int =
 
 def segment_video(video: str | Path, run: str | Path, out: str | Path, tracker: str = "minvis", threshold: float = 0.5,
                   max_frames: int | None = None, fps: float = 10.0, progress: bool = True,
-                  threads: int | None = None, keep_aspect: bool = False) -> dict[str, Any]:
+                  threads: int | None = None, keep_aspect: bool = False,
+                  device: str | torch.device | None = None) -> dict[str, Any]:
     """Segment and track `video` with the run's model; writes the files of the module docstring.
 
     keep_aspect: feed the frames at their own aspect (longer side at the model's size) instead of
-    squashing them to the square the model trained on (`vis.data.model_frame_size`)."""
+    squashing them to the square the model trained on (`vis.data.model_frame_size`).
+    device: where the model runs: cpu (default), cuda, cuda:N or auto (`train.distributed.run_device`);
+    frames are decoded on the CPU and each goes to the device as it is fed."""
     import torch
 
     from patchprune.data.io import write_json
+    from patchprune.train.distributed import run_device
     from patchprune.data.video import VideoWriter
     from patchprune.vis.predict import VideoPredictor, tracks_to_results, upsample_mask
     from patchprune.vis.run import load_run
@@ -94,11 +101,12 @@ def segment_video(video: str | Path, run: str | Path, out: str | Path, tracker: 
 
     if not 0 <= threshold <= 1:
         raise ValueError(f"--threshold must be in [0, 1], got {threshold}")
+    dev = run_device(device, "device")
     if threads:
         torch.set_num_threads(threads)
     frames = iter_frames(video, max_frames)
     first = next(frames)  # fails early (missing / undecodable input) before loading the model
-    loaded = load_run(run)
+    loaded = load_run(run, device=dev)
     model, cfg = loaded.model, loaded.model.config
     names = cfg.category_names or [str(c) for c in cfg.categories]
     out = Path(out)

@@ -3,7 +3,9 @@
 Both keep their state in a `TrackingStream`, the same object that carries the pruning cache, and
 start over on a scene cut or a new resolution (`TrackingStream.reset`). Per frame they take the
 model's last-layer outputs of one video (batch 1): class logits [Q, K+1], mask logits [Q, h, w],
-normalised query embeddings [Q, D] and raw outputs [Q, D]. `finish(T)` returns `VideoTrack`s.
+normalised query embeddings [Q, D] and raw outputs [Q, D], on the model's device. `finish(T)` returns
+`VideoTrack`s; the per-frame mask history is kept on the CPU (a long video's masks would otherwise
+grow without bound in GPU memory).
 """
 from __future__ import annotations
 
@@ -106,12 +108,12 @@ class MinVISTracker(Tracker):
         if self.prev is None or self.prev.shape[0] != emb.shape[0]:
             self.segments.append({"start": t, "logits": [], "masks": []})
         else:
-            perm = align(self.prev, emb)
+            perm = align(self.prev, emb).to(emb.device)
             logits, masks, emb = logits[perm], masks[perm], emb[perm]
         self.prev = emb
         seg = self.segments[-1]
         seg["logits"].append(logits.float())
-        seg["masks"].append(masks.to(torch.float16))
+        seg["masks"].append(masks.to("cpu", torch.float16))
         base = (len(self.segments) - 1) * logits.shape[0]
         probs = torch.stack(seg["logits"]).mean(0).softmax(-1)[:, :-1]
         score, label = probs.max(-1)
@@ -215,7 +217,7 @@ class ROVISTracker(Tracker):
             h = self.history[tid]
             h["scores"].append(s)
             h["labels"].append(int(label[r]))
-            h["masks"][t] = out.mask_logits[r].to(torch.float16)
+            h["masks"][t] = out.mask_logits[r].to("cpu", torch.float16)
             dets.append(Detection(tid, int(label[r]), s, out.mask_logits[r]))
         self.expire(t)
         return dets

@@ -8,7 +8,10 @@ weight of vpp.md; MinVIS needs no tracking head, so the reference frame's own se
 for it) + the method's sparsity loss of all three passes; pruning modules lr x1, model x0.1.
 Both: gradient clipping, warm-up then a x0.1 drop at 2/3 of the steps, checkpoints through
 `Trainer` (atomic safetensors, periodic, exact resume: every batch and every random draw of a
-step is seeded by (seed, step)), torchrun ranks split each global batch.
+step is seeded by (seed, step)), torchrun ranks split each global batch. `device` (cpu by default,
+cuda, cuda:N, auto): the model is built, initialised and resumed as on the CPU, then moved there;
+the random draws of the batches stay on the CPU generator (same batches on every device), only
+the frames and targets fed to the model and loss move.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from patchprune.vis.data import VISData, load_split, rank_share, sample_chains, 
 from patchprune.vis.loss import SetLoss
 from patchprune.vis.model import VISModel, normalise
 from patchprune.vis.run import (CHECKPOINT, build_encoder, check_compatible, check_layout_method,
-                                checkpoint_meta, write_settings)
+                                checkpoint_meta, to_device, write_settings)
 
 PAIR_WEIGHT = 0.5
 
@@ -65,6 +68,8 @@ class TrainSettings:
     head_lr_mult: float = 1.0  # stage 2: lr of the pyramid + head = lr x this (the spec's x1; before 2026-11-30: 0.1)
     chain_graph: bool = True  # stage 2: the key frame's loss reaches the earlier frames' passes through the
     # temporal cache (the spec's chain); False cuts it (VideoStream(keep_graph=False), docs/vis.md)
+    device: str | torch.device | None = None  # cpu (None), cuda, cuda:N or auto (`run_device`); train.json
+    # records the device the run resolved to
 
     @property
     def stage(self) -> int:
@@ -167,11 +172,12 @@ def sample_seeds(seed: int, step: int, indices: list[int]) -> list[int]:
 
 def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     """Train as `s` says; returns a summary (steps, minutes, last losses, run folder)."""
-    from patchprune.train.distributed import DistInfo, broadcast_parameters
+    from patchprune.train.distributed import DistInfo, broadcast_parameters, run_device
     from patchprune.train.loop import LoopConfig, Trainer, param_groups
     from patchprune.train.run_folder import RunClock, Snapshots, run_summary
 
     _validate(s)
+    dev = run_device(s.device, "device")
     if s.threads:
         torch.set_num_threads(s.threads)
     dist_info = dist_info or DistInfo()
@@ -195,10 +201,13 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     model = VISModel(config)
     loaded = initialise(model, s.init) if s.init else None
     encoder = build_encoder(model, s.method, s.target, s.vpp_layout, s.method_options)
+    # initialised on the CPU (the same weights on every device), moved before the optimiser is built
+    # (its state then lives with the parameters, also when resumed) and before NCCL broadcasts
+    to_device(model, encoder, dev)
     broadcast_parameters(model, dist_info)
     if encoder is not None:
         broadcast_parameters(encoder.runner.policies, dist_info)
-    criterion = SetLoss(config, s.class_weight, s.semantic_weight)
+    criterion = SetLoss(config, s.class_weight, s.semantic_weight).to(dev)  # its no-object weight is a buffer
     augment = parse_augment(s.augment)
 
     head = list(model.pyramid.named_parameters()) + list(model.head.named_parameters())
@@ -213,10 +222,11 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
                                "head": (head, s.head_lr_mult)})
         modules = {"model": model, "policies": encoder.runner.policies}
     optimizer = torch.optim.AdamW(groups, lr=s.lr, weight_decay=0.05)
+    recorded = {**asdict(s), "device": str(dev)}  # JSON-able whether `device` came as a str or a torch.device
     if dist_info.is_main:
         config.save(out)
-        write_settings(out, {**asdict(s), "stage": s.stage, "world_size": dist_info.world_size})
-    meta = {"vis_config": config.to_json(), "settings": asdict(s)}
+        write_settings(out, {**recorded, "stage": s.stage, "world_size": dist_info.world_size})
+    meta = {"vis_config": config.to_json(), "settings": recorded}
     loop = LoopConfig(steps=s.steps, lr=s.lr, warmup=s.warmup, clip=s.clip, checkpoint=str(out / CHECKPOINT),
                       checkpoint_every=s.checkpoint_every, desc=f"vis stage {s.stage}", progress=s.progress)
     trainer = Trainer(modules, optimizer, loop, dist_info, meta)
@@ -228,14 +238,14 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         torch.manual_seed(step_seed(s.seed, step))
         gen = step_generator(s.seed, step)
         if s.stage == 1 and s.tracker == "rovis":
-            logs = _rovis_step(model, criterion, data, s, gen, dist_info, step, augment)
+            logs = _rovis_step(model, criterion, data, s, gen, dist_info, step, augment, dev)
         elif s.stage == 1:
             frames, targets, idx = rank_share(*sample_frames(data, s.batch, gen, augment),
                                               dist_info.rank, dist_info.world_size)
-            o = model(normalise(frames))
-            logs = criterion(o.head, targets, sample_seeds(s.seed, step, idx))
+            o = model(normalise(frames.to(dev)))
+            logs = criterion(o.head, [t.to(dev) for t in targets], sample_seeds(s.seed, step, idx))
         else:
-            logs = _sparse_step(model, encoder, criterion, data, s, gen, dist_info, step, augment)
+            logs = _sparse_step(model, encoder, criterion, data, s, gen, dist_info, step, augment, dev)
         snapshots.step(step, clock.stamp(logs))
         return logs
 
@@ -261,19 +271,20 @@ def _categories(root: str, split: str = "train") -> dict[int, str]:
 
 
 def _sparse_step(model: VISModel, encoder: nn.Module, criterion: SetLoss, data: VISData, s: TrainSettings,
-                 gen: torch.Generator, dist_info: Any, step: int, augment: tuple[str, ...]
-                 ) -> dict[str, torch.Tensor]:
+                 gen: torch.Generator, dist_info: Any, step: int, augment: tuple[str, ...],
+                 dev: torch.device) -> dict[str, torch.Tensor]:
     from patchprune.learned.registry import LOSS_KEY
     from patchprune.video import VideoStream
 
     chain = sample_chains(data, s.batch, gen, augment=augment)
     chain = [rank_share(f, t, dist_info.rank, dist_info.world_size) for f, t in chain]
     stream = VideoStream(keep_graph=s.chain_graph)  # a training chain: gradients reach the earlier frames
-    sparsity = torch.zeros(())
+    sparsity = torch.zeros((), device=dev)
     losses, pkrs = [], []
     for i, (frames, targets, idx) in enumerate(chain):
         stream.start_frame()
-        o = model(normalise(frames), encoder=encoder, stream=stream)
+        targets = [t.to(dev) for t in targets]
+        o = model(normalise(frames.to(dev)), encoder=encoder, stream=stream)
         if LOSS_KEY in o.backbone.aux:
             sparsity = sparsity + o.backbone.aux[LOSS_KEY]
         pkrs.append(float(o.backbone.pkr))
@@ -286,17 +297,19 @@ def _sparse_step(model: VISModel, encoder: nn.Module, criterion: SetLoss, data: 
 
 
 def _rovis_step(model: VISModel, criterion: SetLoss, data: VISData, s: TrainSettings, gen: torch.Generator,
-                dist_info: Any, step: int, augment: tuple[str, ...]) -> dict[str, torch.Tensor]:
+                dist_info: Any, step: int, augment: tuple[str, ...], dev: torch.device
+                ) -> dict[str, torch.Tensor]:
     """Stage 1 with ROVIS: set loss on the key frame + the frame-pair losses (x0.5)."""
     from patchprune.vis.rovis_train import pair_loss
 
     chains = sample_chains(data, s.batch, gen, augment=augment)
     _, ref, key = [rank_share(f, t, dist_info.rank, dist_info.world_size) for f, t in chains]
-    key_images, ref_images = normalise(key[0]), normalise(ref[0])
+    key_images, ref_images = normalise(key[0].to(dev)), normalise(ref[0].to(dev))
+    key_targets, ref_targets = [t.to(dev) for t in key[1]], [t.to(dev) for t in ref[1]]
     out = model(key_images)
-    logs = criterion(out.head, key[1], sample_seeds(s.seed, step, key[2]))
-    pair = pair_loss(lambda x, tq: model(x, track_queries=tq).head, criterion, out.head, (key_images, key[1]),
-                     (ref_images, ref[1]), model.config.num_queries, gen)
+    logs = criterion(out.head, key_targets, sample_seeds(s.seed, step, key[2]))
+    pair = pair_loss(lambda x, tq: model(x, track_queries=tq).head, criterion, out.head, (key_images, key_targets),
+                     (ref_images, ref_targets), model.config.num_queries, gen)
     logs["pair"] = pair.detach()
     logs["loss"] = logs["loss"] + pair
     return logs
