@@ -13,6 +13,8 @@ Without `--run-image` / `--run-video` it generates the data (`write_synth_refer`
 dense tiny model per seed (`patchprune.ivs.train.train`) under `--work`.
 Every cell is a row of OUT/results.csv, rewritten atomically after each cell; a rerun skips the
 cells already there and the runs already trained (resume). The report is `bench/ivs_report.py`.
+`--device cuda` trains and evaluates every cell (accuracy and speed) on the GPU; such cells carry
+a "device" column, and a rerun on another device measures them again.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from patchprune.cli import CommandGroups
+from patchprune.validate import DEVICE_HELP
 from patchprune.validate import comma_list
 
 RATIOS = (0.05, 0.1, 0.2)
@@ -116,6 +119,12 @@ class BenchConfig:
     latency_note: str = ""
     mask_init: tuple[Path, ...] = ()  # one dense VIS run per seed: `train ivs --mask-init` for the bench's runs
     merge_from: tuple[Path, ...] = ()  # other bench ivs --out folders whose cells join this one's results.csv
+    device: str | None = None  # None: the CPU; else the torch device every cell trains / runs on ("cuda:0")
+
+    def device_kwargs(self) -> dict[str, str]:
+        """`device=` for `evaluate` / `train` when the bench runs off the CPU (nothing on the CPU, the
+        functions' default)."""
+        return {} if self.device is None else {"device": self.device}
 
     @property
     def command(self) -> str:
@@ -143,6 +152,8 @@ class BenchConfig:
             parts += ["--speed-threads", str(self.speed_threads)]
         if self.latency_note:
             parts += ["--latency-note", self.latency_note]
+        if self.device is not None:
+            parts += ["--device", self.device]
         return " ".join(shlex.quote(p) for p in parts)
 
     def limit(self, kind: str) -> int | None:
@@ -245,10 +256,11 @@ class ResultStore:
 
     def is_current(self, key: str, origin: dict[str, Any]) -> bool:
         """Whether the cell's stored record was measured with this `origin` (run, data, limit, threads
-        of a speed cell: `cell_origin`); a record from another configuration is stale, so a rerun with
-        another --limit-* or run does not reuse it."""
+        of a speed cell, device: `cell_origin`); a record from another configuration is stale, so a
+        rerun with another --limit-*, run or --device does not reuse it. "device" is compared even when
+        `origin` lacks it (a CPU cell): a stored GPU cell is not a CPU one."""
         rec = self.records.get(key)
-        return rec is not None and all(_same(rec.get(k), v) for k, v in origin.items())
+        return rec is not None and all(_same(rec.get(k), origin.get(k)) for k in {*origin, "device"})
 
     def add(self, record: dict[str, Any]) -> None:
         key = cell_key(record["kind"], record["seed"], record["method"], record["ratio"], record["variant"])
@@ -295,14 +307,16 @@ METRICS = {"image": ("giou", "ciou"), "video": ("j", "f", "jf")}
 
 
 def cell_origin(cell: Cell, rep: Replicate, cfg: BenchConfig) -> dict[str, Any]:
-    """What a cell's result depends on beyond its key: run, data, sample limit, and for a speed cell
-    the torch threads it is timed with."""
+    """What a cell's result depends on beyond its key: run, data, sample limit, for a speed cell the
+    torch threads it is timed with, and the device when it is not the CPU."""
     speed = cell.variant.startswith("speed")
     origin: dict[str, Any] = {"run": str(rep.run_image if cell.kind == "image" else rep.run_video),
                               "data": str(cfg.data(cell.kind)),
                               "limit": cfg.speed_limit(cell.kind) if speed else cfg.limit(cell.kind)}
     if speed:
         origin["threads"] = cfg.speed_threads
+    if cfg.device is not None:
+        origin["device"] = cfg.device
     return origin
 
 
@@ -318,7 +332,8 @@ def evaluate_cell(cell: Cell, rep: Replicate, cfg: BenchConfig, evaluate: Callab
     t0 = time.perf_counter()
     res = call_evaluate(evaluate, cell.options(), run=origin["run"], data=origin["data"], method=cell.method,
                         ratio=cell.ratio, kind=cell.kind, limit=origin["limit"], swap_instruction=cell.variant == "swap",
-                        threads=origin.get("threads", threads), progress=False, seed=cell.seed)
+                        threads=origin.get("threads", threads), progress=False, seed=cell.seed,
+                        **cfg.device_kwargs())
     seconds = time.perf_counter() - t0
     if res.get("kind", cell.kind) != cell.kind:
         raise ValueError(f"{origin['run']} evaluated {res.get('kind')} samples for a {cell.kind} cell; check --data-{cell.kind}")
@@ -374,14 +389,17 @@ def prepare_replicates(cfg: BenchConfig, train: Callable[..., Path] | None = Non
             log(f"bench ivs: {run} already trained ({cfg.steps} steps), skipped")
         else:
             extra = {"mask_init": recipe["mask_init"]} if recipe["mask_init"] else {}
+            extra.update(cfg.device_kwargs())
             log(f"bench ivs: training the dense tiny model, seed {seed}, {cfg.steps} steps"
-                f"{', mask branch from ' + recipe['mask_init'] if extra else ''} -> {run}")
+                f"{', mask branch from ' + recipe['mask_init'] if recipe['mask_init'] else ''}"
+                f"{' on ' + cfg.device if cfg.device else ''} -> {run}")
             t0 = time.perf_counter()
             run = Path(train(data, run, config="tiny", steps=cfg.steps, seed=seed, threads=cfg.threads,
                              progress=cfg.progress, **extra))
             from patchprune.data.io import write_json
 
-            write_json(run / TRAINED_MARK, {**recipe, "seed": seed, "seconds": time.perf_counter() - t0})
+            write_json(run / TRAINED_MARK, {**recipe, "seed": seed, "seconds": time.perf_counter() - t0,
+                                            **cfg.device_kwargs()})
         reps.append(Replicate(seed, run, run))
     return reps
 
@@ -389,11 +407,15 @@ def prepare_replicates(cfg: BenchConfig, train: Callable[..., Path] | None = Non
 # ---- the run ----------------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
+def machine(device: str | None = None) -> dict[str, Any]:
+    """The machine the cells ran on; with a CUDA `device`, also its GPU's name ("gpu")."""
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    if device is not None and torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
 
 
 def run_bench(cfg: BenchConfig, evaluate: Callable[..., dict] | None = None, train: Callable[..., Path] | None = None,
@@ -431,7 +453,8 @@ def run_bench(cfg: BenchConfig, evaluate: Callable[..., dict] | None = None, tra
             if cell.variant != "swap":
                 raise
             skipped.append(f"{cell.key}: {err}")
-    meta = {"config": cfg.as_dict(), "machine": machine(), "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    meta = {"config": cfg.as_dict(), "machine": machine(cfg.device),
+            "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "wall_seconds_this_invocation": time.perf_counter() - t_start, "skipped": sorted(set(skipped)),
             "replicates": [{"seed": r.seed, "run_image": str(r.run_image), "run_video": str(r.run_video)}
                            for r in reps.values()]}
@@ -532,6 +555,7 @@ def config_from_args(args: Any) -> BenchConfig:
     threads = None if args.threads is None else check_int("--threads", args.threads, 1)
     speed_threads = check_int("--speed-threads", args.speed_threads, 1)
     ladder = tuple(r for r in ratios if r in preset["ladder_ratios"]) or ratios[-1:]
+    device = _device(args.device)
     return BenchConfig(
         out=check_output_folder("--out", args.out), work=check_output_folder("--work", args.work), quick=args.quick,
         seeds=seeds, methods=methods, ratios=ratios, ladder_ratios=ladder, kinds=kinds,
@@ -541,7 +565,16 @@ def config_from_args(args: Any) -> BenchConfig:
         data_image=Path(args.data_image) if args.data_image else None,
         data_video=Path(args.data_video) if args.data_video else None,
         threads=threads, speed_threads=speed_threads, progress=not args.no_progress,
-        latency_note=args.latency_note or "", mask_init=mask_init, merge_from=merge_from)
+        latency_note=args.latency_note or "", mask_init=mask_init, merge_from=merge_from, device=device)
+
+
+def _device(text: str | None) -> str | None:
+    """--device as the config keeps it: None for the CPU (the default), else the resolved device's name
+    ("cuda" -> "cuda:0"); a one-line ValueError naming --device for one this machine lacks."""
+    from patchprune.train.distributed import run_device
+
+    dev = run_device(text)
+    return None if dev.type == "cpu" else str(dev)
 
 
 def _run(args: Any) -> int:
@@ -584,5 +617,6 @@ def register(groups: CommandGroups) -> None:
                    help="torch threads of the speed rounds (default 1: timing on one core; more threads than "
                         "idle cores give noisy rounds)")
     p.add_argument("--latency-note", default=None, help="a label printed next to every latency figure")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)

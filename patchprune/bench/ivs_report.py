@@ -444,6 +444,13 @@ def plot_accuracy(rows_by_kind: dict[str, list[dict]], path: Path, caption: str)
 # ---- files ------------------------------------------------------------------------------------------------
 
 
+def _timed_on(cfg: dict[str, Any]) -> str:
+    """What the speed rounds ran on: the torch threads of a CPU bench, the device of a GPU one."""
+    if cfg.get("device"):
+        return f"device {cfg['device']}"
+    return f"{cfg.get('speed_threads') or 'all'} torch thread(s)"
+
+
 def _meta_lines(meta: dict[str, Any]) -> list[str]:
     cfg, mach = meta["config"], meta["machine"]
     time_line = ""
@@ -453,10 +460,9 @@ def _meta_lines(meta: dict[str, Any]) -> list[str]:
     return [f"date: {meta['date_utc']}{time_line}; command: {cfg['command']}",
             f"seeds: {','.join(str(s) for s in cfg['seeds'])}; quick: {cfg['quick']}; methods: {','.join(cfg['methods'])}; "
             f"ratios: {','.join(f'{r:g}' for r in cfg['ratios'])}; expressions: image {_limit(cfg['limit_image'])}, "
-            f"video {_limit(cfg['limit_video'])}; speed rounds {cfg['speed_rounds']} on "
-            f"{cfg.get('speed_threads') or 'all'} torch thread(s)",
+            f"video {_limit(cfg['limit_video'])}; speed rounds {cfg['speed_rounds']} on {_timed_on(cfg)}",
             f"machine: {mach['platform']}, {mach['processor']}, {mach['cpus']} CPUs, {mach['torch_threads']} torch "
-            f"thread(s), torch {mach['torch']}"]
+            f"thread(s), torch {mach['torch']}" + (f", GPU {mach['gpu']}" if mach.get("gpu") else "")]
 
 
 def write_table_csv(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> Path:
@@ -558,7 +564,7 @@ def _readme(meta, kinds, acc, cost, ladder, agg, corr, checks, note, files, out:
     parts += ["", f"## Table 3: cost per component, FLOP ratio and measured speed-up (EVTP){lat_label}", "",
               f"Latency: medians of {cfg['speed_rounds']} interleaved rounds (dense and every ratio in each round, "
               f"{cfg['speed_limit_image']} images / {cfg['speed_limit_video']} videos per call, first replicate, "
-              f"{cfg.get('speed_threads') or 'all'} torch thread(s)); "
+              f"{_timed_on(cfg)}); "
               "speed-up = median over rounds of dense time / pruned time of the same round."]
     for k in kinds:
         parts += ["", f"### {k}", "", cost_speed_markdown(cost[k])]

@@ -7,23 +7,25 @@ from pathlib import Path
 from typing import Any
 
 from patchprune.ivs.config import MAP_WEIGHT, QUERY_WEIGHT
+from patchprune.validate import DEVICE_HELP
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from patchprune.ivs.data import available_kinds
     from patchprune.ivs.train import TrainSettings, run_training
-    from patchprune.train.distributed import init_distributed
+    from patchprune.train.distributed import init_distributed, run_device
 
     available_kinds(args.data)  # a missing folder or an unknown layout fails before any work
+    device = run_device(args.device)  # one-line ValueError for a device this machine lacks
     s = TrainSettings(data=str(args.data), out=str(args.out), config=args.config, steps=args.steps, batch=args.batch,
                       lr=args.lr, warmup=args.warmup, clip=args.clip, seed=args.seed,
                       checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every, threads=args.threads,
                       video_share=args.video_share, map_weight=args.map_weight, group=args.group, limit=args.limit,
                       mask_init=args.mask_init, instance_weight=args.instance_weight, query_weight=args.query_weight,
-                      progress=not args.no_progress, overrides=dict(args.set) or None)
+                      progress=not args.no_progress, overrides=dict(args.set) or None, device=args.device)
     if not args.resume and (Path(args.out) / "checkpoint.safetensors").is_file():
         raise ValueError(f"{args.out} already holds a checkpoint; pass --resume to continue it or pick a new --out")
-    dist_info = init_distributed("gloo")
+    dist_info = init_distributed(device=device)  # NCCL on CUDA, gloo on the CPU
     summary = run_training(s, dist_info)
     if dist_info.is_main:
         print(json.dumps(summary))
@@ -58,7 +60,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     m = evaluate(args.run, args.data, method=args.method, ratio=args.ratio, split=args.split, kind=args.kind,
                  limit=args.limit, swap_instruction=args.swap_instruction, threads=args.threads,
                  progress=not args.no_progress, seed=args.seed, timing=args.timing, checkpoint=args.checkpoint,
-                 per_sample=args.per_sample is not None)
+                 per_sample=args.per_sample is not None, device=args.device)
     if args.per_sample is not None:
         write_per_sample(args.per_sample, m, args.run, args.data, args.seed)
         del m["per_sample"]
@@ -87,7 +89,7 @@ def _run_refer(args: argparse.Namespace) -> int:
 
     summary = refer_segment(args.input, args.run, args.text, args.out, method=args.method, ratio=args.ratio,
                             max_frames=args.max_frames, batch=args.batch, fps=args.fps, threads=args.threads,
-                            progress=not args.no_progress, seed=args.seed)
+                            progress=not args.no_progress, seed=args.seed, device=args.device)
     print(json.dumps(summary))
     return 0
 
@@ -128,6 +130,7 @@ def register(groups) -> None:
     p.add_argument("--limit", type=int, default=None, help="use at most this many expressions per kind")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_train)
 
@@ -150,6 +153,7 @@ def register(groups) -> None:
     p.add_argument("--per-sample", type=Path, default=None, metavar="FILE",
                    help="also write each expression's IoU (images) or J&F (videos) to this JSON file, in data order "
                         "(paired comparisons: benchmarks/ivs/paired.py)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_eval)
 
@@ -166,5 +170,6 @@ def register(groups) -> None:
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of the overlay video")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_refer)

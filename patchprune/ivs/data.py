@@ -137,14 +137,15 @@ def load_items(root: str | Path, kind: str, split: str, size: int, limit: int | 
     return items
 
 
-def instance_targets(items: list[ReferItem]) -> list | None:
-    """Per item, `vis.loss.FrameTargets` of every annotated object (float masks [M, S, S], labels), or
-    None when any item has no `SceneInstances` (videos): the auxiliary instance loss then skips the batch."""
+def instance_targets(items: list[ReferItem], device: torch.device | str = "cpu") -> list | None:
+    """Per item, `vis.loss.FrameTargets` of every annotated object (float masks [M, S, S], labels) on
+    `device` (the model's), or None when any item has no `SceneInstances` (videos): the auxiliary
+    instance loss then skips the batch."""
     from patchprune.vis.loss import FrameTargets
 
     if any(it.instances is None for it in items):
         return None
-    return [FrameTargets(it.instances.masks.float(), it.instances.labels) for it in items]
+    return [FrameTargets(it.instances.masks.float().to(device), it.instances.labels.to(device)) for it in items]
 
 
 def reference_indices(t: int, frames: int, count: int) -> list[int]:

@@ -10,6 +10,9 @@ batch-1 forward of the first sample) and measured latency per component (batch 1
 positions in EVTP's joint space (`select.coverage`; 0 when every token is kept). Control:
 `swap_instruction` replaces each sample's instruction by another object's expression from the same
 image / video (samples whose source has no other object are skipped and counted).
+Device (`device`, `eval ivs --device`): the CPU by default; on CUDA the model and its batches go
+there, predictions come back to the CPU for the metrics, and latency is timed with the device
+synchronised around each component (CUDA runs asynchronously).
 """
 from __future__ import annotations
 
@@ -22,19 +25,27 @@ import numpy as np
 import torch
 
 from patchprune.ivs.model import COMPONENTS
+from patchprune.metrics.timing import synchronize
 
 VIDEO_EMPTY_BELOW = 0.5
 COVERAGE_SPACE = "joint"
 
 
 class ComponentMeter:
-    """`meter(name)` context: adds wall milliseconds (and, when `count`, MACs) per component."""
+    """`meter(name)` context: adds wall milliseconds (and, when `count`, MACs) per component. `device`:
+    the model's; on CUDA the timer synchronises it at each start and stop, so a component's time is
+    its kernels' rather than their launch."""
 
-    def __init__(self, count: bool = False) -> None:
+    def __init__(self, count: bool = False, device: torch.device | str = "cpu") -> None:
         self.count = count
+        self.device = torch.device(device)
         self.ms: dict[str, float] = {c: 0.0 for c in COMPONENTS}
         self.macs: dict[str, float] = {c: 0.0 for c in COMPONENTS}
         self.forward_ms = 0.0  # the whole model forward (components + glue)
+
+    def sync(self) -> None:
+        """Wait for the device's queued work (a no-op on the CPU)."""
+        synchronize(self.device)
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -45,8 +56,10 @@ class ComponentMeter:
                 yield
             self.macs[name] += fc.get_total_flops() / 2
             return
+        self.sync()
         t0 = time.perf_counter()
         yield
+        self.sync()
         self.ms[name] += (time.perf_counter() - t0) * 1e3
 
 
@@ -68,28 +81,31 @@ def evaluate(run: str | Path, data: str | Path, method: str = "dense", ratio: fl
              kind: str | None = None, limit: int | None = None, swap_instruction: bool = False,
              threads: int | None = None, progress: bool = True, seed: int = 0, timing: int = 8,
              batch: int = 8, checkpoint: str | Path | None = None, options: dict[str, Any] | None = None,
-             per_sample: bool = False) -> dict[str, Any]:
+             per_sample: bool = False, device: str | torch.device | None = None) -> dict[str, Any]:
     """Evaluate the run folder `run` on `data` (see the module docstring); returns a dict with kind,
     giou / ciou (images) or j / f / jf (videos), gmacs and latency_ms (per component + "total"),
     coverage_radius, kept_tokens_per_frame, method, ratio, samples, skipped, split. `options`: the
     selection method's own keyword options (e.g. EVTP's ablation switches); `checkpoint`: a snapshot
     of the run to evaluate instead of its last checkpoint; `timing`: samples timed for latency;
     `per_sample`: also "per_sample", each evaluated expression's IoU (images) or J&F (videos) in data
-    order, for paired comparisons of two methods on the same expressions."""
+    order, for paired comparisons of two methods on the same expressions; `device`: where the model
+    runs (None / "cpu", the default; "cuda", "cuda:N", "auto" or a torch.device; see the module docstring)."""
     from tqdm import tqdm
 
     from patchprune.ivs.data import available_kinds, load_items, make_batch, swap_texts
     from patchprune.ivs.run import load_run
+    from patchprune.train.distributed import run_device
     from patchprune.validate import check_threads
 
     check_eval_args(method, ratio, kind, limit)
     check_threads("threads", threads)
+    dev = run_device(device)
     if threads:
         torch.set_num_threads(threads)
     kinds = available_kinds(data)
     kind = kind or kinds[0]
     split = split or ("val" if kind == "image" else "valid")
-    model, tok, config, step = load_run(run, checkpoint)
+    model, tok, config, step = load_run(run, checkpoint, dev)
     items = load_items(data, kind, split, config.img_size, limit)
     texts: list[str | None] = [it.text for it in items]
     if swap_instruction:
@@ -112,9 +128,13 @@ def evaluate(run: str | Path, data: str | Path, method: str = "dense", ratio: fl
     def run_batch(its, keys, txts, meter=None):
         nonlocal kept
         b, masks, _ = make_batch(its, keys, tok, config.ref_frames, txts)
+        b = b.to(dev)
+        if isinstance(meter, ComponentMeter):
+            meter.sync()
         t0 = time.perf_counter()
         out = model(b, method=method, ratio=ratio, meter=meter, **options)
         if isinstance(meter, ComponentMeter):
+            meter.sync()
             meter.forward_ms += (time.perf_counter() - t0) * 1e3
         kept = out.kept_tokens
         if method != "dense" and ratio < 1.0:
@@ -164,7 +184,7 @@ def evaluate(run: str | Path, data: str | Path, method: str = "dense", ratio: fl
         result["tokens_per_frame"] = config.grid[0] * config.grid[1]
         result["samples"] = len(items)
         result["skipped"] = skipped
-    result["gmacs"], result["latency_ms"] = _cost(run_batch, items, texts, kind, timing)
+    result["gmacs"], result["latency_ms"] = _cost(run_batch, items, texts, kind, timing, dev)
     return result
 
 
@@ -189,8 +209,10 @@ def _sequence_jf(seq: tuple[np.ndarray, np.ndarray]) -> float | None:
         return None
 
 
-def _cost(run_batch, items, texts, kind: str, timing: int) -> tuple[dict[str, float], dict[str, float]]:
-    """GMACs per component of one batch-1 forward, and latency per component (mean of `timing` runs)."""
+def _cost(run_batch, items, texts, kind: str, timing: int, device: torch.device | str = "cpu"
+          ) -> tuple[dict[str, float], dict[str, float]]:
+    """GMACs per component of one batch-1 forward, and latency per component (mean of `timing` runs,
+    timed with `device` synchronised: see `ComponentMeter`)."""
     key = [items[0].frames.shape[0] // 2] if kind == "video" else [0]
     counter = ComponentMeter(count=True)
     with torch.enable_grad():  # FlopCounterMode's module tracker needs autograd on (forward only here)
@@ -204,11 +226,11 @@ def _cost(run_batch, items, texts, kind: str, timing: int) -> tuple[dict[str, fl
 
         steady_allocator()  # as every timed figure of the project: no call pays the previous one's page faults
         with torch.inference_mode():
-            run_batch(items[:1], key, texts[:1], ComponentMeter())  # warm-up
+            run_batch(items[:1], key, texts[:1], ComponentMeter(device=device))  # warm-up
             for i in range(timing):
                 j = i % len(items)
                 k = [items[j].frames.shape[0] // 2] if kind == "video" else [0]
-                timer = ComponentMeter()
+                timer = ComponentMeter(device=device)
                 run_batch(items[j:j + 1], k, texts[j:j + 1], timer)
                 for c in COMPONENTS:
                     latency[c] += timer.ms[c] / timing

@@ -51,6 +51,11 @@ class IVSBatch:
     text_mask: Tensor
     refer_mask: Tensor
 
+    def to(self, device: torch.device | str) -> "IVSBatch":
+        """The batch on `device` (frames and token ids; batches are built on the CPU, `ivs.data.make_batch`)."""
+        return IVSBatch(self.key.to(device), None if self.refs is None else self.refs.to(device),
+                        self.text_ids.to(device), self.text_mask.to(device), self.refer_mask.to(device))
+
 
 @dataclass
 class IVSOutput:

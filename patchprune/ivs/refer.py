@@ -9,6 +9,9 @@ labelled with the instruction and its score; `masks/<frame>.png`: the binary mas
 `kept/<frame>.png` (when pruned): the visual tokens that reached the language model; `result.json`:
 per frame the score, RLE mask, box, kept tokens and their coverage radius.
 
+Device (`device`, `refer --device`): the CPU by default; on CUDA the model and its batches go there and
+each batch's masks, scores and kept positions come back to the CPU for the files.
+
 The run knows the words of its training data only (word-level tokenizer): an instruction with other
 words is refused with the words named, rather than segmented from [UNK] tokens.
 """
@@ -76,9 +79,10 @@ def small_frames(path: str | Path, side: int, max_frames: int | None) -> tuple[t
 def refer_segment(source: str | Path, run: str | Path, text: str, out: str | Path, method: str = "dense",
                   ratio: float = 1.0, max_frames: int | None = None, batch: int = 8, fps: float = 10.0,
                   threads: int | None = None, progress: bool = True, seed: int = 0,
-                  options: dict[str, Any] | None = None) -> dict[str, Any]:
+                  options: dict[str, Any] | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
     """Segment what `text` refers to in every frame of `source`; writes the files of the module
-    docstring and returns a summary (frames, mean score, kept tokens per frame, output folder)."""
+    docstring and returns a summary (frames, mean score, kept tokens per frame, output folder).
+    device: where the model runs (None / "cpu", the default; "cuda", "cuda:N", "auto" or a torch.device)."""
     from PIL import Image
     from tqdm import tqdm
 
@@ -89,14 +93,16 @@ def refer_segment(source: str | Path, run: str | Path, text: str, out: str | Pat
     from patchprune.ivs.evaluate import COVERAGE_SPACE, VIDEO_EMPTY_BELOW, check_eval_args
     from patchprune.ivs.run import load_run
     from patchprune.select.coverage import coverage_radius
+    from patchprune.train.distributed import run_device
     from patchprune.validate import check_int, check_threads
 
     check_eval_args(method, ratio)
     check_int("batch", batch, 1)
     check_threads("threads", threads)
+    dev = run_device(device)
     if threads:
         torch.set_num_threads(threads)
-    model, tok, config, step = load_run(run)
+    model, tok, config, step = load_run(run, device=dev)
     check_instruction(tok, text)
     S = config.img_size
     frames, (H, W) = small_frames(source, S, max_frames)
@@ -116,16 +122,17 @@ def refer_segment(source: str | Path, run: str | Path, text: str, out: str | Pat
         for s in range(0, T, batch):
             keys = list(range(s, min(T, s + batch)))
             b, _, _ = make_batch([item] * len(keys), keys, tok, config.ref_frames)
-            res = model(b, method=method, ratio=ratio, **options)
-            masks, scores = res.predict((H, W), VIDEO_EMPTY_BELOW if video else 0.0)
+            res = model(b.to(dev), method=method, ratio=ratio, **options)
+            masks, scores = (t.cpu() for t in res.predict((H, W), VIDEO_EMPTY_BELOW if video else 0.0))
             radii = coverage_radius(res.vision.float(), res.kept_index, COVERAGE_SPACE, config.grid).tolist() \
                 if pruned else [0.0] * len(keys)
+            kept_index = res.kept_index.cpu()
             for j, t in enumerate(keys):
                 m = masks[j].numpy()
                 Image.fromarray(m.astype(np.uint8) * 255).save(out / "masks" / f"{t:05d}.png")
                 if pruned:
                     keep = np.zeros(config.grid[0] * config.grid[1], dtype=bool)
-                    keep[res.kept_index[j].numpy()] = True
+                    keep[kept_index[j].numpy()] = True
                     save_png(keep_tile(frames[t].numpy(), keep, config.grid, display_size(H, W, DISPLAY_SIDE),
                                        f"frame {t + 1}: {res.kept_tokens} of {keep.size} tokens"),
                              out / "kept" / f"{t:05d}.png")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from patchprune.train.checkpoint import checkpoint_meta
 from patchprune.ivs.config import IVSConfig
 
@@ -28,12 +30,17 @@ def check_compatible(path: str | Path, config: IVSConfig) -> None:
                          "run folder the checkpoint was trained in (its config.json) or a matching checkpoint")
 
 
-def load_run(run: str | Path, checkpoint: str | Path | None = None):
-    """(model in eval mode, tokenizer, config, step) of a run folder (or a snapshot `checkpoint` of it)."""
+def load_run(run: str | Path, checkpoint: str | Path | None = None, device: str | torch.device | None = None):
+    """(model in eval mode, tokenizer, config, step) of a run folder (or a snapshot `checkpoint` of it).
+
+    device: where the model goes (`train.distributed.run_device`: None / "cpu", "cuda", "cuda:N",
+    "auto"); it is built and loaded on the CPU first, so the weights are the checkpoint's on any device."""
     from patchprune.ivs.model import IVSModel
     from patchprune.ivs.tokenizer import load_tokenizer
     from patchprune.train.checkpoint import load_checkpoint
+    from patchprune.train.distributed import run_device
 
+    dev = run_device(device)
     run = Path(run)
     if not run.is_dir():
         raise FileNotFoundError(f"run folder {run} not found (train one with `patchprune train ivs`)")
@@ -43,5 +50,5 @@ def load_run(run: str | Path, checkpoint: str | Path | None = None):
     check_compatible(path, config)
     model = IVSModel(config)
     info = load_checkpoint(path, {"model": model})
-    model.eval()
+    model.to(dev).eval()
     return model, tok, config, int(info["step"])

@@ -5,6 +5,9 @@ frames), the `ReferLoss` on every decoder layer, AdamW (no decay on norms / bias
 linear warm-up then x0.1 at 2/3 of the steps, gradient clipping. Checkpoints through `Trainer`
 (atomic safetensors, periodic, exact resume: every batch is a function of (seed, step) and the loss
 draws nothing at random); torchrun ranks split each global batch (items r, r + world, ...).
+Device (`device`, `train ivs --device`): the CPU by default (the recorded runs and the exact-resume
+checks are CPU runs); on CUDA the model, its batches and the loss targets move there, while the
+batch draws (`torch.Generator`) stay on the CPU, so a step trains on the same samples on any device.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ class TrainSettings:
     limit: int | None = None
     progress: bool = True
     overrides: dict[str, Any] | None = None
+    device: str | torch.device | None = None  # None / "cpu", "cuda", "cuda:N", "auto" (`train.distributed.run_device`)
 
 
 def _validate(s: TrainSettings) -> None:
@@ -71,6 +75,11 @@ def _validate(s: TrainSettings) -> None:
         raise ValueError(f"--config must be tiny or micro, got {s.config!r}")
 
 
+def _settings_json(s: TrainSettings) -> dict[str, Any]:
+    """The settings as JSON values (a torch.device given as `device` is written as its name)."""
+    return {**asdict(s), "device": None if s.device is None else str(s.device)}
+
+
 def _seed_of(seed: int, step: int) -> int:
     return (seed * 7919 + step * 104_729) % (2 ** 31)
 
@@ -82,7 +91,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     from patchprune.ivs.loss import InstanceLoss, ReferLoss, target_masks
     from patchprune.ivs.model import IVSModel
     from patchprune.ivs.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
-    from patchprune.train.distributed import DistInfo, broadcast_parameters
+    from patchprune.train.distributed import DistInfo, broadcast_parameters, run_device
     from patchprune.train.loop import LoopConfig, Trainer, param_groups
     from patchprune.train.run_folder import RunClock, Snapshots, run_summary
 
@@ -90,6 +99,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
     if s.threads:
         torch.set_num_threads(s.threads)
     dist_info = dist_info or DistInfo()
+    device = run_device(s.device)  # ValueError naming --device (e.g. cuda on a machine without one)
     out = Path(s.out)
     overrides = dict(s.overrides or {})
     probe = named_config(s.config, **overrides)  # image / patch size (the VIS shape leaves them alone)
@@ -120,6 +130,7 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         from patchprune.ivs.mask_init import init_mask_branch
 
         init_mask_branch(model.mask_branch, s.mask_init, model.class_head)  # a resume replaces it below
+    model.to(device)  # built and initialised on the CPU (the same weights on any device), then moved
     broadcast_parameters(model, dist_info)
     criterion = ReferLoss(map_weight=s.map_weight, query_weight=s.query_weight)
     instance_loss = InstanceLoss(config) if s.instance_weight > 0 else None
@@ -130,12 +141,12 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         save_tokenizer(tok, out)
         from patchprune.data.io import write_json
 
-        write_json(out / SETTINGS, {**asdict(s), "world_size": dist_info.world_size}, indent=2)
-    meta = {"ivs_config": config.to_json(), "settings": asdict(s)}
+        write_json(out / SETTINGS, {**_settings_json(s), "world_size": dist_info.world_size}, indent=2)
+    meta = {"ivs_config": config.to_json(), "settings": _settings_json(s)}
     loop = LoopConfig(steps=s.steps, lr=s.lr, warmup=s.warmup, clip=s.clip, checkpoint=str(out / CHECKPOINT),
                       checkpoint_every=s.checkpoint_every, desc="ivs", progress=s.progress)
     trainer = Trainer({"model": model}, optimizer, loop, dist_info, meta)
-    start = trainer.maybe_resume()
+    start = trainer.maybe_resume()  # weights and optimiser state into the model's device
     clock = RunClock(trainer.history)
     snapshots = Snapshots(out, {"model": model}, meta, s.snapshot_every, dist_info.is_main)
 
@@ -148,10 +159,11 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
         pool = pools[kind]
         mine = [pool[i] for i in idx[r::w]]
         batch, masks, present = make_batch(mine, keys[r::w], tok, config.ref_frames)
-        o = model(batch)
+        masks, present = masks.to(device), present.to(device)
+        o = model(batch.to(device))
         logs = criterion(o.mask_logits, o.query_logits, target_masks(masks, o.mask_logits[-1].shape[-2:]), present,
                          o.refer_map)
-        targets = instance_targets(mine) if instance_loss is not None else None
+        targets = instance_targets(mine, device) if instance_loss is not None else None
         if targets is not None:
             seeds = [_seed_of(s.seed, step) + 1 + i for i in range(r, s.batch, w)]  # per sample: rank-independent
             inst = instance_loss(o, targets, seeds)
@@ -169,7 +181,8 @@ def run_training(s: TrainSettings, dist_info: Any = None) -> dict[str, Any]:
 def train(data: str | Path, out: str | Path, config: str = "tiny", steps: int = 3000, seed: int = 0,
           threads: int | None = None, progress: bool = True, **settings: Any) -> Path:
     """Train a dense model into the run folder `out` (resumes when it holds a checkpoint); returns `out`.
-    `settings`: any other `TrainSettings` field (batch, lr, warmup, snapshot_every, overrides, ...)."""
+    `settings`: any other `TrainSettings` field (batch, lr, warmup, snapshot_every, overrides, device:
+    None / "cpu" (default), "cuda", "cuda:N", "auto" or a torch.device, ...)."""
     from patchprune.validate import check_known_fields
 
     check_known_fields("train setting", TrainSettings, settings)
