@@ -84,6 +84,12 @@ def check_finite(name: str, x: Tensor) -> Tensor:
     return x
 
 
+# The help of every train / eval / segment / refer command's --device (`train.distributed.run_device`
+# reads it); here, not there, because building the CLI parser must not import torch.
+DEVICE_HELP = ("cpu (default), cuda, cuda:N or auto (cuda when available); under torchrun a bare cuda is "
+               "each process's own GPU (LOCAL_RANK)")
+
+
 def check_device(name: str, device: str | torch.device | None) -> torch.device:
     """A usable torch device ("cpu", "cuda", "cuda:1", "mps"); None -> cuda when available, else cpu."""
     import torch

@@ -2,14 +2,19 @@
 
 A small 12-block ViT with a per-pixel foreground / category head is trained densely, every pruning
 method is fine-tuned from it at the 55 % and 40 % PKR targets with the three-frame chain, and held-out
-videos are streamed frame by frame: mIoU, PKR, IoI (S / M / L), MACs, CPU speed-up, FGS per layer.
+videos are streamed frame by frame: mIoU, PKR, IoI (S / M / L), MACs, speed-up, FGS per layer.
 Writes results.json, README.md and PNG plots to --out (see patchprune/fgseg/study.py).
 
-Every option is checked (`config_from_args`) before any data is generated or any model trained, so a
-bad value costs one line and exit 2, not a dense stage. Heavy modules are imported inside `run`.
+Every option is checked (`config_from_args`; `--device`, which needs torch, first thing in `run`) before
+any data is generated or any model trained, so a bad value costs one line and exit 2, not a dense
+stage. Heavy modules are imported inside `run`.
 
 --quick: one seed, sized for <= 30 minutes on a 2-core CPU. Default (full): 3 seeds, longer
 training, more videos; mean and std over seeds (hours on a 2-core CPU, minutes on a GPU).
+
+--device cuda: training, fine-tuning, evaluation and timing run on the GPU (data and seeded draws stay
+on the CPU). The device is not part of the work folder's hash: checkpoints trained on one device are
+reused on another (see patchprune/fgseg/study.py).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from pathlib import Path
 
 from patchprune.fgseg.config import (APPEARANCE_DIFFICULTY, CUE_DIFFICULTY, METHODS, TARGETS, FgSegBenchConfig,
                                      training_fingerprint)
+from patchprune.validate import DEVICE_HELP
 
 # Methods whose default knobs exist only for the study's targets (VPP's kappa / rho, DynamicViT / TPS's rho).
 TABLED_METHODS = ("vpp", "dynamicvit", "tps")
@@ -83,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from patchprune.fgseg.study import aggregate, checks, run_seed, write_report
+    from patchprune.train.distributed import run_device
 
+    device = run_device(args.device)  # a ValueError naming --device (no CUDA here, bad name) before any work
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     mode = "quick" if args.quick else "full"
     workdir = Path(args.workdir) / f"{mode}-{training_fingerprint(cfg)}"
@@ -92,11 +100,11 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     per_seed = []
     for seed in cfg.seeds:
-        per_seed.append(run_seed(cfg, seed, workdir / f"seed{seed}", progress, quiet=args.json))
+        per_seed.append(run_seed(cfg, seed, workdir / f"seed{seed}", progress, quiet=args.json, device=device))
     wall = time.perf_counter() - start
     summary = aggregate(per_seed)
     found = checks(summary)
-    readme = write_report(out_dir, cfg, summary, per_seed, wall, mode, found)
+    readme = write_report(out_dir, cfg, summary, per_seed, wall, mode, found, device=device)
     if args.json:
         keep = ("method", "target", "miou", "miou_std", "fg_iou", "pkr", "pkr_std", "ioi", "ioi_std", "ioi_S", "ioi_M",
                 "ioi_L", "gmacs", "macs_ratio", "speedup", "speedup_std", "speedup_batch")
@@ -128,6 +136,7 @@ def register(groups) -> None:
     p.add_argument("--train-videos", dest="train_videos", type=int)
     p.add_argument("--valid-videos", dest="valid_videos", type=int)
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--policy-eps", dest="policy_eps", type=float,
                    help="eps of DynamicViT's policy softmax in fine-tuning (DynamicViT / TPS; default the authors' 1e-6, "
                         "patchprune.vit.POLICY_ATTENTION_EPS; VPP / SViT train under a hard key mask)")

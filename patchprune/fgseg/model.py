@@ -81,6 +81,13 @@ class FgSegModel(nn.Module):
         return asdict(self.config)
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """The device a module's parameters live on (the CPU for a module without any): the fgseg steps
+    and scorers move their CPU-held data there, so they run wherever the model was put."""
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
 def normalise(frames: Tensor) -> Tensor:
     """uint8 [B, H, W, 3] or [B, 3, H, W] frames -> normalised float [B, 3, H, W]."""
     x = frames

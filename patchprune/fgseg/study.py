@@ -4,11 +4,19 @@ On synthetic videos (patchprune.data.synth) it trains a small 12-block ViT with 
 foreground / category head densely, fine-tunes every pruning method from that dense checkpoint at
 the 55 % and 40 % PKR targets with the spec's three-frame chain, and evaluates on held-out videos
 streamed frame by frame (several videos in lock-step): mIoU, PKR, IoI (S / M / L), MACs and the
-batch-1 CPU speed-up per method, plus FGS per layer of the dense model. Writes results.json,
-README.md (tables) and PNG plots (FGS per layer, keep ratio per layer) to the output folder.
+speed-up per method (batch 1 and batched, on the run's device), plus FGS per layer of the dense model.
+Writes results.json, README.md (tables) and PNG plots (FGS per layer, keep ratio per layer) to the
+output folder.
 
 This module runs one seed (`run_seed`), aggregates seeds and writes the report; the model, the
 training stages and the scoring live beside it (`model.py`, `training.py`, `evaluation.py`).
+
+The device (`run_seed(..., device=)`, `--device`; the CPU by default) is not part of the
+configuration (`FgSegBenchConfig`) and so not of the work folder's hash (`training_fingerprint`): it
+says where a run computes, not what it trains, so the checkpoints of a CPU run are reused (loaded, not
+trained again) by a CUDA run of the same configuration and the other way round, e.g. to re-time CPU-
+trained models on a GPU. Each checkpoint's meta records the device that trained it (finished ones are
+loaded, never re-saved); results.json and README.md name the device the figures were measured on.
 """
 from __future__ import annotations
 
@@ -36,9 +44,14 @@ def _log(msg: str, quiet: bool) -> None:
         tqdm.write(msg)
 
 
-def run_seed(cfg: FgSegBenchConfig, seed: int, workdir: Path, progress: bool, quiet: bool) -> dict[str, Any]:
-    """One seed end to end: data, dense training, FGS, every fine-tune, evaluation, MACs and CPU
-    timing; checkpoints go to `workdir` (resumable). Returns the seed's rows, FGS and timings."""
+def run_seed(cfg: FgSegBenchConfig, seed: int, workdir: Path, progress: bool, quiet: bool,
+             device: torch.device | str | None = None) -> dict[str, Any]:
+    """One seed end to end: data, dense training, FGS, every fine-tune, evaluation, MACs and timing;
+    checkpoints go to `workdir` (resumable). Returns the seed's rows, FGS and timings.
+
+    device: where the models train, run and are timed (default the CPU; data and seeded draws stay on
+    the CPU, see `patchprune.fgseg.training`)."""
+    dev = torch.device("cpu") if device is None else torch.device(device)
     workdir.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -48,7 +61,7 @@ def run_seed(cfg: FgSegBenchConfig, seed: int, workdir: Path, progress: bool, qu
 
     t0 = time.perf_counter()
     weight = train.class_weights(cfg.class_weight_power)
-    dense, dense_hist = train_dense(cfg, seed, train, workdir, progress, weight)
+    dense, dense_hist = train_dense(cfg, seed, train, workdir, progress, weight, device=dev)
     times["dense_train"] = time.perf_counter() - t0
     _log(f"[seed {seed}] dense trained in {times['dense_train']:.0f}s (last loss {dense_hist[-1]['loss']:.3f})", quiet)
 
@@ -67,7 +80,7 @@ def run_seed(cfg: FgSegBenchConfig, seed: int, workdir: Path, progress: bool, qu
     runs += [(m, t) for m in cfg.methods for t in cfg.targets]
     for method, target in runs:
         t0 = time.perf_counter()
-        model, pruner, hist = finetune(cfg, seed, dense, train, method, target, workdir, progress, weight)
+        model, pruner, hist = finetune(cfg, seed, dense, train, method, target, workdir, progress, weight, device=dev)
         times["finetune"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         res = evaluate(model, pruner, valid, valid.num_classes, seed, progress, f"{method}@{target}")
@@ -169,15 +182,19 @@ def training_minutes(per_seed: list[dict[str, Any]]) -> float:
 
 
 def write_report(out_dir: Path, cfg: FgSegBenchConfig, summary: dict[str, Any], per_seed: list[dict[str, Any]],
-                 wall_s: float, mode: str, check_lines: list[str] | None = None) -> str:
+                 wall_s: float, mode: str, check_lines: list[str] | None = None,
+                 device: torch.device | str | None = None) -> str:
     """Write results.json, README.md (tables) and the plots to `out_dir`; returns the README text.
 
     check_lines: `checks(summary)` when the caller has it already (computed here otherwise).
+    device: the device the seeds ran on (default the CPU; named in the report and its speed-up columns).
     """
     from patchprune.data.io import write_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = _environment(cfg)
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    env = _environment(cfg, dev)
+    where = "CPU" if dev.type == "cpu" else dev.type.upper()
     found = checks(summary) if check_lines is None else check_lines
     payload = {"mode": mode, "config": asdict(cfg), "wall_s": wall_s, "environment": env,
                **summary, "checks": found, "per_seed": per_seed}
@@ -185,7 +202,8 @@ def write_report(out_dir: Path, cfg: FgSegBenchConfig, summary: dict[str, Any], 
     lines = [
         f"# fgseg: learned patch pruning on synthetic videos ({mode})",
         "",
-        f"Generated by `patchprune bench fgseg{' --quick' if mode == 'quick' else ''}` in {wall_s / 60:.1f} min "
+        f"Generated by `patchprune bench fgseg{' --quick' if mode == 'quick' else ''}"
+        f"{'' if dev.type == 'cpu' else ' --device ' + dev.type}` in {wall_s / 60:.1f} min "
         f"({training_minutes(per_seed):.1f} min of it training: stages whose finished checkpoints were in the "
         f"work folder are loaded, not trained again; seeds {list(cfg.seeds)}; {env['device']}, "
         f"{env['threads']} threads). "
@@ -194,7 +212,7 @@ def write_report(out_dir: Path, cfg: FgSegBenchConfig, summary: dict[str, Any], 
         f"{cfg.finetune_batch} chains; {cfg.valid_videos} held-out videos x {cfg.frames} frames streamed.",
         "",
         "| method | target | mIoU | fg IoU | PKR | IoI | IoI S | IoI M | IoI L | GMACs | MACs ratio "
-        f"| CPU speed-up (batch 1) | CPU speed-up (batch {cfg.timing_batch}) |",
+        f"| {where} speed-up (batch 1) | {where} speed-up (batch {cfg.timing_batch}) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["results"]:
@@ -260,8 +278,17 @@ def _plots(out_dir: Path, summary: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def _environment(cfg: FgSegBenchConfig) -> dict[str, Any]:
-    return {"device": f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+def _device_name(device: torch.device) -> str:
+    """The report's name of `device`: the CPU's model and cores, or the GPU's name."""
+    if device.type == "cuda":
+        return f"CUDA ({torch.cuda.get_device_name(device)})"
+    if device.type != "cpu":
+        return str(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def _environment(cfg: FgSegBenchConfig, device: torch.device) -> dict[str, Any]:
+    return {"device": _device_name(device),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "dtype": "float32",
             "image_size": cfg.size,
             "timing": f"streaming, median of interleaved repeats; batch 1 (latency) and batch {cfg.timing_batch} "

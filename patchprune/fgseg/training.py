@@ -7,6 +7,11 @@ ref-ref) -> key (prior = ref) through one `VideoStream(keep_graph=True)` (the ca
 graph), so the gradient reaches the earlier passes. Losses: segmentation on the key frame, 0.5 x segmentation on
 the reference frame (our stand-in for VPP's tracking loss: there is no tracker here) and the
 method's sparsity loss on all three passes.
+
+Devices: the data (`FgSegData`) and every seeded draw (frames, chains: CPU `torch.Generator`s) stay on
+the CPU, so a run samples the same batches on any device; the steps move the sampled batch to the
+model's device (`module_device`), and the two stages take a `device` (default the CPU, where the
+recorded figures were made).
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from tqdm import tqdm
 
 from patchprune.data.synth import generate_video, split_seed
 from patchprune.fgseg.config import DENSE_FT, seg_config
-from patchprune.fgseg.model import FgSegModel, normalise
+from patchprune.fgseg.model import FgSegModel, module_device, normalise
 from patchprune.learned.registry import LOSS_KEY, LearnedPruner
 from patchprune.video import VideoStream
 
@@ -134,19 +139,24 @@ def sample_chains(data: FgSegData, batch: int, gen: torch.Generator, max_offset:
 def dense_step(model: FgSegModel, data: FgSegData, batch: int, gen: torch.Generator,
                weight: Tensor | None = None) -> dict[str, Tensor]:
     """One dense (stage-1) step: segmentation loss of `model` on a random batch of single frames
-    (`sample_frames`, drawn from `gen`), optionally class-weighted; returns {"loss"}."""
+    (`sample_frames`, drawn from `gen` on the CPU, then moved to the model's device), optionally
+    class-weighted (`weight` on that device too); returns {"loss"}."""
+    device = module_device(model)
     images, labels = sample_frames(data, batch, gen)
-    logits, _ = model(images)
-    loss = segmentation_loss(logits, labels, weight)
+    logits, _ = model(images.to(device))
+    loss = segmentation_loss(logits, labels.to(device), None if weight is None else weight.to(device))
     return {"loss": loss}
 
 
 def sparse_step(model: FgSegModel, pruner: LearnedPruner | None, data: FgSegData, batch: int, gen: torch.Generator,
                 ref_weight: float = 0.5, weight: Tensor | None = None) -> dict[str, Tensor]:
-    """One stage-2 step on a batch of (ref-ref, ref, key) chains."""
+    """One stage-2 step on a batch of (ref-ref, ref, key) chains (drawn on the CPU, run on the model's device)."""
+    device = module_device(model)
     images, labels = sample_chains(data, batch, gen)
+    images, labels = [im.to(device) for im in images], [lb.to(device) for lb in labels]
+    weight = None if weight is None else weight.to(device)
     seg_loss, sparsity, pkr = run_chain(model, pruner, images, labels, ref_weight, weight)
-    sp_loss = sum(sparsity) if sparsity else torch.zeros(())
+    sp_loss = sum(sparsity) if sparsity else seg_loss.new_zeros(())
     return {"loss": seg_loss + sp_loss, "seg": seg_loss.detach(), "sparsity": sp_loss.detach(),
             "pkr": torch.tensor(pkr[-1])}
 
@@ -174,44 +184,57 @@ def run_chain(model: FgSegModel, pruner: LearnedPruner | None, images: list[Tens
 
 
 def train_dense(cfg: FgSegBenchConfig, seed: int, data, workdir: Path, progress: bool,
-                weight: torch.Tensor | None = None):
-    """Dense stage 1 (resumable). weight: CE class weights (default: `data.class_weights(cfg.class_weight_power)`)."""
+                weight: torch.Tensor | None = None, device: torch.device | str | None = None):
+    """Dense stage 1 (resumable). weight: CE class weights (default: `data.class_weights(cfg.class_weight_power)`).
+
+    device: where to train (default the CPU). The model is initialised on the CPU (the same weights
+    on every device), moved, then given its optimiser; a checkpoint loads into it wherever it is.
+    """
     from patchprune.train.loop import LoopConfig, Trainer, param_groups
 
+    dev = torch.device("cpu") if device is None else torch.device(device)
     torch.manual_seed(seed)
-    model = FgSegModel(seg_config(cfg, data.num_classes))
+    model = FgSegModel(seg_config(cfg, data.num_classes)).to(dev)
     opt = torch.optim.AdamW(param_groups({"model": (model.named_parameters(), 1.0)}), lr=cfg.dense_lr)
     gen = torch.Generator().manual_seed(seed)
     loop = LoopConfig(steps=cfg.dense_steps, lr=cfg.dense_lr, warmup=max(1, cfg.dense_steps // 15), clip=1.0,
                       checkpoint=str(workdir / "dense.safetensors"), desc=f"dense s{seed}",
                       progress=progress)
-    trainer = Trainer({"model": model}, opt, loop, meta={"stage": "dense", "model": model.config_dict()})
-    for _ in range(trainer.maybe_resume()):  # the data stream continues where the checkpoint left it
+    trainer = Trainer({"model": model}, opt, loop,
+                      meta={"stage": "dense", "model": model.config_dict(), "device": str(dev)})
+    start = trainer.maybe_resume()
+    if start >= cfg.dense_steps:  # finished earlier: reuse as is (its meta keeps the device that trained it)
+        return model.eval(), trainer.history
+    for _ in range(start):  # the data stream continues where the checkpoint left it
         sample_frames(data, cfg.dense_batch, gen)
     if weight is None:
         weight = data.class_weights(cfg.class_weight_power)
+    weight = weight.to(dev)
     trainer.fit(lambda step: dense_step(model, data, cfg.dense_batch, gen, weight))
     return model.eval(), trainer.history
 
 
 def finetune(cfg: FgSegBenchConfig, seed: int, dense, data, method: str, target: float, workdir: Path,
-             progress: bool, weight: torch.Tensor | None = None):
+             progress: bool, weight: torch.Tensor | None = None, device: torch.device | str | None = None):
     """Stage 2 from the dense checkpoint: new pruning modules x1 lr, backbone and head x0.1.
 
     Resumable from its checkpoint: a finished one is reused as is, a partial one continues at its
     step. weight: CE class weights (default: `data.class_weights(cfg.class_weight_power)`).
+    device: where to fine-tune (default: the dense model's device). The pruning modules are
+    initialised on the CPU (the same weights on every device), then moved with the copy of `dense`.
     """
     from patchprune.learned import build
     from patchprune.train.loop import LoopConfig, Trainer, param_groups
 
+    dev = module_device(dense) if device is None else torch.device(device)
     torch.manual_seed(seed * 1000 + int(target * 100))
-    model = copy.deepcopy(dense)
+    model = copy.deepcopy(dense).to(dev)
     if method == DENSE_FT:  # the same stage-2 chain and steps without pruning: a fair reference
         pruner, policies = None, torch.nn.ModuleDict()
     else:
         options = ({"smooth_kernel": cfg.vpp_smooth_kernel, "first_frame_loss": cfg.vpp_first_frame_loss}
                    if method == "vpp" else {})
-        pruner = build(method, model.backbone, target, policy_eps=cfg.policy_eps, **options)
+        pruner = build(method, model.backbone, target, policy_eps=cfg.policy_eps, **options).to(dev)
         policies = pruner.runner.policies
     groups = {"modules": (policies.named_parameters(), 1.0), "model": (model.named_parameters(), 0.1)}
     opt = torch.optim.AdamW(param_groups(groups), lr=cfg.finetune_lr)
@@ -220,7 +243,8 @@ def finetune(cfg: FgSegBenchConfig, seed: int, dense, data, method: str, target:
     loop = LoopConfig(steps=cfg.finetune_steps, lr=cfg.finetune_lr, clip=cfg.finetune_clip, checkpoint=str(path),
                       desc=f"{method}@{target:.2f} s{seed}", progress=progress)
     modules = {"model": model, "policies": policies}
-    trainer = Trainer(modules, opt, loop, meta={"stage": "finetune", "method": method, "target": target})
+    trainer = Trainer(modules, opt, loop,
+                      meta={"stage": "finetune", "method": method, "target": target, "device": str(dev)})
     start = trainer.maybe_resume()
     if start >= cfg.finetune_steps:  # finished earlier: reuse (fine-tunes are short: only final checkpoints are kept)
         return model.eval(), pruner.eval() if pruner is not None else None, trainer.history
@@ -230,5 +254,6 @@ def finetune(cfg: FgSegBenchConfig, seed: int, dense, data, method: str, target:
         pruner.train()
     if weight is None:
         weight = data.class_weights(cfg.class_weight_power)
+    weight = weight.to(dev)
     history = trainer.fit(lambda step: sparse_step(model, pruner, data, cfg.finetune_batch, gen, weight=weight))
     return model.eval(), pruner.eval() if pruner is not None else None, history

@@ -21,8 +21,6 @@ from patchprune.validate import check_device
 
 T = TypeVar("T")
 
-DEVICE_HELP = ("cpu (default), cuda, cuda:N or auto (cuda when available); under torchrun a bare cuda is "
-               "each process's own GPU (LOCAL_RANK)")
 
 
 @dataclass(frozen=True)
