@@ -129,3 +129,16 @@ def test_add_rows_accumulates_repeated_slots_like_scatter_add():
     out = add_rows(x, slots, rows)
     assert torch.equal(out, x.scatter_add(1, slots[..., None].expand(-1, -1, 3), rows))
     assert not torch.equal(out, x) and torch.equal(x, before)  # a new tensor; x is untouched
+
+
+def test_ivs_component_meter_counts_sdpa_attention():
+    """eval ivs's GMACs per component count fused attention (torch has no formula for the CPU SDPA
+    kernel; the project's `flop_counter` adds it): QK^T and AV are B * heads * n * n * d MACs each."""
+    from patchprune.ivs.evaluate import ComponentMeter
+
+    B, H, n, d = 2, 3, 10, 8
+    q, k, v = (torch.randn(B, H, n, d) for _ in range(3))
+    meter = ComponentMeter(count=True)
+    with meter("vision"):
+        torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert meter.macs["vision"] == 2 * B * H * n * n * d

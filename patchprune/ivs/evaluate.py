@@ -50,9 +50,9 @@ class ComponentMeter:
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
         if self.count:
-            from torch.utils.flop_counter import FlopCounterMode
+            from patchprune.metrics.flops import flop_counter
 
-            with FlopCounterMode(display=False) as fc:
+            with flop_counter() as fc:
                 yield
             self.macs[name] += fc.get_total_flops() / 2
             return

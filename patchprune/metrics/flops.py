@@ -58,10 +58,16 @@ def flops(module: nn.Module, inputs: Any, **kwargs: Any) -> FlopCount:
     return flops_with_output(module, inputs, **kwargs)[0]
 
 
+def flop_counter() -> FlopCounterMode:
+    """The project's FlopCounterMode: torch's formulas plus the CPU SDPA kernels' (see the module
+    docstring). Every count goes through it, so CPU and GPU runs count attention alike."""
+    return FlopCounterMode(display=False, custom_mapping=_extra_formulas())
+
+
 def flops_with_output(module: nn.Module, inputs: Any, **kwargs: Any) -> tuple[FlopCount, Any]:
     """`flops`, also returning the call's output (so token counts of that same call can be read)."""
     args = inputs if isinstance(inputs, tuple) else (inputs,)
-    counter = FlopCounterMode(display=False, custom_mapping=_extra_formulas())
+    counter = flop_counter()
     with torch.no_grad(), counter:
         out = module(*args, **kwargs)
     per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
