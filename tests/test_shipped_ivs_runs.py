@@ -107,3 +107,21 @@ def test_the_docs_paired_table_is_the_committed_one() -> None:
             assert raw.startswith("**") == (r["lo"] > 0 or r["hi"] < 0), ("bold", method, kind, ratio)
         seen += 1
     assert seen == len(names)
+
+
+def test_the_docs_speed_table_is_table3() -> None:
+    """docs/ivs.md's speed rows (FLOP ratio, measured speed-up, efficiency) are table3_cost_speed.csv's,
+    so a recount of the GMACs (or a new speed run) cannot leave the docs behind."""
+    doc = (REPO / "docs" / "ivs.md").read_text()
+    lines = [line for line in (ROOT / "table3_cost_speed.csv").read_text().splitlines() if not line.startswith("#")]
+    rows = [r for r in csv.DictReader(lines) if r["method"] == "evtp"]
+    assert len(rows) == 6
+    for r in rows:
+        pct = f"{float(r['ratio']) * 100:g} %"
+        row = re.search(rf"^\| {r['kind']} \| (?:\*\*)?{pct}(?:\*\*)? \| (?:\*\*)?([\d.]+)(?:\*\*)? \| "
+                        rf"(?:\*\*)?([\d.]+) \([\d.]+-[\d.]+\)(?:\*\*)? \| ([\d.]+) \|$", doc, re.M)
+        assert row, f"no docs/ivs.md speed row for {r['kind']} {pct}"
+        ratio, speedup = float(r["flop_ratio"]), float(r["speedup"])
+        assert float(row.group(1)) == round(ratio, 2)
+        assert float(row.group(2)) == round(speedup, 2)
+        assert float(row.group(3)) == round(speedup / ratio, 2)
