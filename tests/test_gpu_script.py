@@ -30,8 +30,21 @@ def test_every_patchprune_command_of_the_gpu_script_parses():
         assert args.device == "cuda" and callable(args.func)
 
 
-def test_the_gpu_script_names_existing_tests():
-    names = re.findall(r"tests/\S+\.py", SCRIPT.read_text())
-    assert names
+def test_the_gpu_script_names_existing_tests_and_scripts():
+    names = re.findall(r"(?:tests|benchmarks)/\S+\.py", SCRIPT.read_text())
+    assert any(n.startswith("tests/") for n in names) and "benchmarks/gpu/strategies.py" in names
     for name in names:
         assert glob.glob(str(SCRIPT.parents[2] / name)), name
+
+
+def test_the_strategies_script_dry_runs_on_the_cpu(capsys):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("strategies", SCRIPT.parent / "strategies.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--device", "cpu", "--quick", "--repeats", "1"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["device"] == "cpu" and len(res["rows"]) == 6
+    assert all(r["same_picks"] and r["matrix_ms"] > 0 and r["pool_ms"] > 0 for r in res["rows"])

@@ -90,7 +90,11 @@ def test_auto_strategy_takes_the_matrix_at_in_vit_keep_ratios():
     assert farthest.use_matrix(614, (1, 1024), cpu)  # keep 60 % of a 512 px ViT-S grid
     assert not farthest.use_matrix(146, (4, 729), cpu)  # EVTP's 20 % before an MLLM: pool rounds
     assert not farthest.use_matrix(900, (512, 1024), cpu)  # the matrix would not fit MATRIX_BYTES
-    assert not farthest.use_matrix(614, (1, 1024), torch.device("cuda"))  # off the CPU: plain steps
+    cuda = torch.device("cuda")  # a device object only: no GPU is needed to ask
+    assert farthest.use_matrix(614, (1, 1024), cuda) and farthest.use_matrix(146, (4, 729), cuda)  # host chain
+    assert farthest.use_matrix(3, (8, 144), cuda)  # even for a handful of picks: each plain step costs launches
+    assert not farthest.use_matrix(900, (512, 1024), cuda)  # too large to copy: plain steps on the device
+    assert not farthest.use_matrix(614, (1, 1024), torch.device("meta"))  # other devices: plain steps
     assert farthest.use_matrix(14, (8, 144), cpu)  # a small grid (ivs frames at 10 %): the matrix is cheaper
     assert not farthest.use_matrix(7, (8, 144), cpu)  # ... but not for a handful of picks
     with pytest.raises(ValueError, match="strategy"):

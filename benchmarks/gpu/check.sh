@@ -2,7 +2,7 @@
 # Issue 10's GPU checks in one run on a lent CUDA machine (the device tool's `run`), about 6-8 minutes on
 # one H200 (each step has its own time limit; all of them together stay under 570 s): the CUDA tests,
 # `bench speed --methods all` at batch 1 and 32 in fp32 / fp16 / bf16, `bench select` and `bench mllm`
-# on the GPU, and the ragged-form comparison. Everything it measures lands in $OUT (or ./gpu_out) for docs/benchmarks.md.
+# on the GPU, the farthest-first strategies, and the ragged-form comparison. Everything it measures lands in $OUT (or ./gpu_out) for docs/benchmarks.md.
 #
 # The device image has torch, timm, transformers, scipy, matplotlib, tqdm, Pillow and safetensors but
 # not pycocotools or PyAV: carry them as wheels (see benchmarks/gpu/README.md) in .whl/.
@@ -18,13 +18,15 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'; } \
     2>&1 | tee "$OUT/machine.txt"
 # 1. every CUDA test (each skips on a machine without a GPU; here none may skip)
-timeout 180 python3 -m pytest -q -p no:cacheprovider -rs tests/test_run_device.py tests/test_cuda*.py 2>&1 | tee "$OUT/cuda_tests.log"
+timeout 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_run_device.py tests/test_cuda*.py 2>&1 | tee "$OUT/cuda_tests.log"
 # 2. the issue's table on the GPU: every in-ViT method, batch 1 and 32, three dtypes (JSON: rows + checks)
-timeout 200 python3 -m patchprune.cli bench speed --methods all --device cuda --batches 1,32 --dtype fp32,fp16,bf16 --json \
+timeout 180 python3 -m patchprune.cli bench speed --methods all --device cuda --batches 1,32 --dtype fp32,fp16,bf16 --json \
     > "$OUT/speed_cuda.json" 2> "$OUT/speed_cuda.err"; echo "bench speed rc $?"
 # 3. the selectors alone (EVTP paper's setting, 4 x 729 x 1152) and the LLaVA-style prefill on the GPU
 timeout 40 python3 -m patchprune.cli bench select --device cuda --json > "$OUT/select_cuda.json" 2>&1; echo "bench select rc $?"
 timeout 90 python3 -m patchprune.cli bench mllm --device cuda --json > "$OUT/mllm_cuda.json" 2>&1; echo "bench mllm rc $?"
+# the farthest-first engine's matrix mode (host chain) against plain steps on the device
+timeout 50 python3 benchmarks/gpu/strategies.py --device cuda > "$OUT/strategies_cuda.json" 2> "$OUT/strategies_cuda.err"; echo "strategies rc $?"
 # 4. which ragged form a GPU wants (samples keeping different counts at batch 32)
 timeout 60 python3 -m patchprune.cli bench speed --device cuda --batch 32 --policy random-bernoulli --spread 0.5 --ragged split,pack,pad \
     2>&1 | tee "$OUT/ragged_cuda.txt"

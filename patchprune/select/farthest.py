@@ -16,7 +16,13 @@ returns the *same picks* with most of the work in matrix-matrix products:
 - The first picks (when pools certify little) are plain steps: one full distance column each.
 - Picked tokens leave the live list once they are a tenth of it (`_compact`), so the GEMMs skip
   them: at the keep ratios of in-ViT pruning (60-80 % of 1024 tokens) that is a third of the work.
-- Off the CPU (CUDA) every pick is a plain step: no host round trip, no sync inside the loop.
+- On a GPU (CUDA) the engine runs matrix mode for every k while the matrix fits MATRIX_BYTES: the
+  N x N GEMM on the device, one copy of it to the host and the NumPy chain there (~1 us a pick). A
+  plain step on the device is ~10 dispatched kernels (gather, GEMM, min, scatter, argmax, ...), each
+  costing the Python dispatch and the launch (tens of us) whatever N is, so a chain of hundreds of
+  picks would take tens of ms; the price of the host chain is one synchronisation per call. Larger
+  matrices fall back to plain steps (no host round trip at all). Not yet timed on a GPU
+  (`benchmarks/gpu/strategies.py` compares the two there).
 - Matrix mode (CPU, k >= MATRIX_SHARE * N, the keep ratios of in-ViT pruning, or k >=
   MATRIX_SMALL_SHARE * N on grids of at most MATRIX_SMALL_N tokens): one N x N distance
   GEMM, then the textbook chain on its rows in NumPy (a row minimum and an argmax per pick, ~2 us).
@@ -56,14 +62,19 @@ STRATEGIES = ("auto", "pool", "matrix")
 
 
 def use_matrix(k: int, shape: tuple[int, int], device: torch.device, strategy: str = "auto") -> bool:
-    """Whether farthest_first runs in matrix mode for k picks among shape = (B, N) tokens."""
+    """Whether farthest_first runs in matrix mode for k picks among shape = (B, N) tokens: on the
+    CPU at the keep ratios where one GEMM beats the pool rounds, on CUDA whenever the matrix fits
+    (see the module docstring), never elsewhere."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if strategy != "auto":
         return strategy == "matrix"
     B, N = shape
+    fits = B * N * N * 4 <= MATRIX_BYTES
+    if device.type == "cuda":
+        return fits
     share = MATRIX_SMALL_SHARE if N <= MATRIX_SMALL_N else MATRIX_SHARE
-    return device.type == "cpu" and k >= share * N and B * N * N * 4 <= MATRIX_BYTES
+    return device.type == "cpu" and k >= share * N and fits
 
 
 def pairwise_sq(z: Tensor, sq: Tensor) -> Tensor:
