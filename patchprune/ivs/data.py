@@ -192,8 +192,20 @@ def make_batch(items: list[ReferItem], keys: list[int], tokenizer, ref_frames: i
         refer[b, :len(r)] = torch.tensor(r)
     masks = torch.stack([it.masks[t] for it, t in zip(items, keys)])
     present = masks.flatten(1).any(1)
-    batch = IVSBatch(normalise(key), None if refs is None else normalise(refs), ids, text_mask, refer)
+    batch = IVSBatch(normalise(key), None if refs is None else normalise(refs), ids, text_mask, refer,
+                     frame_ids(items, keys, ref_frames if video else 0))
     return batch, masks, present
+
+
+def frame_ids(items: list[ReferItem], keys: list[int], ref_frames: int) -> Tensor:
+    """[B * (1 + R)] ids of the batch's frames in the model's order (keys, then each key's references):
+    equal for the same frame of the same frames tensor (`load_items` shares one tensor per source, so
+    the expressions of one image and the key frames of one video, each other's references, share ids)."""
+    seen: dict[tuple[int, int], int] = {}
+    order = [(it, t) for it, t in zip(items, keys)]
+    if ref_frames:
+        order += [(it, r) for it, t in zip(items, keys) for r in reference_indices(t, it.frames.shape[0], ref_frames)]
+    return torch.tensor([seen.setdefault((id(it.frames), t), len(seen)) for it, t in order], dtype=torch.long)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:

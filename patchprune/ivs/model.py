@@ -43,18 +43,37 @@ def normalise(frames: Tensor) -> Tensor:
 class IVSBatch:
     """One batch: key frames [B, 3, H, W] (normalised); refs [B, R, 3, H, W] or None (an image is
     its own reference frame); text_ids [B, T] (0-padded prompt ids, see `tokenizer.encode_prompt`);
-    text_mask [B, T] True on real tokens; refer_mask [B, T] True on the <refer> span."""
+    text_mask [B, T] True on real tokens; refer_mask [B, T] True on the <refer> span; frame_ids
+    [B * (1 + R)] or None: one id per frame in the model's order (keys, then every key's references),
+    equal ids for the same frame (a video's key frames are each other's references, and expressions
+    of one image share it), so the vision tower runs once per distinct frame (`IVSModel.encode_distinct`)."""
 
     key: Tensor
     refs: Tensor | None
     text_ids: Tensor
     text_mask: Tensor
     refer_mask: Tensor
+    frame_ids: Tensor | None = None
 
     def to(self, device: torch.device | str) -> "IVSBatch":
         """The batch on `device` (frames and token ids; batches are built on the CPU, `ivs.data.make_batch`)."""
         return IVSBatch(self.key.to(device), None if self.refs is None else self.refs.to(device),
-                        self.text_ids.to(device), self.text_mask.to(device), self.refer_mask.to(device))
+                        self.text_ids.to(device), self.text_mask.to(device), self.refer_mask.to(device),
+                        None if self.frame_ids is None else self.frame_ids.to(device))
+
+
+def unique_frames(frame_ids: Tensor | None) -> tuple[Tensor, Tensor] | None:
+    """(first position of each distinct id [U], each position's distinct slot [F]) of frame ids [F], or
+    None when every frame is distinct (or there are no ids): the tower then runs on frames[first]
+    and its outputs are spread back with [inverse]."""
+    if frame_ids is None:
+        return None
+    uniq, inverse = torch.unique(frame_ids, return_inverse=True)
+    if uniq.numel() == frame_ids.numel():
+        return None
+    positions = torch.arange(frame_ids.numel(), device=frame_ids.device)
+    first = torch.full_like(uniq, frame_ids.numel()).scatter_reduce(0, inverse, positions, "amin")
+    return first, inverse
 
 
 @dataclass
@@ -174,6 +193,19 @@ class IVSModel(nn.Module):
             attn = layer_attention(self.vision, out.hidden_states, -1)
         return out.last_hidden_state, attn
 
+    def encode_distinct(self, frames: Tensor, frame_ids: Tensor | None, need_attention: bool
+                        ) -> tuple[Tensor, Tensor | None]:
+        """`encode` of frames [F, 3, H, W] running the tower once per distinct frame (`unique_frames`),
+        its outputs spread back to all F rows. The tower is the dearest part that sees every frame (a
+        video key frame's references are other key frames); the selection after it still runs on all
+        F rows in their order, so seeded draws (random) pick as they did without the ids."""
+        distinct = unique_frames(frame_ids)
+        if distinct is None:
+            return self.encode(frames, need_attention)
+        first, inverse = distinct
+        vision, attn = self.encode(frames[first], need_attention)
+        return vision[inverse], None if attn is None else attn[inverse]
+
     def select(self, vision: Tensor, attn: Tensor | None, method: str, ratio: float, **options: Any
                ) -> tuple[Tensor, Tensor]:
         """Per frame K = keep_count(N, ratio) tokens: (tokens [F, K, Dv], grid index [F, K])."""
@@ -199,7 +231,7 @@ class IVSModel(nn.Module):
 
             need_attn = method_spec(method).needs_attention
         with meter("vision"):
-            vision, attn = self.encode(frames, need_attn)
+            vision, attn = self.encode_distinct(frames, batch.frame_ids, need_attn)
         with meter("selector"):
             kept, index = self.select(vision, attn, method, ratio, **options)
         with meter("projector"):
