@@ -48,3 +48,9 @@ def test_the_strategies_script_dry_runs_on_the_cpu(capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["device"] == "cpu" and len(res["rows"]) == 6
     assert all(r["same_picks"] and r["matrix_ms"] > 0 and r["pool_ms"] > 0 for r in res["rows"])
+
+
+def test_the_gpu_script_leaves_at_most_eight_files():
+    """The device tool brings back at most 8 files from $OUT: the script must not write more."""
+    names = set(re.findall(r'"\$OUT/([\w.-]+)"', SCRIPT.read_text()))
+    assert 0 < len(names) <= 8, sorted(names)

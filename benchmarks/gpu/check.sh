@@ -7,6 +7,8 @@
 # The device image has torch, timm, transformers, scipy, matplotlib, tqdm, Pillow and safetensors but
 # not pycocotools or PyAV: carry them as wheels (see benchmarks/gpu/README.md) in .whl/.
 #   run(command="bash benchmarks/gpu/check.sh", carry=[".whl"], timeout_s=600)
+# Eight files come back from $OUT (the device tool's limit): machine.txt, cuda_tests.log, speed_cuda.json,
+# select_cuda.json, mllm_cuda.json, strategies_cuda.json, ragged_cuda.txt and stderr.log.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -21,12 +23,12 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 timeout 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_run_device.py tests/test_cuda*.py 2>&1 | tee "$OUT/cuda_tests.log"
 # 2. the table on the GPU: every in-ViT method, batch 1 and 32, three dtypes (JSON: rows + checks)
 timeout 180 python3 -m patchprune.cli bench speed --methods all --device cuda --batches 1,32 --dtype fp32,fp16,bf16 --json \
-    > "$OUT/speed_cuda.json" 2> "$OUT/speed_cuda.err"; echo "bench speed rc $?"
+    > "$OUT/speed_cuda.json" 2>> "$OUT/stderr.log"; echo "bench speed rc $?"
 # 3. the selectors alone (EVTP paper's setting, 4 x 729 x 1152) and the LLaVA-style prefill on the GPU
-timeout 40 python3 -m patchprune.cli bench select --device cuda --json > "$OUT/select_cuda.json" 2>&1; echo "bench select rc $?"
-timeout 90 python3 -m patchprune.cli bench mllm --device cuda --json > "$OUT/mllm_cuda.json" 2>&1; echo "bench mllm rc $?"
+timeout 40 python3 -m patchprune.cli bench select --device cuda --json > "$OUT/select_cuda.json" 2>> "$OUT/stderr.log"; echo "bench select rc $?"
+timeout 90 python3 -m patchprune.cli bench mllm --device cuda --json > "$OUT/mllm_cuda.json" 2>> "$OUT/stderr.log"; echo "bench mllm rc $?"
 # the farthest-first engine's matrix mode (host chain) against plain steps on the device
-timeout 50 python3 benchmarks/gpu/strategies.py --device cuda > "$OUT/strategies_cuda.json" 2> "$OUT/strategies_cuda.err"; echo "strategies rc $?"
+timeout 50 python3 benchmarks/gpu/strategies.py --device cuda > "$OUT/strategies_cuda.json" 2>> "$OUT/stderr.log"; echo "strategies rc $?"
 # 4. which ragged form a GPU wants (samples keeping different counts at batch 32)
 timeout 60 python3 -m patchprune.cli bench speed --device cuda --batch 32 --policy random-bernoulli --spread 0.5 --ragged split,pack,pad \
     2>&1 | tee "$OUT/ragged_cuda.txt"
