@@ -35,7 +35,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="small shapes (a dry run)")
     args = ap.parse_args(argv)
-    dev = check_device("--device", args.device)
+    try:
+        dev = check_device("--device", args.device)
+    except ValueError as err:  # one line, as every command's user errors
+        print(f"strategies: {err}", file=sys.stderr)
+        return 2
     rows = []
     for B, N, C, k, side in QUICK if args.quick else SHAPES:
         x = torch.randn(B, N, C, generator=torch.Generator().manual_seed(N + B)).to(dev)
