@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from patchprune.cli import main
+from tests.test_ivs_train import tensors
 from patchprune.data.synth_refer import write_synth_refer
 
 TRAIN = ["--config", "micro", "--steps", "2", "--batch", "2", "--lr", "1e-3", "--warmup", "1", "--threads", "1",
@@ -33,10 +33,6 @@ def run_dir(data_dir: Path, tmp_path_factory) -> Path:
     assert main(["train", "ivs", "--data", str(data_dir), "--out", str(out), *TRAIN]) == 0
     return out
 
-
-def tensors(path: Path) -> dict[str, torch.Tensor]:
-    with safe_open(str(path), framework="pt") as fh:
-        return {k: fh.get_tensor(k) for k in fh.keys()}
 
 
 def test_train_on_device_cpu_writes_the_default_checkpoint(data_dir: Path, run_dir: Path, tmp_path: Path,

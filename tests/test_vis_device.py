@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from patchprune.cli import build_parser, main
 from patchprune.data.synth_vis import write_synth_vis
+from tests.test_vis_train import tensors as prefixed_tensors
 
 TINY = dict(img_size=64, dim=32, depth=12, heads=2, fpn_dim=32, hidden_dim=32, decoder_layers=2, decoder_heads=2,
             decoder_ffn=64, pixel_ffn=64, num_queries=5, points=64)
@@ -32,9 +32,10 @@ def train(data_dir: Path, out: Path, device) -> dict:
                                       checkpoint_every=0, progress=False, threads=1, overrides=TINY, device=device))
 
 
+
 def tensors(path: Path) -> dict[str, torch.Tensor]:
-    with safe_open(str(path), framework="pt") as fh:
-        return {k: fh.get_tensor(k) for k in fh.keys()}
+    """Every tensor of a checkpoint: the modules and the optimiser state."""
+    return prefixed_tensors(path, prefix="")
 
 
 @pytest.fixture(scope="module")
