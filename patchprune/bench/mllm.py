@@ -56,13 +56,6 @@ def _prompt(model: Any, batch: int, frames: int, text: int, seed: int):
     return ids.to(model.device), mask.to(model.device)
 
 
-def _synchronize(device: Any) -> None:
-    """Wait for the device's queued work (CUDA runs asynchronously), so a host clock reads its end."""
-    import torch
-
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def encode_pool(model: Any, frames: list[int], keep_hidden: bool, seed: int = 0) -> tuple[dict, dict]:
     """Features of each distinct frame (random pixels, seeded per frame) and the ms of its own
@@ -73,6 +66,7 @@ def encode_pool(model: Any, frames: list[int], keep_hidden: bool, seed: int = 0)
 
     from patchprune.hf.families import resolve_family
     from patchprune.hf.features import encode_images
+    from patchprune.metrics.timing import synchronize
 
     family = resolve_family(model)
     size = model.config.vision_config.image_size
@@ -81,10 +75,10 @@ def encode_pool(model: Any, frames: list[int], keep_hidden: bool, seed: int = 0)
     encode_images(model, family, pixels[frames[0]], keep_hidden=keep_hidden)  # warm-up, not timed
     feats, times = {}, {}
     for f in frames:
-        _synchronize(model.device)
+        synchronize(model.device)
         t0 = time.perf_counter()
         feats[f] = encode_images(model, family, pixels[f], keep_hidden=keep_hidden)
-        _synchronize(model.device)
+        synchronize(model.device)
         times[f] = (time.perf_counter() - t0) * 1e3
     return feats, times
 
