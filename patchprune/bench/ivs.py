@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from patchprune.cli import CommandGroups
-from patchprune.validate import DEVICE_HELP
-from patchprune.validate import comma_list
+from patchprune.validate import DEVICE_HELP, comma_list
 
 RATIOS = (0.05, 0.1, 0.2)
 METHODS = ("random", "kcenter", "divprune", "tome", "visionzip", "vispruner", "evtp")
